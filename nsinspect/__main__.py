@@ -1,0 +1,3 @@
+from nsinspect.cli import main
+
+main()

@@ -1,0 +1,177 @@
+"""The command line.  The only layer that chooses exit codes.
+
+Heavy modules (rich, grpc, kubernetes) are imported inside the commands that need them,
+so ``nsinspect --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from nsinspect import __version__
+from nsinspect.errors import InvalidArgument, NotFound, NsinspectError, PermissionDenied, Unavailable
+from nsinspect.model import NS_TYPES, STATES
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_PERMISSION = 0, 1, 2, 3, 4, 5
+EXIT_INTERNAL = 70  # a bug in nsinspect (EX_SOFTWARE); distinct from a failed check
+
+_EXIT_CODES: tuple[tuple[type[NsinspectError], int], ...] = (
+    (InvalidArgument, EXIT_USAGE),
+    (NotFound, EXIT_NOT_FOUND),
+    (Unavailable, EXIT_UNAVAILABLE),
+    (PermissionDenied, EXIT_PERMISSION),
+)
+
+OUTPUT_FORMATS = ("table", "wide", "json", "yaml")
+
+
+@dataclass
+class App:
+    """What every command needs: where to read from, and how to write."""
+
+    proc_root: str = "/proc"
+    runtime_endpoint: str | None = None
+    agent: str | None = None
+    _engine: Any = field(default=None, repr=False)
+
+    def engine(self) -> Any:
+        """The inspection engine: in-process (local mode) or an agent over gRPC."""
+        if self._engine is None:
+            if self.agent:
+                from nsinspect.client import AgentEngine
+
+                self._engine = AgentEngine(self.agent)
+            else:
+                from nsinspect.engine import LocalEngine
+
+                self._engine = LocalEngine(self.proc_root, self.runtime_endpoint)
+        return self._engine
+
+    def emit(self, view: object, fmt: str) -> None:
+        from nsinspect.render import render
+
+        tty = sys.stdout.isatty()
+        width = None
+        if tty and fmt in ("table", "wide"):
+            width = click.get_terminal_size()[0] if hasattr(click, "get_terminal_size") else os.get_terminal_size().columns
+        color = tty and "NO_COLOR" not in os.environ
+        sys.stdout.write(render(view, fmt, width=width, color=color))
+        sys.stdout.flush()
+
+
+output_option = click.option(
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(OUTPUT_FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format. JSON and YAML are never truncated.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="nsinspect", message="%(prog)s %(version)s")
+@click.option(
+    "--proc",
+    "proc_root",
+    envvar="NSINSPECT_PROC",
+    default="/proc",
+    show_default=True,
+    metavar="PATH",
+    help="procfs root to read (env NSINSPECT_PROC), e.g. /host/proc in a container.",
+)
+@click.option(
+    "-r",
+    "--runtime-endpoint",
+    envvar="CONTAINER_RUNTIME_ENDPOINT",
+    metavar="URI",
+    help="CRI socket (env CONTAINER_RUNTIME_ENDPOINT); default: probe containerd, CRI-O, cri-dockerd, k3s.",
+)
+@click.option("--agent", metavar="ADDR", help="Ask the nsinspect agent at host:port or unix:PATH instead of reading this node.")
+@click.pass_context
+def cli(ctx: click.Context, proc_root: str, runtime_endpoint: str | None, agent: str | None) -> None:
+    """Which Linux namespaces do the containers of a pod really share?
+
+    Reads /proc/<pid>/ns/* and the container runtime (CRI), and compares the
+    kernel's truth with what each pod asked for.
+    """
+    ctx.obj = App(proc_root=proc_root, runtime_endpoint=runtime_endpoint or None, agent=agent)
+
+
+@cli.command()
+@click.option(
+    "-t",
+    "--type",
+    "types",
+    multiple=True,
+    type=click.Choice(NS_TYPES),
+    help="Only namespaces of this type (repeatable).",
+)
+@output_option
+@click.pass_obj
+def node(app: App, types: tuple[str, ...], fmt: str) -> None:
+    """Every namespace on this node, as lsns shows it (plus POD and CONTAINER)."""
+    wanted = tuple(t for t in NS_TYPES if t in types) if types else NS_TYPES
+    app.emit(app.engine().node(wanted), fmt)
+
+
+@cli.command()
+@click.argument("pid", type=int)
+@output_option
+@click.pass_obj
+def pid(app: App, pid: int, fmt: str) -> None:
+    """One process: its 8 namespaces, which are the node's, and its pod."""
+    if pid <= 0:
+        raise InvalidArgument(f"pid must be a positive number, not {pid}")
+    app.emit(app.engine().process(pid), fmt)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn every outcome into an exit code."""
+    try:
+        rv = cli.main(args=argv, prog_name="nsinspect", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (| head): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_OK)
+    except NsinspectError as e:
+        _fail(e)
+    except Exception as e:  # no tracebacks for users
+        if os.environ.get("NSINSPECT_DEBUG"):
+            raise
+        from nsinspect.render.text import safe
+
+        click.echo(
+            f"nsinspect: internal error ({type(e).__name__}: {safe(str(e))}); "
+            "rerun with NSINSPECT_DEBUG=1 and report the traceback.",
+            err=True,
+        )
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+
+
+def _fail(e: NsinspectError) -> None:
+    from nsinspect.render.text import safe
+
+    code = next((c for cls, c in _EXIT_CODES if isinstance(e, cls)), EXIT_INTERNAL)
+    click.echo(f"nsinspect: {safe(str(e))}", err=True)
+    sys.exit(code)
+
+
+# States are imported here so the check command (added with the runtime) can validate them.
+__all__ = ["cli", "main", "App", "STATES"]

@@ -1,0 +1,58 @@
+"""Discovery on one node: from procfs to the model.
+
+``node_view``: every namespace of every process (the lsns view);
+``process_view``: one process and its eight namespaces;
+``node_namespaces``: the node's own namespace of each type.
+Pods and containers are attached on top by ``nsinspect.pods``.
+"""
+
+from __future__ import annotations
+
+from nsinspect.errors import AccessDenied, NoSuchProcess
+from nsinspect.model import NS_TYPES, Namespace, NamespaceId, NodeView, ProcessView
+from nsinspect.procfs import ProcFS
+
+
+def node_namespaces(proc: ProcFS) -> dict[str, NamespaceId]:
+    """The node's namespaces: those of PID 1, or of PID 2 (kthreadd) when PID 1 cannot be read.
+
+    Kernel threads never leave the initial namespaces, so kthreadd is a faithful fallback
+    where PID 1 is hidden from us (as in some sandboxes, even from root).
+    """
+    for pid in (1, 2):
+        try:
+            links = proc.ns_links(pid)
+        except (NoSuchProcess, AccessDenied):
+            continue
+        found = {t: ns for t, ns in links.items() if ns is not None}
+        if found:
+            return found
+    return {}
+
+
+def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = True) -> NodeView:
+    """Every namespace of the given types held by a process, as lsns counts them.
+
+    NPROCS: the processes whose link names that namespace; PID: the lowest of them, and
+    the process shown (PPID, USER, COMMAND) is that one.
+    """
+    seen, stats = proc.scan(types, parallel=parallel)
+    node_ns = node_namespaces(proc)
+    dev = proc.nsfs_dev()
+    namespaces: list[Namespace] = []
+    for nstype, by_ino in seen.items():
+        node_ino = node_ns[nstype].ino if nstype in node_ns else None
+        for ino, (nprocs, low, process) in by_ino.items():
+            namespaces.append(Namespace(NamespaceId(dev, ino), nstype, nprocs, low, process, ino == node_ino))
+    namespaces.sort(key=lambda n: (n.id.ino, n.type))
+    return NodeView(namespaces, node_ns, stats, types)
+
+
+def process_view(proc: ProcFS, pid: int) -> ProcessView:
+    """One process's namespaces.  Raises NoSuchProcess or AccessDenied."""
+    process = proc.process(pid)
+    links = proc.ns_links(pid)
+    # The links were read after the identity: make sure they belong to the same process.
+    if not proc.is_alive(process.id):
+        raise NoSuchProcess(pid)
+    return ProcessView(process, links, node_namespaces(proc))

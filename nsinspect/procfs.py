@@ -1,0 +1,401 @@
+"""Reading procfs: the only module that touches /proc.
+
+Every path is relative to one procfs root (``/proc``, ``/host/proc`` or a test fixture),
+opened once as a directory fd; every read is an ``*at()`` call on it.  OS errors are
+mapped to meaning in one place (``_classify``): ENOENT/ESRCH -> the process is gone,
+EACCES/EPERM -> access denied.  Everything above speaks in those terms.
+
+The full scan is the hot path of ``nsinspect node``; see ``ProcFS.scan`` for how it
+stays within 2x of a C readlinkat loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import marshal
+import os
+import pwd
+import threading
+
+from nsinspect.errors import AccessDenied, InvalidArgument, NoSuchProcess
+from nsinspect.model import NS_TYPES, NamespaceId, Process, ProcessId, ScanStats
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+
+# Below this many processes one worker is faster than forking a second one.
+PARALLEL_MIN_PIDS = 1500
+MAX_WORKERS = 4
+
+_GONE = (errno.ENOENT, errno.ESRCH)
+_DENIED = (errno.EACCES, errno.EPERM)
+
+
+def _classify(exc: OSError, pid: int) -> Exception:
+    """Map an OS error met while reading /proc/<pid>/... to what it means."""
+    if exc.errno in _GONE:
+        return NoSuchProcess(pid)
+    if exc.errno in _DENIED:
+        if os.geteuid() == 0:
+            return AccessDenied(
+                pid,
+                f"even root may not read the namespaces of pid {pid} here (a sandbox or security module hides it); "
+                "inspect another process of the same container",
+            )
+        return AccessDenied(pid)
+    return exc
+
+
+def parse_ns_link(target: str, nstype: str) -> int | None:
+    """``net:[4026531993]`` -> 4026531993; anything else -> None."""
+    prefix = nstype + ":["
+    if target.startswith(prefix) and target.endswith("]"):
+        digits = target[len(prefix) : -1]
+        if digits.isascii() and digits.isdigit():
+            return int(digits)
+    return None
+
+
+def parse_stat(data: bytes) -> tuple[str, str, int, int]:
+    """Parse /proc/<pid>/stat -> (comm, state, ppid, start time in clock ticks).
+
+    The command name may hold spaces and parentheses: it ends at the *last* ')'.
+    """
+    lpar = data.index(b"(")
+    rpar = data.rindex(b")")
+    comm = os.fsdecode(data[lpar + 1 : rpar])
+    fields = data[rpar + 2 :].split()
+    # fields[0] is field 3 (state); ppid is field 4; starttime is field 22.
+    return comm, fields[0].decode("ascii", "replace"), int(fields[1]), int(fields[19])
+
+
+_user_cache: dict[int, str] = {}
+
+
+def user_name(uid: int | None) -> str:
+    if uid is None:
+        return ""
+    name = _user_cache.get(uid)
+    if name is None:
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = str(uid)
+        _user_cache[uid] = name
+    return name
+
+
+# What a worker learns about one process: (start time, ppid, uid, comm, cmdline).
+_Desc = tuple[int, int, "int | None", str, str]
+
+# A scan chunk's result, as plain containers so marshal can carry it between processes:
+# (per-type {inode: [nprocs, lowest pid]}, processes, vanished, denied pids,
+#  {pid: description or None} for the lowest pid of each namespace in the chunk)
+_Chunk = tuple[list[dict[int, list[int]]], int, int, list[int], dict[int, "_Desc | None"]]
+
+
+def _read_at(procfd: int, path: str, limit: int = 65536) -> bytes:
+    fd = os.open(path, _FILE_FLAGS, dir_fd=procfd)
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def _describe(procfd: int, pid: int) -> _Desc:
+    """Identity and description of one process.  Raises NoSuchProcess or AccessDenied."""
+    try:
+        data = _read_at(procfd, f"{pid}/stat")
+    except OSError as e:
+        raise _classify(e, pid) from None
+    try:
+        comm, _state, ppid, start = parse_stat(data)
+    except (ValueError, IndexError):
+        raise NoSuchProcess(pid, f"cannot parse /proc/{pid}/stat; is the procfs root a procfs?") from None
+    try:
+        uid: int | None = os.stat(str(pid), dir_fd=procfd).st_uid
+    except OSError as e:
+        err = _classify(e, pid)
+        if isinstance(err, NoSuchProcess):
+            raise err from None
+        uid = None
+    try:
+        raw = _read_at(procfd, f"{pid}/cmdline", 4096)
+    except OSError as e:
+        err = _classify(e, pid)
+        if isinstance(err, NoSuchProcess):
+            raise err from None
+        raw = b""
+    raw = raw.rstrip(b"\0")
+    cmdline = " ".join(os.fsdecode(a) for a in raw.split(b"\0")) if raw else ""
+    return start, ppid, uid, comm, cmdline
+
+
+def _to_process(pid: int, d: _Desc) -> Process:
+    start, ppid, uid, comm, cmdline = d
+    return Process(ProcessId(pid, start), ppid, uid, user_name(uid), comm, cmdline)
+
+
+def _read_links_slow(nsfd: int, types: tuple[str, ...]) -> list[int | None]:
+    """Read each link on its own, telling missing links (zombies) from a vanished process.
+
+    Raises FileNotFoundError if the process is gone, PermissionError if it is not ours to read.
+    """
+    out: list[int | None] = []
+    missing = 0
+    for t in types:
+        try:
+            target = os.readlink(t, dir_fd=nsfd)
+        except OSError as e:
+            if e.errno in _GONE:
+                missing += 1
+                out.append(None)
+                continue
+            if e.errno == errno.EINVAL:  # not a link: a malformed procfs tree
+                out.append(None)
+                continue
+            raise
+        out.append(parse_ns_link(target, t))
+    if missing == len(types):
+        # All asked-for links are gone.  A zombie still has its pid link; a dead process has none.
+        try:
+            os.readlink("pid", dir_fd=nsfd)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, "process vanished") from None
+    return out
+
+
+def _scan_chunk(procfd: int, pids: list[int], types: tuple[str, ...], describe: bool) -> _Chunk:
+    agg: list[dict[int, list[int]]] = [{} for _ in types]
+    vanished = 0
+    denied: list[int] = []
+    fast = [(t, len(t) + 2) for t in types]
+    readlink, open_, close = os.readlink, os.open, os.close
+    for pid in pids:
+        try:
+            nsfd = open_(f"{pid}/ns", _DIR_FLAGS, dir_fd=procfd)
+        except OSError as e:
+            if e.errno in _GONE:
+                vanished += 1
+                continue
+            if e.errno in _DENIED:
+                denied.append(pid)
+                continue
+            raise
+        try:
+            try:
+                inos: list[int | None] = [int(readlink(t, dir_fd=nsfd)[n:-1]) for t, n in fast]
+            except (OSError, ValueError):
+                inos = _read_links_slow(nsfd, types)
+        except OSError as e:
+            if e.errno in _GONE:
+                vanished += 1
+                continue
+            if e.errno in _DENIED:
+                denied.append(pid)
+                continue
+            raise
+        finally:
+            close(nsfd)
+        for seen, ino in zip(agg, inos):
+            if ino is None:
+                continue
+            entry = seen.get(ino)
+            if entry is None:
+                seen[ino] = [1, pid]
+            else:
+                entry[0] += 1
+                if pid < entry[1]:
+                    entry[1] = pid
+    descs: dict[int, _Desc | None] = {}
+    if describe:
+        for seen in agg:
+            for _count, low in seen.values():
+                if low not in descs:
+                    try:
+                        descs[low] = _describe(procfd, low)
+                    except (NoSuchProcess, AccessDenied):
+                        descs[low] = None
+    return agg, len(pids), vanished, denied, descs
+
+
+def _merge(into: _Chunk, other: _Chunk) -> _Chunk:
+    agg, processes, vanished, denied, descs = into
+    descs.update(other[4])
+    for seen, theirs in zip(agg, other[0]):
+        for ino, (count, low) in theirs.items():
+            entry = seen.get(ino)
+            if entry is None:
+                seen[ino] = [count, low]
+            else:
+                entry[0] += count
+                if low < entry[1]:
+                    entry[1] = low
+    return agg, processes + other[1], vanished + other[2], denied + other[3], descs
+
+
+def _workers_for(npids: int) -> int:
+    if npids < PARALLEL_MIN_PIDS:
+        return 1
+    # fork() is only safe while this process has a single thread (the agent has many).
+    if threading.active_count() > 1:
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_WORKERS, npids // (PARALLEL_MIN_PIDS // 2)))
+
+
+class ProcFS:
+    """A procfs tree, rooted at ``root``."""
+
+    def __init__(self, root: str = "/proc"):
+        self.root = root
+        self._fd: int | None = None
+        self._nsfs_dev: int | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.root, _DIR_FLAGS)
+            except OSError as e:
+                raise InvalidArgument(
+                    f"cannot open the procfs root {self.root!r} ({e.strerror}); "
+                    "pass --proc with the path of a mounted procfs such as /proc or /host/proc"
+                ) from None
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> ProcFS:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- single-process reads -------------------------------------------------------------
+    def pids(self) -> list[int]:
+        """Every process (thread-group leader) listed in the procfs root, ascending."""
+        out = [int(name) for name in os.listdir(self.fd) if name.isdigit() and name.isascii()]
+        out.sort()
+        return out
+
+    def ns_links(self, pid: int, types: tuple[str, ...] = NS_TYPES) -> dict[str, NamespaceId | None]:
+        """The namespaces of one process; None for a link that is gone (a zombie's).
+
+        Raises NoSuchProcess or AccessDenied.
+        """
+        dev = self.nsfs_dev()
+        try:
+            nsfd = os.open(f"{pid}/ns", _DIR_FLAGS, dir_fd=self.fd)
+        except OSError as e:
+            raise _classify(e, pid) from None
+        try:
+            inos = _read_links_slow(nsfd, types)
+        except OSError as e:
+            raise _classify(e, pid) from None
+        finally:
+            os.close(nsfd)
+        return {t: (NamespaceId(dev, ino) if ino is not None else None) for t, ino in zip(types, inos)}
+
+    def start_time(self, pid: int) -> int:
+        try:
+            data = _read_at(self.fd, f"{pid}/stat")
+        except OSError as e:
+            raise _classify(e, pid) from None
+        try:
+            return parse_stat(data)[3]
+        except (ValueError, IndexError):
+            raise NoSuchProcess(pid) from None
+
+    def process(self, pid: int) -> Process:
+        """Identity and description of one process.  Raises NoSuchProcess or AccessDenied."""
+        return _to_process(pid, _describe(self.fd, pid))
+
+    def is_alive(self, proc_id: ProcessId) -> bool:
+        """Is this exact process (pid *and* start time) still there?"""
+        try:
+            return self.start_time(proc_id.pid) == proc_id.start_time
+        except (NoSuchProcess, AccessDenied):
+            return False
+
+    def nsfs_dev(self) -> int:
+        """The device of the nsfs filesystem (one superblock holds every namespace).
+
+        Read once, from the first process whose ns link we may stat; 0 in fixture trees
+        whose links point nowhere.
+        """
+        if self._nsfs_dev is None:
+            self._nsfs_dev = 0
+            for pid in (os.getpid(), 1, 2):
+                try:
+                    self._nsfs_dev = os.stat(f"{pid}/ns/net", dir_fd=self.fd).st_dev
+                    break
+                except OSError:
+                    continue
+        return self._nsfs_dev
+
+    # -- the full scan --------------------------------------------------------------------
+    def scan(
+        self, types: tuple[str, ...] = NS_TYPES, pids: list[int] | None = None, parallel: bool = True
+    ) -> tuple[dict[str, dict[int, tuple[int, int, Process | None]]], ScanStats]:
+        """Read the ns links of every process: per type, {inode: (nprocs, lowest pid, its process)}.
+
+        The work is a readlinkat() per link from a per-pid ``ns`` directory fd (short path
+        walks); aggregation, and reading the lowest-pid process of each namespace, are done
+        where the links are read.  With many processes the pids are cut into contiguous
+        slices, one per forked worker (a namespace's processes are mostly neighbours, so few
+        processes are described twice); workers send their results back with marshal, and a
+        worker that fails is redone here.  The process with the lowest pid is described once
+        (the None of a vanished one stands: lsns shows such a row too).
+        """
+        if pids is None:
+            pids = self.pids()
+        workers = _workers_for(len(pids)) if parallel else 1
+        n = len(pids)
+        slices = [pids[k * n // workers : (k + 1) * n // workers] for k in range(workers)]
+        children = []
+        for share in slices[1:]:
+            r, w = os.pipe()
+            child = os.fork()
+            if child == 0:  # pragma: no cover - runs in the forked worker
+                code = 0
+                try:
+                    os.close(r)
+                    view = memoryview(marshal.dumps(_scan_chunk(self.fd, share, types, True)))
+                    while view:
+                        view = view[os.write(w, view) :]
+                except BaseException:
+                    code = 1
+                finally:
+                    os._exit(code)
+            os.close(w)
+            children.append((child, r, share))
+        result = _scan_chunk(self.fd, slices[0], types, True)
+        for child, r, share in children:
+            with os.fdopen(r, "rb") as f:
+                data = f.read()
+            _, status = os.waitpid(child, 0)
+            try:
+                theirs = marshal.loads(data) if status == 0 else None
+            except (EOFError, ValueError, TypeError):
+                theirs = None
+            result = _merge(result, theirs if theirs is not None else _scan_chunk(self.fd, share, types, True))
+        agg, processes, vanished, denied, descs = result
+        procs: dict[int, Process | None] = {}
+        out: dict[str, dict[int, tuple[int, int, Process | None]]] = {}
+        for t, seen in zip(types, agg):
+            rows = out[t] = {}
+            for ino, (count, low) in seen.items():
+                if low not in procs:
+                    d = descs.get(low)
+                    procs[low] = _to_process(low, d) if d is not None else None
+                rows[ino] = (count, low, procs[low])
+        denied.sort()
+        return out, ScanStats(processes, vanished, denied, os.geteuid() == 0)

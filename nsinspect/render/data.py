@@ -1,0 +1,203 @@
+"""The model as plain data: the JSON/YAML contract of PRODUCT.md.
+
+Keys shared with ``lsns -J`` keep lsns's names (ns, type, nprocs, pid, ppid, user, command).
+Nothing here is truncated or escaped: JSON escaping is the serializer's job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nsinspect.model import (
+    ContainerRef,
+    Member,
+    NamespaceId,
+    NodeView,
+    PodRef,
+    PodsView,
+    PodView,
+    Process,
+    ProcessView,
+    ScanStats,
+)
+
+
+def _ino(ns: NamespaceId | None) -> int | None:
+    return ns.ino if ns is not None else None
+
+
+def pod_ref(p: PodRef | None) -> dict[str, str] | None:
+    return None if p is None else {"namespace": p.namespace, "name": p.name, "uid": p.uid}
+
+
+def container_ref(c: ContainerRef | None) -> dict[str, str] | None:
+    return None if c is None else {"name": c.name, "id": c.id}
+
+
+def stats(s: ScanStats) -> dict[str, Any]:
+    return {"processes": s.processes, "vanished": s.vanished, "denied": len(s.denied), "denied_pids": s.denied, "as_root": s.as_root}
+
+
+def process(p: Process | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {
+        "pid": p.pid,
+        "start_time": p.id.start_time,
+        "ppid": p.ppid,
+        "uid": p.uid,
+        "user": p.user,
+        "comm": p.comm,
+        "command": p.command,
+    }
+
+
+def node(v: NodeView) -> dict[str, Any]:
+    rows = []
+    for n in v.namespaces:
+        p = n.process
+        rows.append(
+            {
+                "ns": n.id.ino,
+                "type": n.type,
+                "nprocs": n.nprocs,
+                "pid": n.pid,
+                "ppid": p.ppid if p else None,
+                "user": p.user if p else None,
+                "uid": p.uid if p else None,
+                "command": p.command if p else None,
+                "node": n.node,
+                "pods": [{"namespace": r.namespace, "name": r.name} for r in n.pods],
+                "containers": [container_ref(c) for c in n.containers],
+            }
+        )
+    return {
+        "namespaces": rows,
+        "node_namespaces": {t: ns.ino for t, ns in v.node_namespaces.items()},
+        "nsfs_dev": next(iter(v.node_namespaces.values())).dev if v.node_namespaces else None,
+        "scan": stats(v.stats),
+    }
+
+
+def node_json(v: object) -> str | None:
+    """``node(v)`` serialized, fast: what one process contributes is encoded once.
+
+    A busy node has thousands of namespace rows but few distinct lowest-pid processes;
+    encoding their part once halves the cost of ``node -o json``.  Same text as
+    ``dump_json(node(v))`` (a test holds them equal).
+    """
+    if not isinstance(v, NodeView):
+        return None
+    import json
+
+    from nsinspect.render import dump_json
+
+    enc = json.JSONEncoder(ensure_ascii=True).encode
+    head = dump_json({k: val for k, val in node(NodeView([], v.node_namespaces, v.stats, v.types)).items()})
+    by_process: dict[int, str] = {}
+    rows = []
+    for n in v.namespaces:
+        p = n.process
+        key = id(p)
+        part = by_process.get(key)
+        if part is None:
+            if p is None:
+                part = '"ppid": null, "user": null, "uid": null, "command": null'
+            else:
+                uid = "null" if p.uid is None else str(p.uid)
+                part = f'"ppid": {p.ppid}, "user": {enc(p.user)}, "uid": {uid}, "command": {enc(p.command)}'
+            by_process[key] = part
+        if n.pods or n.containers:
+            tail = enc({"pods": [{"namespace": r.namespace, "name": r.name} for r in n.pods],
+                        "containers": [container_ref(c) for c in n.containers]})[1:-1]
+        else:
+            tail = '"pods": [], "containers": []'
+        node_flag = "true" if n.node else "false"
+        rows.append(
+            f'{{"ns": {n.id.ino}, "type": "{n.type}", "nprocs": {n.nprocs}, "pid": {n.pid}, {part}, '
+            f'"node": {node_flag}, {tail}}}'
+        )
+    if not rows:
+        return head
+    return head.replace('  "namespaces": []', '  "namespaces": [\n    ' + ",\n    ".join(rows) + "\n  ]", 1)
+
+
+def process_view(v: ProcessView) -> dict[str, Any]:
+    return {
+        "pid": v.process.pid,
+        "namespaces": {t: _ino(ns) for t, ns in v.namespaces.items()},
+        "node": {t: (ns is not None and v.node_namespaces.get(t) == ns) for t, ns in v.namespaces.items()},
+        "process": process(v.process),
+        "pod": pod_ref(v.pod),
+        "container": container_ref(v.container),
+    }
+
+
+def member(m: Member) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "role": m.role,
+        "id": m.id,
+        "state": m.state,
+        "pid": m.pid,
+        "start_time": m.process.id.start_time if m.process else None,
+        "namespaces": {t: ns.ino for t, ns in m.namespaces.items()},
+        "target_id": m.target_id or None,
+        "attempt": m.attempt,
+        "image": m.image,
+    }
+
+
+def pod(v: PodView) -> dict[str, Any]:
+    p = v.pod
+    return {
+        "pod": {
+            "namespace": p.namespace,
+            "name": p.name,
+            "uid": p.uid,
+            "sandbox_id": p.sandbox_id,
+            "node": p.node,
+            "state": p.state,
+            "namespace_options": dict(p.options),
+        },
+        "runtime": v.runtime,
+        "members": [member(m) for m in v.members],
+        "sharing": {
+            t: {"actual": s.actual, "expected": s.expected, "ok": s.ok, "reason": s.reason} for t, s in v.sharing.items()
+        },
+        "node_namespaces": {t: ns.ino for t, ns in v.node_namespaces.items()},
+        "notes": list(v.notes),
+    }
+
+
+def pods(v: PodsView) -> dict[str, Any]:
+    return {
+        "node": v.node,
+        "runtime": v.runtime,
+        "pods": [
+            {
+                "namespace": pv.pod.namespace,
+                "name": pv.pod.name,
+                "uid": pv.pod.uid,
+                "sandbox_id": pv.pod.sandbox_id,
+                "members": len(pv.members),
+                "running": sum(1 for m in pv.members if m.running),
+                "sharing": {t: {"actual": s.actual, "expected": s.expected, "ok": s.ok} for t, s in pv.sharing.items()},
+                "ok": all(s.ok or s.actual is None for s in pv.sharing.values()),
+            }
+            for pv in v.pods
+        ],
+    }
+
+
+_BY_TYPE = {NodeView: node, ProcessView: process_view, PodView: pod, PodsView: pods}
+
+
+def to_data(view: object) -> Any:
+    fn = _BY_TYPE.get(type(view))
+    if fn is not None:
+        return fn(view)  # type: ignore[operator]
+    to_dict = getattr(view, "to_data", None)
+    if to_dict is None:
+        raise TypeError(f"no data form for {type(view).__name__}")
+    return to_dict()

@@ -1,0 +1,143 @@
+"""Terminal tables (rich).
+
+Untrusted text (process names, command lines, pod names, labels) goes in as ``Text``
+after ``safe()``: never parsed as markup, never able to move the cursor.
+On a terminal, long cells are cut with an ellipsis to fit; elsewhere nothing is cut.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from nsinspect.model import NodeView, ProcessView, ScanStats
+from nsinspect.render.columns import DIM, RESET, format_columns
+from nsinspect.render.text import safe
+
+_UNLIMITED = 1 << 16
+
+
+def T(s: object, style: str = "") -> Text:
+    """Untrusted (or any) value as inert text."""
+    return Text(safe("" if s is None else str(s)), style=style)
+
+
+def plain_table(*columns: str, wide_last: bool = True) -> Table:
+    """An lsns-like table: bold header, no borders, last column free to take the rest."""
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", expand=False)
+    for i, name in enumerate(columns):
+        numeric = name in ("NS", "NPROCS", "PID", "PPID", "UID")
+        last = wide_last and i == len(columns) - 1
+        t.add_column(name, justify="right" if numeric else "left", no_wrap=True, overflow="ellipsis", ratio=1 if last else None)
+    return t
+
+
+def stats_footer(s: ScanStats) -> Text | None:
+    parts = []
+    if s.vanished:
+        parts.append(f"{s.vanished} exited during the scan")
+    if s.denied:
+        shown = ", ".join(map(str, s.denied[:5])) + (", ..." if len(s.denied) > 5 else "")
+        advice = "hidden even from root by a sandbox or security module" if s.as_root else "run as root to see them"
+        parts.append(f"{len(s.denied)} could not be read (permission denied: pid {shown}; {advice})")
+    if not parts:
+        return None
+    return Text(f"{s.processes} processes scanned; " + "; ".join(parts) + ".", style="dim")
+
+
+def node_lines(v: NodeView, wide: bool, width: int | None, color: bool) -> str:
+    with_pods = any(n.pods for n in v.namespaces)
+    cols = ["NS", "TYPE", "NPROCS", "PID"] + (["PPID"] if wide else []) + ["USER"]
+    cols += ["NODE"] if wide else []
+    cols += ["POD", "CONTAINER"] if with_pods or wide else []
+    cols += ["COMMAND"]
+    rows = []
+    for n in v.namespaces:
+        p = n.process
+        row = [str(n.id.ino), n.type, str(n.nprocs), str(n.pid)]
+        if wide:
+            row.append(str(p.ppid) if p else "")
+        row.append(p.user if p else "")
+        if wide:
+            row.append("node" if n.node else "")
+        if with_pods or wide:
+            row.append(",".join(f"{r.namespace}/{r.name}" for r in n.pods))
+            row.append(",".join(c.name for c in n.containers))
+        row.append(p.command if p else "(exited)")
+        rows.append(row)
+    right = [c in ("NS", "NPROCS", "PID", "PPID") for c in cols]
+    lines = format_columns(cols, rows, right, width=None if wide else width, color=color)
+    footer = stats_footer(v.stats)
+    if footer is not None:
+        lines.append((DIM + footer.plain + RESET) if color else footer.plain)
+    return "\n".join(lines) + "\n"
+
+
+def process_table(v: ProcessView, wide: bool) -> RenderableType:
+    p = v.process
+    head = Text()
+    head.append("PID ", style="bold").append(str(p.pid))
+    head.append("  USER ", style="bold").append(safe(p.user))
+    if wide:
+        head.append("  PPID ", style="bold").append(str(p.ppid))
+        head.append("  START ", style="bold").append(str(p.id.start_time))
+    head.append("  COMMAND ", style="bold").append(safe(p.command))
+    where = Text()
+    if v.pod is not None:
+        where.append("POD ", style="bold").append(safe(f"{v.pod.namespace}/{v.pod.name}"))
+        if v.container is not None:
+            where.append("  CONTAINER ", style="bold").append(safe(v.container.name))
+            where.append(f" ({v.container.id[:13]})", style="dim")
+    else:
+        where.append("not in a pod", style="dim")
+    t = plain_table("TYPE", "NS", "SCOPE", wide_last=False)
+    for nstype, ns in v.namespaces.items():
+        if ns is None:
+            t.add_row(nstype, "-", Text("gone (zombie)", style="dim"))
+            continue
+        node = v.node_namespaces.get(nstype) == ns
+        t.add_row(nstype, str(ns.ino), Text("node", style="yellow") if node else Text("own"))
+    return Group(head, where, Text(""), t)
+
+
+_TABLES: dict[type, Callable[[object, bool], RenderableType]] = {
+    ProcessView: process_table,  # type: ignore[dict-item]
+}
+
+
+def register(view_type: type, fn: Callable[..., RenderableType]) -> None:
+    _TABLES[view_type] = fn
+
+
+def to_renderable(view: object, wide: bool) -> RenderableType:
+    fn = _TABLES.get(type(view))
+    if fn is None:
+        raise TypeError(f"no table for {type(view).__name__}")
+    return fn(view, wide)
+
+
+def render_table(view: object, wide: bool = False, width: int | None = None, color: bool = False) -> str:
+    """Render to a string.  ``width`` is the terminal's, or None when not writing to one."""
+    if isinstance(view, NodeView):
+        return node_lines(view, wide, width, color)
+    buf = io.StringIO()
+    console = Console(
+        file=buf,
+        width=width or _UNLIMITED,
+        force_terminal=color,
+        color_system="standard" if color else None,
+        markup=False,
+        emoji=False,
+        highlight=False,
+        soft_wrap=False,
+    )
+    console.print(to_renderable(view, wide))
+    text = buf.getvalue()
+    if not width:  # not a terminal: drop the padding rich adds up to the (unlimited) width
+        text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return text
