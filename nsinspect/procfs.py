@@ -156,8 +156,9 @@ def _read_links_slow(nsfd: int, types: tuple[str, ...]) -> list[int | None]:
                 continue
             raise
         out.append(parse_ns_link(target, t))
-    if missing == len(types):
-        # All asked-for links are gone.  A zombie still has its pid link; a dead process has none.
+    if missing:
+        # Links are gone: a zombie (it keeps its pid and user links), or a process reaped
+        # while we read it, whose partial answer must not count.  Only a reaped one has no pid link.
         try:
             os.readlink("pid", dir_fd=nsfd)
         except FileNotFoundError:
@@ -397,5 +398,4 @@ class ProcFS:
                     d = descs.get(low)
                     procs[low] = _to_process(low, d) if d is not None else None
                 rows[ino] = (count, low, procs[low])
-        denied.sort()
-        return out, ScanStats(processes, vanished, denied, os.geteuid() == 0)
+        return out, ScanStats(processes, vanished, tuple(sorted(denied)), os.geteuid() == 0)

@@ -14,7 +14,12 @@ def render(view: object, fmt: str, width: int | None = None, color: bool = False
         from nsinspect.render.data import node_json, to_data
 
         fast = node_json(view)
-        return fast if fast is not None else dump_json(to_data(view))
+        if fast is not None:
+            return fast
+        import json
+
+        # ensure_ascii: untrusted names may reach a terminal through jq; \u escapes are inert.
+        return json.dumps(to_data(view), indent=2) + "\n"
     if fmt == "yaml":
         import yaml
 

@@ -35,7 +35,7 @@ def container_ref(c: ContainerRef | None) -> dict[str, str] | None:
 
 
 def stats(s: ScanStats) -> dict[str, Any]:
-    return {"processes": s.processes, "vanished": s.vanished, "denied": len(s.denied), "denied_pids": s.denied, "as_root": s.as_root}
+    return {"processes": s.processes, "vanished": s.vanished, "denied": len(s.denied), "denied_pids": list(s.denied), "as_root": s.as_root}
 
 
 def process(p: Process | None) -> dict[str, Any] | None:

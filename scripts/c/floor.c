@@ -21,7 +21,7 @@ int main(int argc, char **argv) {
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
         for (int t = 0; t < 8; t++) {
-            snprintf(path, sizeof path, "%s/ns/%s", e->d_name, types[t]);
+            snprintf(path, sizeof path, "%.32s/ns/%s", e->d_name, types[t]);
             if (readlinkat(procfd, path, buf, sizeof buf) > 0) links++;
         }
     }

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Benchmark `nsinspect node -o json` against `lsns -J` and a C readlinkat floor.
+
+Populates this machine with GROUPS groups of processes, each group in fresh net, ipc,
+uts, mnt and pid namespaces (scripts/c/populate.c), then times, alternately in one run:
+  lsns -J                       the tool users know
+  nsinspect node -o json        us
+  floor                         C: readlinkat() of the 8 ns links of every process, nothing else
+and prints medians and ratios against the budgets of issue 2:
+  nsinspect >= 10x faster than lsns, and <= 2x the floor;  `nsinspect --help` <= 250 ms.
+
+Run as root (namespaces need it).  Everything it starts is in one session that it kills
+at the end, on error, or on Ctrl-C.  Exit status 1 when --check is given and a budget is missed.
+
+  sudo python3 scripts/bench_node.py [--groups 1000] [--per-group 5] [--rounds 7] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+C_DIR = HERE / "c"
+
+
+def build(tmp: Path, name: str) -> Path:
+    out = tmp / name
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out), str(C_DIR / f"{name}.c")], check=True)
+    return out
+
+
+def nsinspect_command() -> list[str]:
+    """The installed console script itself: a version manager's shim (pyenv) would add its own start-up."""
+    script = Path(sys.executable).parent / "nsinspect"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("nsinspect")
+    return [found] if found else [sys.executable, "-m", "nsinspect"]
+
+
+def timed(cmd: list[str]) -> tuple[float, bytes]:
+    t = time.perf_counter()
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE).stdout
+    return time.perf_counter() - t, out
+
+
+class Population:
+    def __init__(self, populate: Path, groups: int, per_group: int):
+        r, w = os.pipe()
+        self.proc = subprocess.Popen(
+            [str(populate), str(groups), str(per_group), str(w)], pass_fds=(w,), start_new_session=True
+        )
+        os.close(w)
+        with os.fdopen(r) as f:
+            line = f.readline()
+        if line.strip() != "ready":
+            self.stop()
+            raise SystemExit("populate did not come up (are you root?)")
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def count_pids() -> int:
+    return sum(1 for n in os.listdir("/proc") if n.isdigit())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--groups", type=int, default=1000)
+    ap.add_argument("--per-group", type=int, default=5, help="processes in each group's pid namespace (plus 1 holder)")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--check", action="store_true", help="exit 1 if a budget is missed")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_node.py needs root to create namespaces; run it with sudo.", file=sys.stderr)
+        return 2
+
+    nsinspect = nsinspect_command()
+    with tempfile.TemporaryDirectory(prefix="nsinspect-bench-") as d:
+        tmp = Path(d)
+        populate, floor = build(tmp, "populate"), build(tmp, "floor")
+        pop = Population(populate, args.groups, args.per_group)
+        try:
+            nprocs = count_pids()
+            times: dict[str, list[float]] = {"lsns -J": [], "nsinspect node -o json": [], "floor": [], "nsinspect --help": []}
+            last = b""
+            for _ in range(args.rounds):
+                times["lsns -J"].append(timed(["lsns", "-J"])[0])
+                t, last = timed([*nsinspect, "node", "-o", "json"])
+                times["nsinspect node -o json"].append(t)
+                times["floor"].append(timed([str(floor)])[0])
+                times["nsinspect --help"].append(timed([*nsinspect, "--help"])[0])
+        finally:
+            pop.stop()
+
+    data = json.loads(last)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ours, lsns, fl, helpt = med["nsinspect node -o json"], med["lsns -J"], med["floor"], med["nsinspect --help"]
+    print(f"machine: {os.cpu_count()} cpus; {nprocs} processes, {len(data['namespaces'])} namespaces; {args.rounds} rounds")
+    print(f"nsinspect: {' '.join(nsinspect)}")
+    for k, v in med.items():
+        print(f"  {k:<24} median {v * 1000:8.1f} ms   (min {min(times[k]) * 1000:.1f}, max {max(times[k]) * 1000:.1f})")
+    speedup, vs_floor = lsns / ours, ours / fl
+    ok_lsns, ok_floor, ok_help = speedup >= 10, vs_floor <= 2.0, helpt <= 0.25
+    print(f"ratio lsns/nsinspect   {speedup:6.1f}x   budget >= 10x   {'ok' if ok_lsns else 'MISSED'}")
+    print(f"ratio nsinspect/floor  {vs_floor:6.2f}x   budget <= 2x    {'ok' if ok_floor else 'MISSED'}")
+    print(f"nsinspect --help       {helpt * 1000:6.0f} ms  budget <= 250 ms {'ok' if ok_help else 'MISSED'}")
+    if args.check and not (ok_lsns and ok_floor and ok_help):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

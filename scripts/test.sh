@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine: installs what it needs, then runs pytest.
+#   sudo scripts/test.sh [pytest args]
+# Needs root: the tests make namespaces and run a private containerd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/test.sh makes namespaces and runs containerd: run it as root (sudo scripts/test.sh)." >&2
+    exit 2
+fi
+
+# Debian packages: the runtime the suite starts, the tools it compares with, a C compiler for the benchmark floor.
+packages=(containerd runc containernetworking-plugins busybox-static util-linux iproute2 gcc)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --root-user-action=ignore --disable-pip-version-check '.[test]'
+
+# Generated protobuf code must match its .proto files.
+if [ -f scripts/gen_protos.py ]; then
+    python3 scripts/gen_protos.py --check
+fi
+
+exec python3 -m pytest "$@"
