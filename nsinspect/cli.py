@@ -38,6 +38,7 @@ class App:
     proc_root: str = "/proc"
     runtime_endpoint: str | None = None
     agent: str | None = None
+    host_root: str | None = None
     _engine: Any = field(default=None, repr=False)
 
     def engine(self) -> Any:
@@ -50,7 +51,7 @@ class App:
             else:
                 from nsinspect.engine import LocalEngine
 
-                self._engine = LocalEngine(self.proc_root, self.runtime_endpoint)
+                self._engine = LocalEngine(self.proc_root, self.runtime_endpoint, self.host_root)
         return self._engine
 
     def emit(self, view: object, fmt: str) -> None:
@@ -95,14 +96,21 @@ output_option = click.option(
     help="CRI socket (env CONTAINER_RUNTIME_ENDPOINT); default: probe containerd, CRI-O, cri-dockerd, k3s.",
 )
 @click.option("--agent", metavar="ADDR", help="Ask the nsinspect agent at host:port or unix:PATH instead of reading this node.")
+@click.option(
+    "--host-root",
+    envvar="NSINSPECT_HOST_ROOT",
+    metavar="PATH",
+    help="The node's root filesystem (e.g. /host): runtime sockets, /etc/crictl.yaml and /sys are read under it. "
+    "Default: the parent of --proc when --proc is not /proc.",
+)
 @click.pass_context
-def cli(ctx: click.Context, proc_root: str, runtime_endpoint: str | None, agent: str | None) -> None:
+def cli(ctx: click.Context, proc_root: str, runtime_endpoint: str | None, agent: str | None, host_root: str | None) -> None:
     """Which Linux namespaces do the containers of a pod really share?
 
     Reads /proc/<pid>/ns/* and the container runtime (CRI), and compares the
     kernel's truth with what each pod asked for.
     """
-    ctx.obj = App(proc_root=proc_root, runtime_endpoint=runtime_endpoint or None, agent=agent)
+    ctx.obj = App(proc_root=proc_root, runtime_endpoint=runtime_endpoint or None, agent=agent, host_root=host_root)
 
 
 @cli.command()
@@ -131,6 +139,53 @@ def pid(app: App, pid: int, fmt: str) -> None:
     if pid <= 0:
         raise InvalidArgument(f"pid must be a positive number, not {pid}")
     app.emit(app.engine().process(pid), fmt)
+
+
+namespace_option = click.option(
+    "-n", "--namespace", default="default", show_default=True, help="The pod's Kubernetes namespace."
+)
+
+
+@cli.command()
+@click.option("-n", "--namespace", default=None, help="Only pods of this Kubernetes namespace.")
+@click.option("-A", "--all-namespaces", is_flag=True, help="Pods of every namespace (the default on a node).")
+@output_option
+@click.pass_obj
+def pods(app: App, namespace: str | None, all_namespaces: bool, fmt: str) -> None:
+    """One row per pod on this node: the sharing state of each namespace type."""
+    if namespace and all_namespaces:
+        raise InvalidArgument("use either -n NAMESPACE or -A, not both")
+    app.emit(app.engine().pods(None if all_namespaces else namespace), fmt)
+
+
+@cli.command()
+@click.argument("name")
+@namespace_option
+@click.option("-c", "--container", default=None, help="Show only this container (and the sandbox).")
+@output_option
+@click.pass_obj
+def pod(app: App, name: str, namespace: str, container: str | None, fmt: str) -> None:
+    """The comparison: the pod's members x 8 namespace types, and actual vs expected sharing."""
+    app.emit(app.engine().pod(name, namespace, container), fmt)
+
+
+@cli.command()
+@click.argument("name")
+@namespace_option
+@click.option("--expect", "expects", multiple=True, metavar="TYPE=STATE", help="e.g. pid=shared (repeatable).")
+@output_option
+@click.pass_obj
+def check(app: App, name: str, namespace: str, expects: tuple[str, ...], fmt: str) -> int:
+    """Assert how a pod shares namespaces: exit 0 when every expectation holds, 1 when one does not.
+
+    STATE is shared, private, host or mixed.
+    """
+    from nsinspect.engine import parse_expectations
+
+    wanted = parse_expectations(expects)
+    result = app.engine().check(name, namespace, wanted)
+    app.emit(result, fmt)
+    return EXIT_OK if result.ok else EXIT_CHECK_FAILED
 
 
 def main(argv: list[str] | None = None) -> None:

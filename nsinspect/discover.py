@@ -9,7 +9,7 @@ Pods and containers are attached on top by ``nsinspect.pods``.
 from __future__ import annotations
 
 from nsinspect.errors import AccessDenied, NoSuchProcess
-from nsinspect.model import NS_TYPES, Namespace, NamespaceId, NodeView, ProcessView
+from nsinspect.model import NS_TYPES, ContainerRef, Namespace, NamespaceId, NodeView, PodView, ProcessView
 from nsinspect.procfs import ProcFS
 
 
@@ -56,3 +56,24 @@ def process_view(proc: ProcFS, pid: int) -> ProcessView:
     if not proc.is_alive(process.id):
         raise NoSuchProcess(pid)
     return ProcessView(process, links, node_namespaces(proc))
+
+
+def attach_pods(view: NodeView, pods: list[PodView]) -> NodeView:
+    """Fill POD and CONTAINER: which pods' members are in each namespace (the node's own are not attributed)."""
+    owners: dict[tuple[str, int], tuple[list, list]] = {}
+    for pv in pods:
+        for m in pv.members:
+            for t, ns in m.namespaces.items():
+                if view.node_namespaces.get(t) == ns:
+                    continue
+                refs = owners.setdefault((t, ns.ino), ([], []))
+                if pv.pod.ref not in refs[0]:
+                    refs[0].append(pv.pod.ref)
+                refs[1].append(ContainerRef(m.name, m.id))
+    if not owners:
+        return view
+    rows = []
+    for n in view.namespaces:
+        o = owners.get((n.type, n.id.ino))
+        rows.append(n._replace(pods=tuple(o[0]), containers=tuple(o[1])) if o else n)
+    return view._replace(namespaces=rows)

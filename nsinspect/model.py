@@ -185,3 +185,21 @@ class PodsView(NamedTuple):
     pods: list[PodView]
     node: str = ""
     runtime: str = ""
+
+
+class Expectation(NamedTuple):
+    type: str
+    expected: str
+    actual: str | None
+    ok: bool
+    evidence: tuple[tuple[str, str, int], ...]  # (member, role, inode) of each running member
+    hint: str = ""
+
+
+class CheckView(NamedTuple):
+    pod: PodView
+    results: tuple[Expectation, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from nsinspect.model import (
+    CheckView,
     ContainerRef,
     Member,
     NamespaceId,
@@ -201,3 +202,24 @@ def to_data(view: object) -> Any:
     if to_dict is None:
         raise TypeError(f"no data form for {type(view).__name__}")
     return to_dict()
+
+
+def check(v: CheckView) -> dict[str, Any]:
+    return {
+        "pod": pod(v.pod)["pod"],
+        "ok": v.ok,
+        "results": [
+            {
+                "type": r.type,
+                "expected": r.expected,
+                "actual": r.actual,
+                "ok": r.ok,
+                "evidence": [{"member": m, "role": role, "ns": ino} for m, role, ino in r.evidence],
+                "hint": r.hint,
+            }
+            for r in v.results
+        ],
+    }
+
+
+_BY_TYPE[CheckView] = check

@@ -15,7 +15,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from nsinspect.model import NodeView, ProcessView, ScanStats
+from nsinspect.model import NS_TYPES, CheckView, Member, NodeView, PodsView, PodView, ProcessView, ScanStats
 from nsinspect.render.columns import DIM, RESET, format_columns
 from nsinspect.render.text import safe
 
@@ -141,3 +141,113 @@ def render_table(view: object, wide: bool = False, width: int | None = None, col
     if not width:  # not a terminal: drop the padding rich adds up to the (unlimited) width
         text = "\n".join(line.rstrip() for line in text.split("\n"))
     return text
+
+
+_GROUP_STYLES = ("cyan", "magenta", "green", "blue", "bright_red", "bright_cyan")
+_VERDICT_STYLE = {True: "green", False: "bold red"}
+
+
+def _mark(ok: bool) -> Text:
+    return Text("✓" if ok else "✗", style=_VERDICT_STYLE[ok])
+
+
+def _member_header(m: Member) -> Text:
+    head = Text(safe(m.name), style="bold")
+    head.append(f"\n{m.role}", style="dim")
+    return head
+
+
+def pod_table(v: PodView, wide: bool) -> RenderableType:
+    p = v.pod
+    head = Text()
+    head.append("POD ", style="bold").append(safe(f"{p.namespace}/{p.name}"))
+    head.append("  NODE ", style="bold").append(safe(p.node))
+    if v.runtime:
+        head.append("  RUNTIME ", style="bold").append(safe(v.runtime))
+    if wide:
+        head.append("\nUID ", style="bold").append(safe(p.uid)).append("  SANDBOX ", style="bold").append(p.sandbox_id[:13])
+        head.append("\nCRI ", style="bold").append(" ".join(f"{k}={val}" for k, val in p.options.items()))
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold")
+    t.add_column("TYPE", no_wrap=True)
+    for m in v.members:
+        t.add_column(_member_header(m), justify="right", no_wrap=True)
+    t.add_column("ACTUAL", no_wrap=True)
+    t.add_column("EXPECTED", no_wrap=True)
+    t.add_column("", no_wrap=True)
+    # A second header row: pids (or the state of members that do not run).
+    cells: list[RenderableType] = [Text("pid", style="dim")]
+    for m in v.members:
+        cells.append(Text(str(m.pid) if m.pid else m.state, style="dim"))
+    t.add_row(*cells, "", "", "")
+    for nstype, verdict in v.sharing.items():
+        node = v.node_namespaces.get(nstype)
+        counts: dict[int, int] = {}
+        for m in v.members:
+            if nstype in m.namespaces:
+                counts[m.namespaces[nstype].ino] = counts.get(m.namespaces[nstype].ino, 0) + 1
+        tags = {ino: chr(ord("a") + i) for i, ino in enumerate(i for i, c in counts.items() if c > 1 and (node is None or i != node.ino))}
+        row: list[RenderableType] = [nstype]
+        for m in v.members:
+            ns = m.namespaces.get(nstype)
+            if ns is None:
+                row.append(Text("-", style="dim"))
+            elif node is not None and ns == node:
+                row.append(Text(f"node {ns.ino}" if wide else "node", style="yellow"))
+            elif ns.ino in tags:
+                tag = tags[ns.ino]
+                row.append(Text(f"{ns.ino} ={tag}", style=_GROUP_STYLES[(ord(tag) - 97) % len(_GROUP_STYLES)]))
+            else:
+                row.append(Text(str(ns.ino)))
+        row.append(Text(verdict.actual or "-"))
+        row.append(Text(verdict.expected or "-"))
+        row.append(_mark(verdict.ok) if verdict.actual is not None else Text(""))
+        t.add_row(*row)
+    legend = Text("=a, =b: the same namespace in several members; node: the node's own namespace.", style="dim")
+    parts: list[RenderableType] = [head, t, legend]
+    explain = []
+    for nstype, verdict in v.sharing.items():
+        if verdict.actual == "host" or not verdict.ok:
+            explain.append(Text(f"{nstype}: ", style="bold").append(verdict.reason))
+            if not verdict.ok and verdict.actual is not None:
+                explain[-1].append(f"; but the kernel says {verdict.actual}", style="bold red")
+    parts.extend(explain)
+    parts.extend(Text(f"note: {n}", style="dim") for n in v.notes)
+    return Group(*parts)
+
+
+def pods_table(v: PodsView, wide: bool) -> RenderableType:
+    t = plain_table("NAMESPACE", "NAME", "MEMBERS", *NS_TYPES, "OK", wide_last=False)
+    for pv in v.pods:
+        running = sum(1 for m in pv.members if m.running)
+        row: list[RenderableType] = [T(pv.pod.namespace), T(pv.pod.name), f"{running}/{len(pv.members)}"]
+        for nstype in NS_TYPES:
+            s = pv.sharing[nstype]
+            row.append(Text((s.actual or "-") + ("" if s.ok or s.actual is None else f"≠{s.expected}"), style="" if s.ok else "bold red"))
+        ok = all(s.ok or s.actual is None for s in pv.sharing.values())
+        row.append(_mark(ok))
+        t.add_row(*row)
+    if not v.pods:
+        return Text("no pods on this node", style="dim")
+    return t
+
+
+def check_table(v: CheckView, wide: bool) -> RenderableType:
+    p = v.pod.pod
+    lines: list[RenderableType] = [Text("POD ", style="bold").append(safe(f"{p.namespace}/{p.name}"))]
+    for r in v.results:
+        line = Text()
+        line.append_text(_mark(r.ok)).append(f" {r.type}={r.expected}")
+        line.append(f"  (actual: {r.actual or 'no running member'})", style="" if r.ok else "bold red")
+        lines.append(line)
+        ev = ", ".join(f"{safe(m)} {ino}" for m, _role, ino in r.evidence)
+        lines.append(Text(f"    {ev}", style="dim"))
+        if r.hint:
+            lines.append(Text(f"    hint: {r.hint}", style="yellow"))
+    n_ok = sum(r.ok for r in v.results)
+    lines.append(Text(f"{n_ok}/{len(v.results)} expectations met", style="bold"))
+    return Group(*lines)
+
+
+register(PodView, pod_table)
+register(PodsView, pods_table)
+register(CheckView, check_table)

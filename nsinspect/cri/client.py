@@ -1,0 +1,158 @@
+"""A small client of the CRI RuntimeService (gRPC on the containerd / CRI-O socket).
+
+Only this module and ``nsinspect.cri.info`` know CRI messages; they hand the pod engine
+plain values.  Endpoint resolution, in order: ``-r/--runtime-endpoint``, then
+``CONTAINER_RUNTIME_ENDPOINT`` (both via the CLI), then ``/etc/crictl.yaml``, then the
+usual sockets probed with ``Version()`` as crictl does.  With a host root (``/host``),
+every socket path and /etc/crictl.yaml resolve under it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+
+from nsinspect.cri.v1 import api_pb2 as pb
+from nsinspect.cri.v1 import api_pb2_grpc as pb_grpc
+from nsinspect.cri.endpoints import _socket_path, candidates
+from nsinspect.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+
+MAX_MESSAGE = 16 << 20
+PROBE_TIMEOUT = 2.0
+CALL_TIMEOUT = 10.0
+
+
+def map_rpc_error(e: grpc.RpcError, what: str) -> Exception:
+    code = e.code() if hasattr(e, "code") else None
+    detail = e.details() if hasattr(e, "details") else str(e)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(f"{what}: not found ({detail})")
+    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+        return PermissionDenied(f"{what}: permission denied by the runtime; run nsinspect as root")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(f"{what}: rejected by the runtime ({detail})")
+    return Unavailable(f"{what}: the container runtime did not answer ({detail}); check that it is running")
+
+
+class RuntimeClient:
+    """One connection to one CRI runtime."""
+
+    def __init__(self, endpoint: str, channel: grpc.Channel, version: pb.VersionResponse):
+        self.endpoint = endpoint
+        self._channel = channel
+        self._stub = pb_grpc.RuntimeServiceStub(channel)
+        self.runtime_name = version.runtime_name
+        self.runtime_version = version.runtime_version
+        self.api_version = version.runtime_api_version
+
+    @property
+    def runtime(self) -> str:
+        return f"{self.runtime_name} {self.runtime_version}".strip()
+
+    # -- connecting -------------------------------------------------------------------------
+    @classmethod
+    def connect(cls, explicit: str | None = None, host_root: str | None = None, timeout: float = PROBE_TIMEOUT) -> RuntimeClient:
+        """Connect to the first endpoint that answers ``Version()``.  Raises Unavailable listing what was tried."""
+        endpoints, asked = candidates(explicit, host_root)
+        tried = []
+        for endpoint in endpoints:
+            path = _socket_path(endpoint)
+            if path is not None and not os.path.exists(path):
+                tried.append(f"{endpoint} (no such socket)")
+                continue
+            if path is not None and not os.access(path, os.R_OK | os.W_OK):
+                raise PermissionDenied(f"permission denied on the runtime socket {path}; run nsinspect as root")
+            channel = open_channel(endpoint)
+            try:
+                version = pb_grpc.RuntimeServiceStub(channel).Version(pb.VersionRequest(version="v1"), timeout=timeout)
+            except grpc.RpcError as e:
+                channel.close()
+                code = e.code().name if hasattr(e, "code") else "error"
+                tried.append(f"{endpoint} ({code.lower().replace('_', ' ')})")
+                continue
+            return cls(endpoint, channel, version)
+        hint = "pass -r unix:///path/to/the/cri.sock" if not asked else "check that the runtime is running"
+        raise Unavailable("no container runtime answered; tried " + ", ".join(tried) + f"; {hint}")
+
+    def close(self) -> None:
+        self._channel.close()
+
+    # -- calls --------------------------------------------------------------------------------
+    def _call(self, method: str, request: Any, what: str, timeout: float = CALL_TIMEOUT) -> Any:
+        try:
+            return getattr(self._stub, method)(request, timeout=timeout)
+        except grpc.RpcError as e:
+            raise map_rpc_error(e, what) from None
+
+    def version(self) -> pb.VersionResponse:
+        return self._call("Version", pb.VersionRequest(version="v1"), "Version")
+
+    def list_sandboxes(self, ready_only: bool = False, labels: dict[str, str] | None = None) -> list[pb.PodSandbox]:
+        f = pb.PodSandboxFilter(label_selector=labels or {})
+        if ready_only:
+            f.state.state = pb.SANDBOX_READY
+        return list(self._call("ListPodSandbox", pb.ListPodSandboxRequest(filter=f), "ListPodSandbox").items)
+
+    def list_containers(self, sandbox_id: str = "") -> list[pb.Container]:
+        f = pb.ContainerFilter(pod_sandbox_id=sandbox_id)
+        return list(self._call("ListContainers", pb.ListContainersRequest(filter=f), "ListContainers").containers)
+
+    def sandbox_status(self, sandbox_id: str, verbose: bool = True) -> pb.PodSandboxStatusResponse:
+        req = pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=verbose)
+        return self._call("PodSandboxStatus", req, f"pod sandbox {sandbox_id[:13]}")
+
+    def container_statuses(self, ids: Iterable[str], verbose: bool = True) -> dict[str, pb.ContainerStatusResponse | None]:
+        """ContainerStatus for many containers at once: the calls are pipelined on one connection.
+
+        A container removed meanwhile maps to None.
+        """
+        futures = {
+            cid: self._stub.ContainerStatus.future(pb.ContainerStatusRequest(container_id=cid, verbose=verbose), timeout=CALL_TIMEOUT)
+            for cid in ids
+        }
+        out: dict[str, pb.ContainerStatusResponse | None] = {}
+        for cid, fut in futures.items():
+            try:
+                out[cid] = fut.result()
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    out[cid] = None
+                    continue
+                raise map_rpc_error(e, f"container {cid[:13]}") from None
+        return out
+
+    def sandbox_statuses(self, ids: Iterable[str], verbose: bool = True) -> dict[str, pb.PodSandboxStatusResponse | None]:
+        futures = {
+            sid: self._stub.PodSandboxStatus.future(pb.PodSandboxStatusRequest(pod_sandbox_id=sid, verbose=verbose), timeout=CALL_TIMEOUT)
+            for sid in ids
+        }
+        out: dict[str, pb.PodSandboxStatusResponse | None] = {}
+        for sid, fut in futures.items():
+            try:
+                out[sid] = fut.result()
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    out[sid] = None
+                    continue
+                raise map_rpc_error(e, f"pod sandbox {sid[:13]}") from None
+        return out
+
+    @property
+    def stub(self) -> pb_grpc.RuntimeServiceStub:
+        """The raw stub, for tests that create pods the way kubelet does."""
+        return self._stub
+
+
+def open_channel(endpoint: str) -> grpc.Channel:
+    target = endpoint if endpoint.startswith("unix:") else endpoint
+    return grpc.insecure_channel(
+        target,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.enable_http_proxy", 0),
+        ],
+    )

@@ -1,0 +1,324 @@
+"""Pods on this node: members from the runtime, namespaces from the kernel, verdicts from both.
+
+Steps for a set of sandboxes (``build``):
+ 1. ListContainers once; keep each container's latest attempt.
+ 2. PodSandboxStatus / ContainerStatus, pipelined on one connection: verbose only for running
+    members whose pid is not cached (the verbose blob costs ~0.75 ms and carries the environment;
+    ``cri.info`` keeps the pid and namespace facts only).
+ 3. Each running member's 8 namespaces from /proc/<pid>/ns, after checking that the pid is still
+    the process the runtime meant (pid + start time; cached pids are revalidated the same way).
+ 4. Roles (see ``assign_roles``) and sharing verdicts (``verdicts``).
+
+Without the API server some roles are inferred, and each inference is written into ``notes``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from nsinspect.cri import info as cri_info
+from nsinspect.errors import AccessDenied, NoSuchProcess, NotFound
+from nsinspect.model import (
+    APP,
+    EPHEMERAL,
+    HOST,
+    INIT,
+    MIXED,
+    NS_TYPES,
+    PRIVATE,
+    SANDBOX,
+    SHARED,
+    ContainerRef,
+    Member,
+    NamespaceId,
+    PodInfo,
+    PodRef,
+    PodView,
+    ProcessId,
+    Verdict,
+)
+from nsinspect.procfs import ProcFS
+
+L_NAME, L_NAMESPACE, L_UID, L_CONTAINER = (
+    "io.kubernetes.pod.name",
+    "io.kubernetes.pod.namespace",
+    "io.kubernetes.pod.uid",
+    "io.kubernetes.container.name",
+)
+_CONTAINER_STATES = {0: "created", 1: "running", 2: "exited", 3: "unknown"}
+_ROLE_ORDER = {SANDBOX: 0, INIT: 1, APP: 2, EPHEMERAL: 3}
+
+
+def cgroup_v2(host_root: str | None) -> bool:
+    """Is the node on the unified cgroup hierarchy?  (Its root has cgroup.controllers only on v2.)"""
+    base = os.path.join(host_root or "/", "sys/fs/cgroup/cgroup.controllers")
+    return os.path.exists(base)
+
+
+class PidCache:
+    """Container id -> (process identity, namespace facts of its verbose info).
+
+    An entry is used only while /proc still shows that pid with that start time, so a
+    recycled pid never lends a dead container's namespaces to a new process.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[ProcessId, cri_info.VerboseInfo]] = {}
+
+    def get(self, cid: str, proc: ProcFS) -> tuple[ProcessId, cri_info.VerboseInfo] | None:
+        entry = self._entries.get(cid)
+        if entry is not None and not proc.is_alive(entry[0]):
+            del self._entries[cid]
+            return None
+        return entry
+
+    def put(self, cid: str, pid: ProcessId, vi: cri_info.VerboseInfo) -> None:
+        self._entries[cid] = (pid, vi)
+
+    def forget_except(self, live: Iterable[str]) -> None:
+        keep = set(live)
+        for cid in [c for c in self._entries if c not in keep]:
+            del self._entries[cid]
+
+
+def _namespaces(proc: ProcFS, pid: int) -> tuple[Any, dict[str, NamespaceId]]:
+    """(process, its 8 namespaces), or (None, {}) if it is gone or hidden."""
+    try:
+        process = proc.process(pid)
+        links = proc.ns_links(pid)
+        if not proc.is_alive(process.id):
+            return None, {}
+    except (NoSuchProcess, AccessDenied):
+        return None, {}
+    return process, {t: ns for t, ns in links.items() if ns is not None}
+
+
+def _member(
+    proc: ProcFS, cache: PidCache, cid: str, name: str, role: str, state: str, status: Any, running: bool, **extra: Any
+) -> tuple[Member, cri_info.VerboseInfo | None]:
+    vi = None
+    process, namespaces = None, {}
+    if running:
+        cached = cache.get(cid, proc)
+        if cached is not None:
+            vi = cached[1]
+            process, namespaces = _namespaces(proc, cached[0].pid)
+            if process is not None and process.id != cached[0]:
+                process, namespaces = None, {}
+        elif status is not None and status.info:
+            vi = cri_info.parse(status.info)
+            if vi.pid:
+                process, namespaces = _namespaces(proc, vi.pid)
+                if process is not None:
+                    cache.put(cid, process.id, vi)
+    return Member(name, role, cid, state, process, namespaces, **extra), vi
+
+
+def build(client: Any, proc: ProcFS, sandboxes: list[Any], cache: PidCache, node: str, cgroup2: bool, node_ns: Mapping[str, NamespaceId]) -> list[PodView]:
+    """PodViews for these sandboxes (CRI PodSandbox messages)."""
+    if not sandboxes:
+        return []
+    wanted = {sb.id for sb in sandboxes}
+    latest: dict[tuple[str, str], Any] = {}
+    for c in client.list_containers():
+        if c.pod_sandbox_id not in wanted:
+            continue
+        key = (c.pod_sandbox_id, c.metadata.name)
+        old = latest.get(key)
+        if old is None or (c.metadata.attempt, c.created_at) > (old.metadata.attempt, old.created_at):
+            latest[key] = c
+    # Verbose only where we need a pid we do not have.
+    need_verbose = [c.id for c in latest.values() if c.state == 1 and cache.get(c.id, proc) is None]
+    plain = [c.id for c in latest.values() if c.id not in set(need_verbose)]
+    statuses = client.container_statuses(need_verbose, verbose=True) if need_verbose else {}
+    if plain:
+        statuses.update(client.container_statuses(plain, verbose=False))
+    sb_need = [sb.id for sb in sandboxes if sb.state == 0 and cache.get(sb.id, proc) is None]
+    sb_status = client.sandbox_statuses(sb_need, verbose=True) if sb_need else {}
+    sb_plain = [sb.id for sb in sandboxes if sb.id not in sb_status]
+    if sb_plain:
+        sb_status.update(client.sandbox_statuses(sb_plain, verbose=False))
+
+    by_sandbox: dict[str, list[Any]] = {}
+    for c in latest.values():
+        by_sandbox.setdefault(c.pod_sandbox_id, []).append(c)
+    views = []
+    for sb in sandboxes:
+        st = sb_status.get(sb.id)
+        if st is None:  # removed while we looked
+            continue
+        views.append(_pod_view(proc, cache, sb, st, by_sandbox.get(sb.id, []), statuses, node, cgroup2, node_ns))
+    return views
+
+
+def _pod_view(proc, cache, sb, st, containers, statuses, node, cgroup2, node_ns) -> PodView:
+    status = st.status
+    labels = dict(sb.labels)
+    meta = sb.metadata
+    opts = status.linux.namespaces.options
+    options = {
+        "network": cri_info.MODES.get(opts.network, "POD"),
+        "pid": cri_info.MODES.get(opts.pid, "POD"),
+        "ipc": cri_info.MODES.get(opts.ipc, "POD"),
+        "userns": cri_info.MODES.get(opts.userns_options.mode, "POD") if opts.HasField("userns_options") else "NODE",
+    }
+    info = PodInfo(
+        namespace=labels.get(L_NAMESPACE, meta.namespace),
+        name=labels.get(L_NAME, meta.name),
+        uid=labels.get(L_UID, meta.uid),
+        sandbox_id=sb.id,
+        node=node,
+        state="ready" if sb.state == 0 else "notready",
+        created_at=sb.created_at,
+        options=options,
+        labels=labels,
+    )
+    sandbox, _ = _member(proc, cache, sb.id, info.name, SANDBOX, info.state, st, sb.state == 0, created_at=sb.created_at)
+    raw = []
+    for c in containers:
+        cs = statuses.get(c.id)
+        s = cs.status if cs is not None else None
+        state = _CONTAINER_STATES.get(c.state, "unknown")
+        m, vi = _member(
+            proc, cache, c.id, c.labels.get(L_CONTAINER, c.metadata.name), APP, state, cs, c.state == 1,
+            attempt=c.metadata.attempt, created_at=c.created_at,
+            finished_at=s.finished_at if s is not None else 0, image=c.image.image,
+        )
+        raw.append((m, vi, s.started_at if s is not None else 0))
+    members, notes = assign_roles(sandbox, raw, options)
+    return PodView(info, members, verdicts(members, options, node_ns, cgroup2, any_privileged(raw)), dict(node_ns), notes=tuple(notes))
+
+
+def any_privileged(raw: list[tuple[Member, Any, int]]) -> bool:
+    return any(vi is not None and vi.privileged for _m, vi, _s in raw)
+
+
+def assign_roles(sandbox: Member, raw: list[tuple[Member, Any, int]], options: Mapping[str, str]) -> tuple[list[Member], list[str]]:
+    """Roles without the API server.
+
+    ephemeral: the runtime was asked for pid=TARGET (containerd echoes it), or its OCI spec joins
+      another member's pid namespace while the pod's pid mode is CONTAINER (CRI-O);
+    init: exited, and finished no later than the first non-init container was created
+      (kubelet runs init containers one by one, before any app container);
+    app: the rest.  Native sidecars (init containers with restartPolicy Always) run alongside the
+      app containers and so show as app; cluster mode reads roles from the pod spec.
+    """
+    notes = []
+    by_pid = {m.pid: m for m, _vi, _s in raw if m.pid}
+    if sandbox.pid:
+        by_pid[sandbox.pid] = sandbox
+    members = []
+    for m, vi, _started in raw:
+        target = ""
+        if vi is not None and (vi.options.get("pid") == "TARGET" or vi.target_id):
+            target = vi.target_id
+        elif vi is not None and options.get("pid") == "CONTAINER":
+            joined = cri_info.joined_pid(vi.spec_namespaces.get("pid", ""))
+            other = by_pid.get(joined) if joined else None
+            if other is not None and other is not m and other.role != SANDBOX:
+                target = other.id
+        if target:
+            m = m._replace(role=EPHEMERAL, target_id=target)
+        members.append(m)
+    first_app = min((m.created_at for m in members if m.role == APP and m.state != "exited"), default=None)
+    if first_app is not None:
+        out = []
+        for m in members:
+            if m.role == APP and m.state == "exited" and m.finished_at and m.finished_at <= first_app:
+                m = m._replace(role=INIT)
+            out.append(m)
+        members = out
+    if any(m.role == INIT for m in members):
+        notes.append("init containers inferred: exited before the first app container was created")
+    if any(m.role == EPHEMERAL for m in members):
+        notes.append("ephemeral containers inferred: their pid namespace targets another container")
+    members.sort(key=lambda m: (_ROLE_ORDER[m.role], m.created_at))
+    return [sandbox, *members], notes
+
+
+def state_of(namespaces: list[NamespaceId], node: NamespaceId | None) -> str | None:
+    """The sharing state of one type over the running members (PRODUCT.md, "Sharing states")."""
+    if not namespaces:
+        return None
+    if node is not None and all(ns == node for ns in namespaces):
+        return HOST
+    distinct = set(namespaces)
+    if node in distinct:
+        return MIXED
+    if len(distinct) == 1:
+        return SHARED
+    if len(distinct) == len(namespaces):
+        return PRIVATE
+    return MIXED
+
+
+def expectations(options: Mapping[str, str], cgroup2: bool, privileged: bool, ephemeral_targets: bool) -> dict[str, tuple[str, str]]:
+    """What each type should be, and why, from the CRI NamespaceOption and the node."""
+    net_node = options.get("network") == "NODE"
+    pid = options.get("pid", "CONTAINER")
+    exp = {
+        "net": (HOST, "hostNetwork: the pod uses the node's network (CRI network=NODE)") if net_node
+        else (SHARED, "every container joins the sandbox's network namespace (CRI network=POD)"),
+        "ipc": (HOST, "hostIPC: the pod uses the node's IPC (CRI ipc=NODE)") if options.get("ipc") == "NODE"
+        else (SHARED, "every container joins the sandbox's IPC namespace (CRI ipc=POD)"),
+        "uts": (HOST, "follows the network: hostNetwork pods keep the node's hostname") if net_node
+        else (SHARED, "every container joins the sandbox's UTS namespace"),
+        "mnt": (PRIVATE, "every container has its own root filesystem"),
+        "time": (HOST, "time namespaces are not part of CRI: always the node's"),
+    }
+    if pid == "NODE":
+        exp["pid"] = (HOST, "hostPID: the pod sees every process of the node (CRI pid=NODE)")
+    elif pid == "POD":
+        exp["pid"] = (SHARED, "shareProcessNamespace: true (CRI pid=POD)")
+    elif ephemeral_targets:
+        exp["pid"] = (MIXED, "private per container, but an ephemeral container joins its target's (CRI pid=TARGET)")
+    else:
+        exp["pid"] = (PRIVATE, "each container has its own (CRI pid=CONTAINER); set spec.shareProcessNamespace: true to share")
+    if options.get("userns") == "POD":
+        exp["user"] = (SHARED, "hostUsers: false: the pod has its own user namespace (CRI userns=POD)")
+    else:
+        exp["user"] = (HOST, "hostUsers defaults to true: root in the container is root on the node")
+    if not cgroup2:
+        exp["cgroup"] = (HOST, "cgroup v1 node: containers stay in the node's cgroup namespace")
+    elif privileged:
+        exp["cgroup"] = (MIXED, "cgroup v2 node, but privileged containers keep the node's cgroup namespace")
+    else:
+        exp["cgroup"] = (PRIVATE, "cgroup v2 node: each container has its own cgroup namespace")
+    return exp
+
+
+def verdicts(members: list[Member], options: Mapping[str, str], node_ns: Mapping[str, NamespaceId], cgroup2: bool, privileged: bool) -> dict[str, Verdict]:
+    running = [m for m in members if m.running]
+    ephemeral = any(m.role == EPHEMERAL and m.running for m in members)
+    exp = expectations(options, cgroup2, privileged, ephemeral)
+    out = {}
+    for t in NS_TYPES:
+        inos = [m.namespaces[t] for m in running if t in m.namespaces]
+        actual = state_of(inos, node_ns.get(t))
+        expected, reason = exp[t]
+        if actual is not None and len(inos) == 1 and actual in (SHARED, PRIVATE):
+            # One running member: shared and private cannot be told apart.
+            actual = expected if expected in (SHARED, PRIVATE) else actual
+        out[t] = Verdict(actual, expected, reason)
+    return out
+
+
+def find_member(pods: list[PodView], namespaces: Mapping[str, NamespaceId | None]) -> tuple[PodRef, ContainerRef] | None:
+    """The pod member a process belongs to: the one whose mount namespace it is in (mnt is never shared)."""
+    mnt = namespaces.get("mnt")
+    if mnt is None:
+        return None
+    for pv in pods:
+        for m in pv.members:
+            if m.namespaces.get("mnt") == mnt:
+                return pv.pod.ref, ContainerRef(m.name, m.id)
+    return None
+
+
+def select(pods: list[PodView], name: str, namespace: str) -> PodView:
+    for pv in pods:
+        if pv.pod.name == name and pv.pod.namespace == namespace:
+            return pv
+    raise NotFound(f"no pod named {name!r} in namespace {namespace!r} on this node; list them with nsinspect pods -A")

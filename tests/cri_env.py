@@ -1,0 +1,357 @@
+"""A real containerd for tests and benchmarks, started in a private directory.
+
+containerd + runc + CNI plugins from Debian; an OCI image built from busybox-static and
+imported with ctr; pods created over CRI the way kubelet does (kubelet's labels, sandbox
+config echoed into CreateContainer, NamespaceOption on sandbox and containers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE = "docker.io/nsinspect/busybox:test"
+APPLETS = ("sh", "sleep", "true", "cat", "ls", "ps", "hostname", "id", "readlink")
+KUBE = "io.kubernetes"
+
+
+def _blob(layout: Path, data: bytes) -> tuple[str, int]:
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return f"sha256:{digest}", len(data)
+
+
+def build_image_tar(dest: Path) -> Path:
+    """An OCI image layout tarball: /bin/busybox and its applet links; the pause process is `sleep`."""
+    layout = dest / "layout"
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        for d in ("bin", "proc", "sys", "dev", "etc", "tmp"):
+            ti = tarfile.TarInfo(d)
+            ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(ti)
+        busybox = Path(shutil.which("busybox") or "/bin/busybox").read_bytes()
+        ti = tarfile.TarInfo("bin/busybox")
+        ti.size, ti.mode = len(busybox), 0o755
+        tar.addfile(ti, io.BytesIO(busybox))
+        for a in APPLETS:
+            ti = tarfile.TarInfo(f"bin/{a}")
+            ti.type, ti.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(ti)
+    layer_bytes = layer.getvalue()
+    layer_digest, layer_size = _blob(layout, layer_bytes)
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Entrypoint": ["/bin/sleep"], "Cmd": ["2147483647"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }
+    cfg_digest, cfg_size = _blob(layout, json.dumps(config).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest, "size": cfg_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
+    }
+    man_digest, man_size = _blob(layout, json.dumps(manifest).encode())
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": man_digest,
+                "size": man_size,
+                "annotations": {"io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "test"},
+            }
+        ],
+    }
+    (layout / "index.json").write_text(json.dumps(index))
+    (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    out = dest / "busybox-oci.tar"
+    with tarfile.open(out, "w") as tar:
+        for p in sorted(layout.rglob("*")):
+            tar.add(p, arcname=str(p.relative_to(layout)), recursive=False)
+    return out
+
+
+CONFIG = """version = 2
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  level = "warn"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{image}"
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{d}/cni"
+"""
+
+CNI = {
+    "cniVersion": "0.4.0",
+    "name": "nsinspect-test",
+    "plugins": [
+        {
+            "type": "bridge",
+            "bridge": "nsitest0",
+            "isGateway": True,
+            "ipMasq": False,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.213.0.0/16"}]], "dataDir": "{d}/ipam"},
+        },
+        {"type": "loopback"},
+    ],
+}
+
+
+@dataclass
+class Containerd:
+    """A private containerd: ``start()``, use ``endpoint``, ``stop()``."""
+
+    dir: Path
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+
+    @property
+    def socket(self) -> str:
+        return str(self.dir / "containerd.sock")
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix://{self.socket}"
+
+    @classmethod
+    def create(cls) -> Containerd:
+        d = Path(tempfile.mkdtemp(prefix="nsinspect-ctrd-"))
+        (d / "cni").mkdir()
+        (d / "config.toml").write_text(CONFIG.format(d=d, image=IMAGE))
+        cni = json.loads(json.dumps(CNI).replace("{d}", str(d)))
+        (d / "cni" / "10-nsinspect-test.conflist").write_text(json.dumps(cni))
+        env = cls(d)
+        env.start()
+        env.import_image()
+        return env
+
+    def start(self, timeout: float = 30) -> None:
+        self.log = self.dir / "containerd.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                ["containerd", "--config", str(self.dir / "config.toml")],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"containerd exited: {self.log.read_text()[-2000:]}")
+            if os.path.exists(self.socket):
+                r = subprocess.run(["ctr", "-a", self.socket, "version"], capture_output=True)
+                if r.returncode == 0 and self._cri_ready():
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"containerd did not come up: {self.log.read_text()[-2000:]}")
+
+    def _cri_ready(self) -> bool:
+        from nsinspect.cri.client import RuntimeClient
+
+        try:
+            RuntimeClient.connect(self.endpoint, timeout=2).close()
+            return True
+        except Exception:
+            return False
+
+    def import_image(self) -> None:
+        tar = build_image_tar(self.dir)
+        subprocess.run(
+            ["ctr", "-a", self.socket, "-n", "k8s.io", "images", "import", "--all-platforms", str(tar)],
+            check=True,
+            capture_output=True,
+        )
+
+    def stop(self) -> None:
+        """Stop the daemon only (shims and pods stay up, as in a real containerd restart)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def destroy(self) -> None:
+        """Remove every pod, then stop the daemon, kill any shim left, and delete the directory."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                from nsinspect.cri.client import RuntimeClient
+
+                c = RuntimeClient.connect(self.endpoint)
+                for sb in c.list_sandboxes():
+                    remove_pod(c, sb.id)
+                c.close()
+            except Exception:
+                pass
+        self.stop()
+        # Shims of this containerd carry its state dir in their command line.
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    cmd = Path(f"/proc/{name}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"containerd-shim" in cmd and str(self.dir).encode() in cmd:
+                    try:
+                        os.kill(int(name), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        subprocess.run(["umount", "-R", "-l", str(self.dir)], capture_output=True)
+        for mnt in sorted(_mounts_under(self.dir), reverse=True):
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _mounts_under(d: Path) -> list[str]:
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split()[4]
+            if mp.startswith(str(d)):
+                out.append(mp)
+    return out
+
+
+# -- pods, the way kubelet makes them -------------------------------------------------------------
+@dataclass
+class ContainerSpec:
+    name: str
+    command: list[str] = field(default_factory=lambda: ["/bin/sleep", "3600"])
+    target: str | None = None  # ephemeral: name of the container whose pid namespace it joins
+    wait_exit: bool = False  # an init container: wait for it to exit before the next
+
+
+@dataclass
+class Pod:
+    name: str
+    namespace: str
+    uid: str
+    sandbox_id: str
+    containers: dict[str, str]  # name -> container id
+    config: object = None
+
+
+def run_pod(
+    client,
+    name: str,
+    namespace: str = "lab",
+    containers: list[ContainerSpec] | None = None,
+    host_network: bool = False,
+    host_pid: bool = False,
+    host_ipc: bool = False,
+    share_pid: bool = False,
+    init: list[ContainerSpec] | None = None,
+    ephemeral: list[ContainerSpec] | None = None,
+) -> Pod:
+    from nsinspect.cri.v1 import api_pb2 as pb
+
+    uid = str(uuid.uuid4())
+    stub = client.stub
+    opts = pb.NamespaceOption(
+        network=pb.NODE if host_network else pb.POD,
+        pid=pb.NODE if host_pid else (pb.POD if share_pid else pb.CONTAINER),
+        ipc=pb.NODE if host_ipc else pb.POD,
+    )
+    labels = {f"{KUBE}.pod.name": name, f"{KUBE}.pod.namespace": namespace, f"{KUBE}.pod.uid": uid}
+    sandbox_config = pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace=namespace, attempt=0),
+        # runc refuses to set a hostname without a private UTS namespace: kubelet sends none for hostNetwork.
+        hostname="" if host_network else name,
+        log_directory=f"/tmp/nsinspect-test-logs/{namespace}_{name}_{uid}",
+        labels=labels,
+        annotations={"kubernetes.io/config.source": "api"},
+        linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(namespace_options=opts)),
+    )
+    os.makedirs(sandbox_config.log_directory, exist_ok=True)
+    sandbox_id = stub.RunPodSandbox(pb.RunPodSandboxRequest(config=sandbox_config), timeout=60).pod_sandbox_id
+    pod = Pod(name, namespace, uid, sandbox_id, {}, sandbox_config)
+
+    def create(spec: ContainerSpec, container_opts) -> str:
+        config = pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name=spec.name, attempt=0),
+            image=pb.ImageSpec(image=IMAGE),
+            command=spec.command,
+            envs=[pb.KeyValue(key="SECRET_TOKEN", value=b"do-not-leak-" + spec.name.encode())],
+            labels=dict(labels, **{f"{KUBE}.container.name": spec.name}),
+            log_path=f"{spec.name}/0.log",
+            linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(namespace_options=container_opts)),
+        )
+        cid = stub.CreateContainer(
+            pb.CreateContainerRequest(pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox_config), timeout=60
+        ).container_id
+        stub.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
+        pod.containers[spec.name] = cid
+        if spec.wait_exit:
+            wait_exited(client, cid)
+        return cid
+
+    for spec in init or []:
+        spec.wait_exit = True
+        create(spec, opts)
+    for spec in containers or [ContainerSpec(name)]:
+        create(spec, opts)
+    for spec in ephemeral or []:
+        eo = pb.NamespaceOption()
+        eo.CopyFrom(opts)
+        if spec.target:
+            eo.pid = pb.TARGET
+            eo.target_id = pod.containers[spec.target]
+        create(spec, eo)
+    return pod
+
+
+def wait_exited(client, cid: str, timeout: float = 30) -> None:
+    from nsinspect.cri.v1 import api_pb2 as pb
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = client.stub.ContainerStatus(pb.ContainerStatusRequest(container_id=cid), timeout=10).status
+        if st.state == pb.CONTAINER_EXITED:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"container {cid} did not exit")
+
+
+def remove_pod(client, sandbox_id: str) -> None:
+    from nsinspect.cri.v1 import api_pb2 as pb
+
+    stub = client.stub
+    for c in client.list_containers(sandbox_id):
+        try:
+            stub.StopContainer(pb.StopContainerRequest(container_id=c.id, timeout=0), timeout=30)
+            stub.RemoveContainer(pb.RemoveContainerRequest(container_id=c.id), timeout=30)
+        except Exception:
+            pass
+    stub.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    stub.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
