@@ -45,9 +45,9 @@ class App:
         """The inspection engine: in-process (local mode) or an agent over gRPC."""
         if self._engine is None:
             if self.agent:
-                from nsinspect.client import AgentEngine
-
-                self._engine = AgentEngine(self.agent)
+                raise InvalidArgument(
+                    "--agent is not available in this version yet; run nsinspect on the node itself (sudo nsinspect ...)"
+                )
             else:
                 from nsinspect.engine import LocalEngine
 

@@ -21,3 +21,15 @@ def test_bench_node_runs_small():
     )
     assert r.returncode == 0, r.stderr
     assert "ratio lsns/nsinspect" in r.stdout and "ratio nsinspect/floor" in r.stdout
+
+
+def test_bench_pods_runs_small():
+    require_root()
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_pods.py"), "--pods", "2", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "pods -A" in r.stdout and "pod X" in r.stdout

@@ -104,41 +104,28 @@ class RuntimeClient:
         req = pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=verbose)
         return self._call("PodSandboxStatus", req, f"pod sandbox {sandbox_id[:13]}")
 
-    def container_statuses(self, ids: Iterable[str], verbose: bool = True) -> dict[str, pb.ContainerStatusResponse | None]:
-        """ContainerStatus for many containers at once: the calls are pipelined on one connection.
-
-        A container removed meanwhile maps to None.
-        """
-        futures = {
-            cid: self._stub.ContainerStatus.future(pb.ContainerStatusRequest(container_id=cid, verbose=verbose), timeout=CALL_TIMEOUT)
-            for cid in ids
-        }
-        out: dict[str, pb.ContainerStatusResponse | None] = {}
-        for cid, fut in futures.items():
+    def _batch(self, method: str, requests: dict[str, Any], what: str) -> dict[str, Any]:
+        """Many unary calls at once, pipelined on one connection; a NOT_FOUND answer maps to None."""
+        call = getattr(self._stub, method)
+        futures = {key: call.future(req, timeout=CALL_TIMEOUT) for key, req in requests.items()}
+        out: dict[str, Any] = {}
+        for key, fut in futures.items():
             try:
-                out[cid] = fut.result()
+                out[key] = fut.result()
             except grpc.RpcError as e:
-                if e.code() == grpc.StatusCode.NOT_FOUND:
-                    out[cid] = None
+                if e.code() == grpc.StatusCode.NOT_FOUND:  # removed while we looked
+                    out[key] = None
                     continue
-                raise map_rpc_error(e, f"container {cid[:13]}") from None
+                raise map_rpc_error(e, f"{what} {key[:13]}") from None
         return out
+
+    def container_statuses(self, ids: Iterable[str], verbose: bool = True) -> dict[str, pb.ContainerStatusResponse | None]:
+        reqs = {cid: pb.ContainerStatusRequest(container_id=cid, verbose=verbose) for cid in ids}
+        return self._batch("ContainerStatus", reqs, "container")
 
     def sandbox_statuses(self, ids: Iterable[str], verbose: bool = True) -> dict[str, pb.PodSandboxStatusResponse | None]:
-        futures = {
-            sid: self._stub.PodSandboxStatus.future(pb.PodSandboxStatusRequest(pod_sandbox_id=sid, verbose=verbose), timeout=CALL_TIMEOUT)
-            for sid in ids
-        }
-        out: dict[str, pb.PodSandboxStatusResponse | None] = {}
-        for sid, fut in futures.items():
-            try:
-                out[sid] = fut.result()
-            except grpc.RpcError as e:
-                if e.code() == grpc.StatusCode.NOT_FOUND:
-                    out[sid] = None
-                    continue
-                raise map_rpc_error(e, f"pod sandbox {sid[:13]}") from None
-        return out
+        reqs = {sid: pb.PodSandboxStatusRequest(pod_sandbox_id=sid, verbose=verbose) for sid in ids}
+        return self._batch("PodSandboxStatus", reqs, "pod sandbox")
 
     @property
     def stub(self) -> pb_grpc.RuntimeServiceStub:
