@@ -166,7 +166,7 @@ def pods(app: App, namespace: str | None, all_namespaces: bool, fmt: str) -> Non
 @click.pass_obj
 def pod(app: App, name: str, namespace: str, container: str | None, fmt: str) -> None:
     """The comparison: the pod's members x 8 namespace types, and actual vs expected sharing."""
-    app.emit(app.engine().pod(name, namespace, container), fmt)
+    app.emit(app.engine().pod(name, namespace, container, detail=(fmt == "wide")), fmt)
 
 
 @cli.command()

@@ -104,7 +104,7 @@ class LocalEngine:
         views.sort(key=lambda v: (v.pod.namespace, v.pod.name))
         return PodsView(views, self.node_name, client.runtime)
 
-    def pod(self, name: str, namespace: str, container: str | None = None) -> PodView:
+    def pod(self, name: str, namespace: str, container: str | None = None, detail: bool = False) -> PodView:
         from nsinspect.pods import L_NAME, L_NAMESPACE
 
         validate_name(name, "pod name")
@@ -124,6 +124,11 @@ class LocalEngine:
                 names = ", ".join(m.name for m in view.members if m.role != "sandbox") or "none"
                 raise NotFound(f"pod {namespace}/{name} has no container {container!r} (its containers: {names})")
             view = view._replace(members=[m for m in view.members if m.role == "sandbox" or m.name == container])
+        if detail:
+            # NPROCS needs every process.  Serial: gRPC's threads are running, so no fork now.
+            mine = {(t, ns.ino) for m in view.members for t, ns in m.namespaces.items()}
+            scan = discover.node_view(self.proc, parallel=False)
+            view = view._replace(lsns=tuple(n for n in scan.namespaces if (n.type, n.id.ino) in mine))
         return view
 
     def check(self, name: str, namespace: str, expects: list[tuple[str, str]]) -> CheckView:

@@ -179,6 +179,7 @@ class PodView(NamedTuple):
     node_namespaces: dict[str, NamespaceId]
     runtime: str = ""  # "containerd 1.6.20"
     notes: tuple[str, ...] = ()  # how roles or expectations were inferred
+    lsns: tuple[Namespace, ...] = ()  # the pod's namespaces as lsns rows (wide output only: needs a full scan)
 
 
 class PodsView(NamedTuple):

@@ -92,7 +92,7 @@ def assert_one_sentence_error(r: subprocess.CompletedProcess[str], code: int) ->
 def readlink_ns(pid: int, nstype: str) -> int | None:
     try:
         target = os.readlink(f"/proc/{pid}/ns/{nstype}")
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):  # gone, or hidden (PID 1 here)
         return None
     return int(target[len(nstype) + 2 : -1])
 

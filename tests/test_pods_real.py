@@ -198,3 +198,16 @@ def test_deleted_pod_is_not_found(ctrd):
     assert nsi(ctrd, "pod", "short-lived", "-n", "lab").returncode == 0
     remove_pod(ctrd.client, pod.sandbox_id)
     assert_one_sentence_error(nsi(ctrd, "pod", "short-lived", "-n", "lab"), 3)
+
+
+def test_wide_shows_lsns_view_of_the_pod(ctrd):
+    data = pod_json(ctrd, "namespace-demo")
+    web = next(m for m in data["members"] if m["name"] == "web")
+    out = nsi(ctrd, "pod", "namespace-demo", "-n", "lab", "-o", "wide").stdout
+    assert "NPROCS" in out
+    net = web["namespaces"]["net"]
+    line = next(line for line in out.splitlines() if line.strip().startswith(str(net)) and " net " in line)
+    from helpers import readlink_ns
+
+    in_net = sum(1 for p in os.listdir("/proc") if p.isdigit() and readlink_ns(int(p), "net") == net)
+    assert int(line.split()[2]) == in_net >= 3

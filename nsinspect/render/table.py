@@ -212,6 +212,14 @@ def pod_table(v: PodView, wide: bool) -> RenderableType:
                 explain[-1].append(f"; but the kernel says {verdict.actual}", style="bold red")
     parts.extend(explain)
     parts.extend(Text(f"note: {n}", style="dim") for n in v.notes)
+    if wide and v.lsns:
+        rows = [
+            [str(n.id.ino), n.type, str(n.nprocs), str(n.pid), n.process.user if n.process else "", n.process.command if n.process else "(exited)"]
+            for n in v.lsns
+        ]
+        lines = format_columns(["NS", "TYPE", "NPROCS", "PID", "USER", "COMMAND"], rows, [True, False, True, True, False, False])
+        parts.append(Text(""))
+        parts.append(Text("\n".join(lines)))
     return Group(*parts)
 
 
