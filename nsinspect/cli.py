@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +61,7 @@ class App:
         tty = sys.stdout.isatty()
         width = None
         if tty and fmt in ("table", "wide"):
-            width = click.get_terminal_size()[0] if hasattr(click, "get_terminal_size") else os.get_terminal_size().columns
+            width = shutil.get_terminal_size().columns
         color = tty and "NO_COLOR" not in os.environ
         sys.stdout.write(render(view, fmt, width=width, color=color))
         sys.stdout.flush()

@@ -68,13 +68,12 @@ class LocalEngine:
                 raise
             return None
 
-    def _pods(self, sandboxes: list[Any]) -> list[PodView]:
+    def _pods(self, sandboxes: list[Any], node_ns: Any = None) -> list[PodView]:
         from nsinspect import pods
 
-        return pods.build(
-            self.runtime(), self.proc, sandboxes, self._cache, self.node_name,
-            pods.cgroup_v2(self.host_root), discover.node_namespaces(self.proc),
-        )
+        if node_ns is None:
+            node_ns = discover.node_namespaces(self.proc)
+        return pods.build(self.runtime(), self.proc, sandboxes, self._cache, self.node_name, pods.cgroup_v2(self.host_root), node_ns)
 
     # -- questions -----------------------------------------------------------------------------
     def node(self, types: tuple[str, ...] = NS_TYPES) -> NodeView:
@@ -82,7 +81,7 @@ class LocalEngine:
         view = discover.node_view(self.proc, types, parallel=self.parallel)
         if self._optional_runtime() is None:
             return view
-        return discover.attach_pods(view, self._pods(self.runtime().list_sandboxes(ready_only=True)))
+        return discover.attach_pods(view, self._pods(self.runtime().list_sandboxes(ready_only=True), view.node_namespaces))
 
     def process(self, pid: int) -> ProcessView:
         view = discover.process_view(self.proc, pid)
@@ -90,7 +89,7 @@ class LocalEngine:
             return view
         from nsinspect.pods import find_member
 
-        found = find_member(self._pods(self.runtime().list_sandboxes(ready_only=True)), view.namespaces)
+        found = find_member(self._pods(self.runtime().list_sandboxes(ready_only=True), view.node_namespaces), view.namespaces)
         if found is None:
             return view
         return view._replace(pod=found[0], container=found[1])

@@ -77,11 +77,6 @@ class PidCache:
     def put(self, cid: str, pid: ProcessId, vi: cri_info.VerboseInfo) -> None:
         self._entries[cid] = (pid, vi)
 
-    def forget_except(self, live: Iterable[str]) -> None:
-        keep = set(live)
-        for cid in [c for c in self._entries if c not in keep]:
-            del self._entries[cid]
-
 
 def _namespaces(proc: ProcFS, pid: int) -> tuple[Any, dict[str, NamespaceId]]:
     """(process, its 8 namespaces), or (None, {}) if it is gone or hidden."""
@@ -131,7 +126,8 @@ def build(client: Any, proc: ProcFS, sandboxes: list[Any], cache: PidCache, node
             latest[key] = c
     # Verbose only where we need a pid we do not have.
     need_verbose = [c.id for c in latest.values() if c.state == 1 and cache.get(c.id, proc) is None]
-    plain = [c.id for c in latest.values() if c.id not in set(need_verbose)]
+    verbose_ids = set(need_verbose)
+    plain = [c.id for c in latest.values() if c.id not in verbose_ids]
     statuses = client.container_statuses(need_verbose, verbose=True) if need_verbose else {}
     if plain:
         statuses.update(client.container_statuses(plain, verbose=False))
