@@ -7,6 +7,7 @@ offers the same methods over gRPC, so the CLI never knows which one it has.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from nsinspect import discover
@@ -25,6 +26,16 @@ def default_host_root(proc_root: str) -> str | None:
 
 
 class LocalEngine:
+    """Answers from this node: /proc and the CRI runtime, in this process.
+
+    ``cache_ttl`` > 0 (the agent): the runtime's view of every sandbox is kept as a snapshot
+    (``pods.Facts``) and refreshed when older than ``cache_ttl`` seconds, asking statuses only
+    for what changed.  Namespaces are never cached: every answer reads them from /proc for a
+    pid whose start time is checked, and a request that finds a member's process gone, or a pod
+    the snapshot does not know, waits for a fresh snapshot.  A snapshot is dropped as soon as
+    the runtime's connection breaks, so a stopped runtime is reported, not papered over.
+    """
+
     def __init__(
         self,
         proc_root: str = "/proc",
@@ -32,30 +43,56 @@ class LocalEngine:
         host_root: str | None = None,
         parallel: bool = True,
         node_name: str | None = None,
+        cache_ttl: float = 0.0,
     ):
         self.proc = ProcFS(proc_root)
         self.runtime_endpoint = runtime_endpoint
         self.host_root = host_root if host_root is not None else default_host_root(proc_root)
         self.parallel = parallel
         self.node_name = node_name or os.environ.get("NODE_NAME") or os.uname().nodename
+        self.cache_ttl = cache_ttl
         self._client: Any = None
         self._cache: Any = None
+        self._facts: Any = None  # pods.Facts of every sandbox (cache_ttl > 0 only)
+        self._runtime_name = ""
+        self._cgroup2: bool | None = None
+        if cache_ttl:
+            import threading
+
+            self._connect_lock = threading.Lock()
+            self._refresh_lock = threading.Lock()
 
     # -- the runtime ---------------------------------------------------------------------------
     def runtime(self) -> Any:
-        if self._client is None:
-            from nsinspect.cri.client import RuntimeClient
-            from nsinspect.pods import PidCache
+        client = self._client
+        if client is not None:
+            return client
+        if not self.cache_ttl:
+            return self._connect()
+        with self._connect_lock:
+            return self._client or self._connect()
 
-            self._client = RuntimeClient.connect(self.runtime_endpoint, self.host_root)
-            self._cache = self._cache or PidCache()
-        return self._client
+    def _connect(self) -> Any:
+        from nsinspect.cri.client import RuntimeClient
+        from nsinspect.pods import PidCache
+
+        client = RuntimeClient.connect(self.runtime_endpoint, self.host_root)
+        self._cache = self._cache or PidCache()
+        self._runtime_name = client.runtime
+        if self.cache_ttl:
+            client.on_disconnect(self._runtime_lost)
+        self._client = client
+        return client
+
+    def _runtime_lost(self) -> None:
+        """The runtime's connection broke (called from a gRPC thread): distrust the snapshot."""
+        self._facts = None
 
     def drop_runtime(self) -> None:
         """Forget the connection (the runtime went away); the next call reconnects."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        client, self._client, self._facts = self._client, None, None
+        if client is not None:
+            client.close()
 
     def _optional_runtime(self) -> Any:
         """The runtime if this node has one; None on a plain Linux host (node and pid work without it)."""
@@ -68,56 +105,108 @@ class LocalEngine:
                 raise
             return None
 
-    def _pods(self, sandboxes: list[Any], node_ns: Any = None) -> list[PodView]:
+    def _build(self, sandboxes: list[Any] | None, facts: Any = None, node_ns: Any = None) -> list[PodView]:
+        """PodViews of these sandboxes: from ``facts`` when given (the agent), else asked for now."""
         from nsinspect import pods
 
         if node_ns is None:
             node_ns = discover.node_namespaces(self.proc)
-        return pods.build(self.runtime(), self.proc, sandboxes, self._cache, self.node_name, pods.cgroup_v2(self.host_root), node_ns)
+        if self._cgroup2 is None:
+            self._cgroup2 = pods.cgroup_v2(self.host_root)
+        if facts is None:
+            facts = pods.fetch(self.runtime(), self.proc, sandboxes or [], self._cache)
+        return pods.assemble(self.proc, self._cache, facts, self.node_name, self._cgroup2, node_ns, sandboxes)
+
+    # -- the agent's snapshot ------------------------------------------------------------------
+    def _snapshot(self, not_before: float | None = None) -> Any:
+        """The runtime's view of every sandbox: no older than cache_ttl, and taken after
+        ``not_before`` (a monotonic time) when given.  Concurrent callers share one refresh."""
+        facts = self._facts
+        if facts is not None and self._fresh(facts, not_before):
+            return facts
+        if facts is not None and not_before is None and not self._refresh_lock.acquire(blocking=False):
+            return facts  # someone is refreshing an expired snapshot: this one is at most a refresh older
+        if not_before is not None or facts is None:
+            self._refresh_lock.acquire()
+        try:
+            facts = self._facts
+            if facts is not None and self._fresh(facts, not_before):
+                return facts
+            return self._refresh()
+        finally:
+            self._refresh_lock.release()
+
+    def _fresh(self, facts: Any, not_before: float | None) -> bool:
+        if not_before is not None:
+            return facts.taken_at >= not_before
+        return time.monotonic() - facts.taken_at < self.cache_ttl
+
+    def _refresh(self) -> Any:
+        from nsinspect import pods
+
+        taken = time.monotonic()
+        try:
+            client = self.runtime()
+            facts = pods.fetch(client, self.proc, client.list_sandboxes(), self._cache, self._facts, taken)
+        except Unavailable:
+            self.drop_runtime()
+            raise
+        self._facts = facts
+        return facts
+
+    def _ready_sandboxes(self, namespace: str | None = None) -> tuple[list[Any], Any]:
+        """Ready sandboxes (of one Kubernetes namespace), and the facts to build them from."""
+        from nsinspect.pods import L_NAMESPACE
+
+        if not self.cache_ttl:
+            labels = {L_NAMESPACE: namespace} if namespace else None
+            return self.runtime().list_sandboxes(ready_only=True, labels=labels), None
+        facts = self._snapshot()
+        return [sb for (ns, _n), sbs in facts.index.items() if not namespace or ns == namespace for sb in sbs if sb.state == 0], facts
 
     # -- questions -----------------------------------------------------------------------------
     def node(self, types: tuple[str, ...] = NS_TYPES) -> NodeView:
         # Scan first: the scan forks workers, which must happen before gRPC starts its threads.
-        view = discover.node_view(self.proc, types, parallel=self.parallel)
+        view = discover.node_view(self.proc, types, parallel=self.parallel)._replace(node=self.node_name)
         if self._optional_runtime() is None:
             return view
-        return discover.attach_pods(view, self._pods(self.runtime().list_sandboxes(ready_only=True), view.node_namespaces))
+        sandboxes, facts = self._ready_sandboxes()
+        views = self._build(sandboxes, facts, view.node_namespaces)
+        return discover.attach_pods(view._replace(runtime=self._runtime_name), views)
 
     def process(self, pid: int) -> ProcessView:
-        view = discover.process_view(self.proc, pid)
+        validate_pid(pid)
+        view = discover.process_view(self.proc, pid)._replace(node=self.node_name)
         if self._optional_runtime() is None:
             return view
         from nsinspect.pods import find_member
 
-        found = find_member(self._pods(self.runtime().list_sandboxes(ready_only=True), view.node_namespaces), view.namespaces)
+        sandboxes, facts = self._ready_sandboxes()
+        found = find_member(self._build(sandboxes, facts, view.node_namespaces), view.namespaces)
         if found is None:
             return view
         return view._replace(pod=found[0], container=found[1])
 
     def pods(self, namespace: str | None = None) -> PodsView:
-        from nsinspect.pods import L_NAMESPACE
-
-        client = self.runtime()
-        labels = {L_NAMESPACE: namespace} if namespace else None
-        views = self._pods(client.list_sandboxes(ready_only=True, labels=labels))
+        if namespace:
+            validate_name(namespace, "namespace")
+        sandboxes, facts = self._ready_sandboxes(namespace)
+        views = self._build(sandboxes, facts)
         views.sort(key=lambda v: (v.pod.namespace, v.pod.name))
-        return PodsView(views, self.node_name, client.runtime)
+        return PodsView(views, self.node_name, self._runtime_name)
 
-    def pod(self, name: str, namespace: str, container: str | None = None, detail: bool = False) -> PodView:
-        from nsinspect.pods import L_NAME, L_NAMESPACE
-
+    def pod(self, name: str, namespace: str, container: str | None = None, detail: bool = False, uid: str = "") -> PodView:
         validate_name(name, "pod name")
         validate_name(namespace, "namespace")
-        client = self.runtime()
-        sandboxes = client.list_sandboxes(labels={L_NAME: name, L_NAMESPACE: namespace})
-        if not sandboxes:
-            elsewhere = sorted({sb.labels.get(L_NAMESPACE, "") for sb in client.list_sandboxes(labels={L_NAME: name})})
-            hint = f" (there is one in namespace {', '.join(elsewhere)}: add -n {elsewhere[0]})" if elsewhere else ""
-            raise NotFound(f"no pod named {name!r} in namespace {namespace!r} on this node{hint}; list them with nsinspect pods -A")
-        # The ready sandbox, else the newest (a pod being restarted has an old one that is not ready).
-        sandboxes.sort(key=lambda sb: (sb.state == 0, sb.created_at), reverse=True)
-        view = self._pods(sandboxes[:1])[0]
-        view = view._replace(runtime=client.runtime)
+        if uid:
+            validate_name(uid, "pod uid")
+        if container is not None:
+            validate_name(container, "container name")
+        if self.cache_ttl:
+            view = self._pod_from_snapshot(name, namespace, uid)
+        else:
+            view = self._pod_now(name, namespace, uid)
+        view = view._replace(runtime=self._runtime_name)
         if container is not None:
             if not any(m.name == container and m.role != "sandbox" for m in view.members):
                 names = ", ".join(m.name for m in view.members if m.role != "sandbox") or "none"
@@ -130,6 +219,37 @@ class LocalEngine:
             view = view._replace(lsns=tuple(n for n in scan.namespaces if (n.type, n.id.ino) in mine))
         return view
 
+    def _pod_now(self, name: str, namespace: str, uid: str) -> PodView:
+        from nsinspect.pods import L_NAME, L_NAMESPACE, L_UID
+
+        client = self.runtime()
+        labels = {L_NAME: name, L_NAMESPACE: namespace}
+        if uid:
+            labels[L_UID] = uid
+        sandboxes = client.list_sandboxes(labels=labels)
+        if not sandboxes:
+            elsewhere = sorted({sb.labels.get(L_NAMESPACE, "") for sb in client.list_sandboxes(labels={L_NAME: name})})
+            raise _not_found(name, namespace, uid, elsewhere)
+        return self._build([_choose(sandboxes)])[0]
+
+    def _pod_from_snapshot(self, name: str, namespace: str, uid: str) -> PodView:
+        asked = time.monotonic()
+        facts = self._snapshot()
+        for attempt in (0, 1):
+            sandboxes = _with_uid(facts.index.get((namespace, name), []), uid)
+            if sandboxes:
+                view = self._build([_choose(sandboxes)], facts)
+                # A member the snapshot says runs but whose process is gone: the pod changed
+                # (deleted, restarted).  Ask again rather than answer from the past.
+                if view and not any(m.state in ("running", "ready") and not m.running for m in view.members):
+                    return view[0]
+            if attempt == 0:
+                facts = self._snapshot(not_before=asked)
+        if sandboxes and view:
+            return view[0]  # still so after a fresh look: that is the truth now (a container exiting)
+        elsewhere = sorted({ns for (ns, n) in facts.index if n == name})
+        raise _not_found(name, namespace, uid, elsewhere)
+
     def check(self, name: str, namespace: str, expects: list[tuple[str, str]]) -> CheckView:
         view = self.pod(name, namespace)
         return evaluate(view, expects)
@@ -137,6 +257,25 @@ class LocalEngine:
     def close(self) -> None:
         self.drop_runtime()
         self.proc.close()
+
+
+def _choose(sandboxes: list[Any]) -> Any:
+    """The ready sandbox, else the newest (a pod being restarted has an old one that is not ready)."""
+    return max(sandboxes, key=lambda sb: (sb.state == 0, sb.created_at))
+
+
+def _with_uid(sandboxes: list[Any], uid: str) -> list[Any]:
+    from nsinspect.pods import L_UID
+
+    return [sb for sb in sandboxes if sb.labels.get(L_UID, sb.metadata.uid) == uid] if uid else sandboxes
+
+
+def _not_found(name: str, namespace: str, uid: str, elsewhere: list[str]) -> NotFound:
+    if uid:
+        return NotFound(f"pod {namespace}/{name} with uid {uid} is not on this node (deleted or recreated); look it up again")
+    others = [ns for ns in elsewhere if ns != namespace]
+    hint = f" (there is one in namespace {', '.join(others)}: add -n {others[0]})" if others else ""
+    return NotFound(f"no pod named {name!r} in namespace {namespace!r} on this node{hint}; list them with nsinspect pods -A")
 
 
 _HINTS = {
@@ -180,3 +319,11 @@ def validate_name(value: str, what: str) -> None:
     """Kubernetes names: non-empty, at most 253 characters, no control characters."""
     if not value or len(value) > 253 or any(ord(c) < 32 or c in "/" for c in value):
         raise InvalidArgument(f"invalid {what} {value[:60]!r}; use a Kubernetes name (at most 253 characters)")
+
+
+MAX_PID = (1 << 31) - 1  # pid_t; a larger number is no pid at all (a smaller absent one is "not found")
+
+
+def validate_pid(pid: int) -> None:
+    if not isinstance(pid, int) or pid <= 0 or pid > MAX_PID:
+        raise InvalidArgument(f"invalid pid {pid}; a pid is a number from 1 to {MAX_PID}")

@@ -106,6 +106,8 @@ class NodeView(NamedTuple):
     node_namespaces: dict[str, NamespaceId]
     stats: ScanStats
     types: tuple[str, ...] = NS_TYPES
+    node: str = ""  # the node's name
+    runtime: str = ""  # "containerd 1.6.20"; empty when the node has no runtime
 
 
 class ProcessView(NamedTuple):
@@ -116,6 +118,7 @@ class ProcessView(NamedTuple):
     node_namespaces: dict[str, NamespaceId]
     pod: PodRef | None = None
     container: ContainerRef | None = None
+    node: str = ""
 
 
 class Member(NamedTuple):

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from nsinspect.cri import info as cri_info
 from nsinspect.errors import AccessDenied, NoSuchProcess, NotFound
@@ -61,21 +62,33 @@ class PidCache:
     """Container id -> (process identity, namespace facts of its verbose info).
 
     An entry is used only while /proc still shows that pid with that start time, so a
-    recycled pid never lends a dead container's namespaces to a new process.
+    recycled pid never lends a dead container's namespaces to a new process.  Safe to share
+    between the agent's request threads (single dict operations only).
     """
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[ProcessId, cri_info.VerboseInfo]] = {}
 
     def get(self, cid: str, proc: ProcFS) -> tuple[ProcessId, cri_info.VerboseInfo] | None:
+        """The entry, if its process is still alive (one read of /proc/<pid>/stat)."""
         entry = self._entries.get(cid)
         if entry is not None and not proc.is_alive(entry[0]):
-            del self._entries[cid]
+            self._entries.pop(cid, None)
             return None
         return entry
 
+    def peek(self, cid: str) -> tuple[ProcessId, cri_info.VerboseInfo] | None:
+        """The entry unvalidated: the caller checks the identity itself."""
+        return self._entries.get(cid)
+
     def put(self, cid: str, pid: ProcessId, vi: cri_info.VerboseInfo) -> None:
         self._entries[cid] = (pid, vi)
+
+    def forget(self, cid: str) -> None:
+        self._entries.pop(cid, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _namespaces(proc: ProcFS, pid: int) -> tuple[Any, dict[str, NamespaceId]]:
@@ -96,11 +109,13 @@ def _member(
     vi = None
     process, namespaces = None, {}
     if running:
-        cached = cache.get(cid, proc)
+        # fetch() validated the entry; _namespaces checks the identity again around its reads.
+        cached = cache.peek(cid)
         if cached is not None:
             vi = cached[1]
             process, namespaces = _namespaces(proc, cached[0].pid)
-            if process is not None and process.id != cached[0]:
+            if process is None or process.id != cached[0]:
+                cache.forget(cid)
                 process, namespaces = None, {}
         elif status is not None and status.info:
             vi = cri_info.parse(status.info)
@@ -111,10 +126,54 @@ def _member(
     return Member(name, role, cid, state, process, namespaces, **extra), vi
 
 
-def build(client: Any, proc: ProcFS, sandboxes: list[Any], cache: PidCache, node: str, cgroup2: bool, node_ns: Mapping[str, NamespaceId]) -> list[PodView]:
-    """PodViews for these sandboxes (CRI PodSandbox messages)."""
+class Facts(NamedTuple):
+    """What the runtime said about some sandboxes, at one moment."""
+
+    sandboxes: list[Any]  # CRI PodSandbox messages
+    containers: dict[str, list[Any]]  # sandbox id -> the latest attempt of each of its containers
+    statuses: dict[str, Any]  # container id -> ContainerStatusResponse (verbose only where a pid was needed)
+    sb_statuses: dict[str, Any]  # sandbox id -> PodSandboxStatusResponse
+    taken_at: float = 0.0  # time.monotonic() when it was asked
+    index: Mapping[tuple[str, str], list[Any]] = MappingProxyType({})  # (namespace, name) -> its sandboxes
+
+
+def _index(sandboxes: list[Any]) -> dict[tuple[str, str], list[Any]]:
+    out: dict[tuple[str, str], list[Any]] = {}
+    for sb in sandboxes:
+        key = (sb.labels.get(L_NAMESPACE, sb.metadata.namespace), sb.labels.get(L_NAME, sb.metadata.name))
+        out.setdefault(key, []).append(sb)
+    return out
+
+
+def _statuses(ids_states: dict[str, int], running_state: int, old: dict[str, Any], old_states: dict[str, int],
+              cache: PidCache, proc: ProcFS, call: Any) -> dict[str, Any]:
+    """Status of each id: reused from ``old`` when its state did not change, else asked for
+    (verbose only for a running one whose pid is not cached)."""
+    out: dict[str, Any] = {}
+    verbose, plain = [], []
+    for cid, state in ids_states.items():
+        running = state == running_state
+        known = running and cache.get(cid, proc) is not None
+        prev = old.get(cid)
+        if prev is not None and old_states.get(cid) == state and (known or not running):
+            out[cid] = prev
+        elif running and not known:
+            verbose.append(cid)
+        else:
+            plain.append(cid)
+    if verbose:
+        out.update(call(verbose, verbose=True))
+    if plain:
+        out.update(call(plain, verbose=False))
+    return out
+
+
+def fetch(client: Any, proc: ProcFS, sandboxes: list[Any], cache: PidCache, previous: Facts | None = None,
+          taken_at: float = 0.0) -> Facts:
+    """Ask the runtime about these sandboxes: one ListContainers, then status calls (pipelined)
+    only for what is new or changed since ``previous``."""
     if not sandboxes:
-        return []
+        return Facts([], {}, {}, {}, taken_at)
     wanted = {sb.id for sb in sandboxes}
     latest: dict[tuple[str, str], Any] = {}
     for c in client.list_containers():
@@ -124,29 +183,34 @@ def build(client: Any, proc: ProcFS, sandboxes: list[Any], cache: PidCache, node
         old = latest.get(key)
         if old is None or (c.metadata.attempt, c.created_at) > (old.metadata.attempt, old.created_at):
             latest[key] = c
-    # Verbose only where we need a pid we do not have.
-    need_verbose = [c.id for c in latest.values() if c.state == 1 and cache.get(c.id, proc) is None]
-    verbose_ids = set(need_verbose)
-    plain = [c.id for c in latest.values() if c.id not in verbose_ids]
-    statuses = client.container_statuses(need_verbose, verbose=True) if need_verbose else {}
-    if plain:
-        statuses.update(client.container_statuses(plain, verbose=False))
-    sb_need = [sb.id for sb in sandboxes if sb.state == 0 and cache.get(sb.id, proc) is None]
-    sb_status = client.sandbox_statuses(sb_need, verbose=True) if sb_need else {}
-    sb_plain = [sb.id for sb in sandboxes if sb.id not in sb_status]
-    if sb_plain:
-        sb_status.update(client.sandbox_statuses(sb_plain, verbose=False))
-
+    prev = previous or Facts([], {}, {}, {})
+    prev_c = {c.id: c.state for cs in prev.containers.values() for c in cs}
+    prev_sb = {sb.id: sb.state for sb in prev.sandboxes}
+    statuses = _statuses({c.id: c.state for c in latest.values()}, 1, prev.statuses, prev_c, cache, proc,
+                         client.container_statuses)
+    sb_statuses = _statuses({sb.id: sb.state for sb in sandboxes}, 0, prev.sb_statuses, prev_sb, cache, proc,
+                            client.sandbox_statuses)
     by_sandbox: dict[str, list[Any]] = {}
     for c in latest.values():
         by_sandbox.setdefault(c.pod_sandbox_id, []).append(c)
+    return Facts(list(sandboxes), by_sandbox, statuses, sb_statuses, taken_at, _index(sandboxes))
+
+
+def assemble(proc: ProcFS, cache: PidCache, facts: Facts, node: str, cgroup2: bool, node_ns: Mapping[str, NamespaceId],
+             sandboxes: list[Any] | None = None) -> list[PodView]:
+    """PodViews of these sandboxes (default: all of ``facts``), namespaces read now from /proc."""
     views = []
-    for sb in sandboxes:
-        st = sb_status.get(sb.id)
+    for sb in facts.sandboxes if sandboxes is None else sandboxes:
+        st = facts.sb_statuses.get(sb.id)
         if st is None:  # removed while we looked
             continue
-        views.append(_pod_view(proc, cache, sb, st, by_sandbox.get(sb.id, []), statuses, node, cgroup2, node_ns))
+        views.append(_pod_view(proc, cache, sb, st, facts.containers.get(sb.id, []), facts.statuses, node, cgroup2, node_ns))
     return views
+
+
+def build(client: Any, proc: ProcFS, sandboxes: list[Any], cache: PidCache, node: str, cgroup2: bool, node_ns: Mapping[str, NamespaceId]) -> list[PodView]:
+    """PodViews for these sandboxes (CRI PodSandbox messages), asked for now."""
+    return assemble(proc, cache, fetch(client, proc, sandboxes, cache), node, cgroup2, node_ns)
 
 
 def _pod_view(proc, cache, sb, st, containers, statuses, node, cgroup2, node_ns) -> PodView:

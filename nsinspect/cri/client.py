@@ -80,6 +80,16 @@ class RuntimeClient:
     def close(self) -> None:
         self._channel.close()
 
+    def on_disconnect(self, callback: Any) -> None:
+        """Call ``callback()`` (from a gRPC thread) whenever the connection leaves READY:
+        the runtime stopped or restarted.  Costs nothing per call."""
+
+        def watch(state: grpc.ChannelConnectivity) -> None:
+            if state != grpc.ChannelConnectivity.READY:
+                callback()
+
+        self._channel.subscribe(watch, try_to_connect=False)
+
     # -- calls --------------------------------------------------------------------------------
     def _call(self, method: str, request: Any, what: str, timeout: float = CALL_TIMEOUT) -> Any:
         try:

@@ -1,0 +1,220 @@
+"""The model to and from the agent's protobuf messages (``proto/nsinspect/v1/agent.proto``).
+
+The one module that knows both: the model stays free of protobuf, the renderers take the
+model, and an answer that went through the agent renders byte for byte as a local one.
+Every ``to_*`` has its ``from_*``; ``tests/test_convert.py`` round-trips real views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nsinspect.model import (
+    NS_TYPES,
+    ContainerRef,
+    Member,
+    Namespace,
+    NamespaceId,
+    NodeView,
+    PodInfo,
+    PodRef,
+    PodsView,
+    PodView,
+    Process,
+    ProcessId,
+    ProcessView,
+    ScanStats,
+    Verdict,
+)
+from nsinspect.v1 import agent_pb2 as pb
+
+# -- small records --------------------------------------------------------------------------------
+
+
+def _ns_map(target: Any, namespaces: Mapping[str, NamespaceId | None]) -> None:
+    for t, ns in namespaces.items():
+        if ns is not None:
+            entry = target[t]
+            entry.dev, entry.ino = ns.dev, ns.ino
+
+
+def _ns_dict(source: Any) -> dict[str, NamespaceId]:
+    return {t: NamespaceId(v.dev, v.ino) for t, v in sorted(source.items())}
+
+
+def _process(target: Any, p: Process) -> None:
+    target.id.pid, target.id.start_time = p.id.pid, p.id.start_time
+    target.ppid, target.user, target.comm, target.cmdline = p.ppid, p.user, p.comm, p.cmdline
+    if p.uid is not None:
+        target.uid = p.uid
+
+
+def _from_process(m: Any) -> Process:
+    return Process(ProcessId(m.id.pid, m.id.start_time), m.ppid, m.uid if m.HasField("uid") else None, m.user, m.comm, m.cmdline)
+
+
+def _stats(target: Any, s: ScanStats) -> None:
+    target.processes, target.vanished, target.as_root = s.processes, s.vanished, s.as_root
+    target.denied.extend(s.denied)
+
+
+def _from_stats(m: Any) -> ScanStats:
+    return ScanStats(m.processes, m.vanished, tuple(m.denied), m.as_root)
+
+
+def _namespace(target: Any, n: Namespace) -> None:
+    target.id.dev, target.id.ino = n.id.dev, n.id.ino
+    target.type, target.nprocs, target.pid, target.node = n.type, n.nprocs, n.pid, n.node
+    if n.process is not None:
+        _process(target.process, n.process)
+    for r in n.pods:
+        target.pods.add(namespace=r.namespace, name=r.name, uid=r.uid)
+    for c in n.containers:
+        target.containers.add(name=c.name, id=c.id)
+
+
+def _from_namespace(m: Any) -> Namespace:
+    return Namespace(
+        NamespaceId(m.id.dev, m.id.ino),
+        m.type,
+        m.nprocs,
+        m.pid,
+        _from_process(m.process) if m.HasField("process") else None,
+        m.node,
+        tuple(PodRef(r.namespace, r.name, r.uid) for r in m.pods),
+        tuple(ContainerRef(c.name, c.id) for c in m.containers),
+    )
+
+
+# -- views --------------------------------------------------------------------------------------
+
+
+def to_node(v: NodeView) -> pb.NodeView:
+    out = pb.NodeView(types=v.types, node=v.node, runtime=v.runtime)
+    _ns_map(out.node_namespaces, v.node_namespaces)
+    _stats(out.stats, v.stats)
+    add = out.namespaces.add
+    for n in v.namespaces:
+        _namespace(add(), n)
+    return out
+
+
+def from_node(m: pb.NodeView) -> NodeView:
+    return NodeView(
+        [_from_namespace(n) for n in m.namespaces],
+        _ns_dict(m.node_namespaces),
+        _from_stats(m.stats),
+        tuple(m.types),
+        m.node,
+        m.runtime,
+    )
+
+
+def to_process(v: ProcessView) -> pb.ProcessView:
+    out = pb.ProcessView(node=v.node)
+    _process(out.process, v.process)
+    _ns_map(out.namespaces, v.namespaces)
+    _ns_map(out.node_namespaces, v.node_namespaces)
+    if v.pod is not None:
+        out.pod.namespace, out.pod.name, out.pod.uid = v.pod
+    if v.container is not None:
+        out.container.name, out.container.id = v.container
+    return out
+
+
+def from_process(m: pb.ProcessView) -> ProcessView:
+    present = _ns_dict(m.namespaces)
+    return ProcessView(
+        _from_process(m.process),
+        {t: present.get(t) for t in NS_TYPES},  # a missing type: the link is gone (zombie)
+        _ns_dict(m.node_namespaces),
+        PodRef(m.pod.namespace, m.pod.name, m.pod.uid) if m.HasField("pod") else None,
+        ContainerRef(m.container.name, m.container.id) if m.HasField("container") else None,
+        m.node,
+    )
+
+
+def _member(target: Any, x: Member) -> None:
+    target.name, target.role, target.id, target.state = x.name, x.role, x.id, x.state
+    if x.process is not None:
+        _process(target.process, x.process)
+    _ns_map(target.namespaces, x.namespaces)
+    target.target_id, target.attempt, target.image = x.target_id, x.attempt, x.image
+    target.created_at, target.finished_at = x.created_at, x.finished_at
+
+
+def _from_member(m: Any) -> Member:
+    return Member(
+        m.name,
+        m.role,
+        m.id,
+        m.state,
+        _from_process(m.process) if m.HasField("process") else None,
+        _ns_dict(m.namespaces),
+        m.target_id,
+        m.attempt,
+        m.created_at,
+        m.finished_at,
+        m.image,
+    )
+
+
+def to_pod(v: PodView) -> pb.PodView:
+    p = v.pod
+    out = pb.PodView(runtime=v.runtime, notes=v.notes)
+    info = out.pod
+    info.namespace, info.name, info.uid, info.sandbox_id, info.node = p.namespace, p.name, p.uid, p.sandbox_id, p.node
+    info.state, info.created_at, info.hostname = p.state, p.created_at, p.hostname
+    info.options.update(p.options)
+    info.labels.update(p.labels)
+    add = out.members.add
+    for x in v.members:
+        _member(add(), x)
+    for t, verdict in v.sharing.items():
+        entry = out.sharing[t]
+        if verdict.actual is not None:
+            entry.actual = verdict.actual
+        if verdict.expected is not None:
+            entry.expected = verdict.expected
+        entry.reason = verdict.reason
+    _ns_map(out.node_namespaces, v.node_namespaces)
+    for n in v.lsns:
+        _namespace(out.lsns.add(), n)
+    return out
+
+
+def from_pod(m: pb.PodView) -> PodView:
+    p = m.pod
+    info = PodInfo(
+        p.namespace, p.name, p.uid, p.sandbox_id, p.node, p.state, p.created_at, dict(p.options), p.hostname, dict(p.labels)
+    )
+    sharing = {
+        t: Verdict(
+            m.sharing[t].actual if m.sharing[t].HasField("actual") else None,
+            m.sharing[t].expected if m.sharing[t].HasField("expected") else None,
+            m.sharing[t].reason,
+        )
+        for t in NS_TYPES
+        if t in m.sharing
+    }
+    return PodView(
+        info,
+        [_from_member(x) for x in m.members],
+        sharing,
+        _ns_dict(m.node_namespaces),
+        m.runtime,
+        tuple(m.notes),
+        tuple(_from_namespace(n) for n in m.lsns),
+    )
+
+
+def to_pods(v: PodsView) -> pb.PodList:
+    out = pb.PodList(node=v.node, runtime=v.runtime)
+    for pv in v.pods:
+        out.pods.append(to_pod(pv))
+    return out
+
+
+def from_pods(m: pb.PodList) -> PodsView:
+    return PodsView([from_pod(p) for p in m.pods], m.node, m.runtime)

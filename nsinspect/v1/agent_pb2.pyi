@@ -1,0 +1,297 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetNodeRequest(_message.Message):
+    __slots__ = ("types",)
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, types: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetProcessRequest(_message.Message):
+    __slots__ = ("pid",)
+    PID_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    def __init__(self, pid: _Optional[int] = ...) -> None: ...
+
+class ListPodsRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class GetPodRequest(_message.Message):
+    __slots__ = ("namespace", "name", "uid", "container", "detail")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    uid: str
+    container: str
+    detail: bool
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ..., container: _Optional[str] = ..., detail: _Optional[bool] = ...) -> None: ...
+
+class NamespaceId(_message.Message):
+    __slots__ = ("dev", "ino")
+    DEV_FIELD_NUMBER: _ClassVar[int]
+    INO_FIELD_NUMBER: _ClassVar[int]
+    dev: int
+    ino: int
+    def __init__(self, dev: _Optional[int] = ..., ino: _Optional[int] = ...) -> None: ...
+
+class ProcessId(_message.Message):
+    __slots__ = ("pid", "start_time")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    start_time: int
+    def __init__(self, pid: _Optional[int] = ..., start_time: _Optional[int] = ...) -> None: ...
+
+class Process(_message.Message):
+    __slots__ = ("id", "ppid", "uid", "user", "comm", "cmdline")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PPID_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    COMM_FIELD_NUMBER: _ClassVar[int]
+    CMDLINE_FIELD_NUMBER: _ClassVar[int]
+    id: ProcessId
+    ppid: int
+    uid: int
+    user: str
+    comm: str
+    cmdline: str
+    def __init__(self, id: _Optional[_Union[ProcessId, _Mapping]] = ..., ppid: _Optional[int] = ..., uid: _Optional[int] = ..., user: _Optional[str] = ..., comm: _Optional[str] = ..., cmdline: _Optional[str] = ...) -> None: ...
+
+class PodRef(_message.Message):
+    __slots__ = ("namespace", "name", "uid")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    uid: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ...) -> None: ...
+
+class ContainerRef(_message.Message):
+    __slots__ = ("name", "id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: str
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class ScanStats(_message.Message):
+    __slots__ = ("processes", "vanished", "denied", "as_root")
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    VANISHED_FIELD_NUMBER: _ClassVar[int]
+    DENIED_FIELD_NUMBER: _ClassVar[int]
+    AS_ROOT_FIELD_NUMBER: _ClassVar[int]
+    processes: int
+    vanished: int
+    denied: _containers.RepeatedScalarFieldContainer[int]
+    as_root: bool
+    def __init__(self, processes: _Optional[int] = ..., vanished: _Optional[int] = ..., denied: _Optional[_Iterable[int]] = ..., as_root: _Optional[bool] = ...) -> None: ...
+
+class Namespace(_message.Message):
+    __slots__ = ("id", "type", "nprocs", "pid", "process", "node", "pods", "containers")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    NPROCS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    PODS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    id: NamespaceId
+    type: str
+    nprocs: int
+    pid: int
+    process: Process
+    node: bool
+    pods: _containers.RepeatedCompositeFieldContainer[PodRef]
+    containers: _containers.RepeatedCompositeFieldContainer[ContainerRef]
+    def __init__(self, id: _Optional[_Union[NamespaceId, _Mapping]] = ..., type: _Optional[str] = ..., nprocs: _Optional[int] = ..., pid: _Optional[int] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., node: _Optional[bool] = ..., pods: _Optional[_Iterable[_Union[PodRef, _Mapping]]] = ..., containers: _Optional[_Iterable[_Union[ContainerRef, _Mapping]]] = ...) -> None: ...
+
+class NodeView(_message.Message):
+    __slots__ = ("namespaces", "node_namespaces", "stats", "types", "node", "runtime")
+    class NodeNamespacesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: NamespaceId
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[NamespaceId, _Mapping]] = ...) -> None: ...
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    NODE_NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    namespaces: _containers.RepeatedCompositeFieldContainer[Namespace]
+    node_namespaces: _containers.MessageMap[str, NamespaceId]
+    stats: ScanStats
+    types: _containers.RepeatedScalarFieldContainer[str]
+    node: str
+    runtime: str
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[Namespace, _Mapping]]] = ..., node_namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., stats: _Optional[_Union[ScanStats, _Mapping]] = ..., types: _Optional[_Iterable[str]] = ..., node: _Optional[str] = ..., runtime: _Optional[str] = ...) -> None: ...
+
+class ProcessView(_message.Message):
+    __slots__ = ("process", "namespaces", "node_namespaces", "pod", "container", "node")
+    class NamespacesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: NamespaceId
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[NamespaceId, _Mapping]] = ...) -> None: ...
+    class NodeNamespacesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: NamespaceId
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[NamespaceId, _Mapping]] = ...) -> None: ...
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    NODE_NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    POD_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    process: Process
+    namespaces: _containers.MessageMap[str, NamespaceId]
+    node_namespaces: _containers.MessageMap[str, NamespaceId]
+    pod: PodRef
+    container: ContainerRef
+    node: str
+    def __init__(self, process: _Optional[_Union[Process, _Mapping]] = ..., namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., node_namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., pod: _Optional[_Union[PodRef, _Mapping]] = ..., container: _Optional[_Union[ContainerRef, _Mapping]] = ..., node: _Optional[str] = ...) -> None: ...
+
+class Member(_message.Message):
+    __slots__ = ("name", "role", "id", "state", "process", "namespaces", "target_id", "attempt", "created_at", "finished_at", "image")
+    class NamespacesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: NamespaceId
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[NamespaceId, _Mapping]] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    id: str
+    state: str
+    process: Process
+    namespaces: _containers.MessageMap[str, NamespaceId]
+    target_id: str
+    attempt: int
+    created_at: int
+    finished_at: int
+    image: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., id: _Optional[str] = ..., state: _Optional[str] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., target_id: _Optional[str] = ..., attempt: _Optional[int] = ..., created_at: _Optional[int] = ..., finished_at: _Optional[int] = ..., image: _Optional[str] = ...) -> None: ...
+
+class Verdict(_message.Message):
+    __slots__ = ("actual", "expected", "reason")
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    actual: str
+    expected: str
+    reason: str
+    def __init__(self, actual: _Optional[str] = ..., expected: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PodInfo(_message.Message):
+    __slots__ = ("namespace", "name", "uid", "sandbox_id", "node", "state", "created_at", "options", "hostname", "labels")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    uid: str
+    sandbox_id: str
+    node: str
+    state: str
+    created_at: int
+    options: _containers.ScalarMap[str, str]
+    hostname: str
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ..., sandbox_id: _Optional[str] = ..., node: _Optional[str] = ..., state: _Optional[str] = ..., created_at: _Optional[int] = ..., options: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class PodView(_message.Message):
+    __slots__ = ("pod", "members", "sharing", "node_namespaces", "runtime", "notes", "lsns")
+    class SharingEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Verdict
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Verdict, _Mapping]] = ...) -> None: ...
+    class NodeNamespacesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: NamespaceId
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[NamespaceId, _Mapping]] = ...) -> None: ...
+    POD_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    SHARING_FIELD_NUMBER: _ClassVar[int]
+    NODE_NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    LSNS_FIELD_NUMBER: _ClassVar[int]
+    pod: PodInfo
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    sharing: _containers.MessageMap[str, Verdict]
+    node_namespaces: _containers.MessageMap[str, NamespaceId]
+    runtime: str
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    lsns: _containers.RepeatedCompositeFieldContainer[Namespace]
+    def __init__(self, pod: _Optional[_Union[PodInfo, _Mapping]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., sharing: _Optional[_Mapping[str, Verdict]] = ..., node_namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., runtime: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., lsns: _Optional[_Iterable[_Union[Namespace, _Mapping]]] = ...) -> None: ...
+
+class PodList(_message.Message):
+    __slots__ = ("pods", "node", "runtime")
+    PODS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    pods: _containers.RepeatedCompositeFieldContainer[PodView]
+    node: str
+    runtime: str
+    def __init__(self, pods: _Optional[_Iterable[_Union[PodView, _Mapping]]] = ..., node: _Optional[str] = ..., runtime: _Optional[str] = ...) -> None: ...
