@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from nsinspect import __version__
+from nsinspect import AGENT_LISTEN, __version__
 from nsinspect.errors import InvalidArgument, NotFound, NsinspectError, PermissionDenied, Unavailable
 from nsinspect.model import NS_TYPES
 
@@ -46,9 +46,9 @@ class App:
         """The inspection engine: in-process (local mode) or an agent over gRPC."""
         if self._engine is None:
             if self.agent:
-                raise InvalidArgument(
-                    "--agent is not available in this version yet; run nsinspect on the node itself (sudo nsinspect ...)"
-                )
+                from nsinspect.client import AgentEngine
+
+                self._engine = AgentEngine(self.agent)
             else:
                 from nsinspect.engine import LocalEngine
 
@@ -187,6 +187,39 @@ def check(app: App, name: str, namespace: str, expects: tuple[str, ...], fmt: st
     result = app.engine().check(name, namespace, wanted)
     app.emit(result, fmt)
     return EXIT_OK if result.ok else EXIT_CHECK_FAILED
+
+
+@cli.command()
+@click.option("--listen", default=AGENT_LISTEN, show_default=True, metavar="ADDR",
+              help="HOST:PORT or unix:PATH. Keep it on loopback: clients come through pods/portforward.")
+@click.option("--cache-ttl", type=click.FloatRange(0.05, 60), default=1.0, show_default=True, metavar="SECONDS",
+              help="How old the runtime's pod list may be (namespaces are always read fresh from /proc).")
+@click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True, help="Concurrent requests.")
+@click.option("--probe", is_flag=True, help="Do not serve: check the health of the agent at --listen and exit 0 or 4.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every failed request.")
+@click.pass_obj
+def agent(app: App, listen: str, cache_ttl: float, workers: int, probe: bool, verbose: bool) -> int:
+    """Run the node agent: this node's answers over gRPC (read-only), for --agent and cluster mode."""
+    if app.agent:
+        raise InvalidArgument("--agent asks an agent; to run one, drop --agent (nsinspect agent --listen ADDR)")
+    from nsinspect import agent as agent_mod
+
+    if probe:
+        if agent_mod.probe(listen):
+            return EXIT_OK
+        raise Unavailable(f"the nsinspect agent at {listen} is not serving")
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from nsinspect.engine import LocalEngine
+
+    engine = LocalEngine(app.proc_root, app.runtime_endpoint, app.host_root, parallel=False, cache_ttl=cache_ttl)
+    agent_mod.serve(engine, listen, workers=workers)
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,15 +25,22 @@ def default_host_root(proc_root: str) -> str | None:
     return None
 
 
+# The agent re-reads a cached pod's namespaces at least this often, even when nothing changed.
+# (Every request checks that each member's process is still the same one.)
+VIEW_MAX_AGE = 10.0
+
+
 class LocalEngine:
     """Answers from this node: /proc and the CRI runtime, in this process.
 
     ``cache_ttl`` > 0 (the agent): the runtime's view of every sandbox is kept as a snapshot
-    (``pods.Facts``) and refreshed when older than ``cache_ttl`` seconds, asking statuses only
-    for what changed.  Namespaces are never cached: every answer reads them from /proc for a
-    pid whose start time is checked, and a request that finds a member's process gone, or a pod
-    the snapshot does not know, waits for a fresh snapshot.  A snapshot is dropped as soon as
-    the runtime's connection breaks, so a stopped runtime is reported, not papered over.
+    (``pods.Facts``), confirmed with ListPodSandbox + ListContainers when older than ``cache_ttl``
+    seconds; statuses are asked only for what changed.  Answers built from a snapshot are reused
+    while it stays current, for at most VIEW_MAX_AGE, and only after checking that every member's
+    process is still the same one (pid and start time), so a dead process's namespaces are never
+    shown.  A request that finds a member's process gone, or a pod the snapshot does not know,
+    waits for a fresh snapshot.  A snapshot is dropped as soon as the runtime's connection
+    breaks, so a stopped runtime is reported, not papered over.
     """
 
     def __init__(
@@ -56,6 +63,10 @@ class LocalEngine:
         self._facts: Any = None  # pods.Facts of every sandbox (cache_ttl > 0 only)
         self._runtime_name = ""
         self._cgroup2: bool | None = None
+        self._node_ns: dict[str, Any] = {}  # read with each snapshot (cache_ttl > 0)
+        self._views: dict[tuple[str, str, str], tuple[Any, PodView, float]] = {}  # GetPod answers of this snapshot
+        self._all_views: tuple[Any, list[PodView], float] | None = None  # every ready pod, from this snapshot
+        self._checked_at = 0.0  # when the runtime last confirmed the snapshot (monotonic)
         if cache_ttl:
             import threading
 
@@ -110,12 +121,13 @@ class LocalEngine:
         from nsinspect import pods
 
         if node_ns is None:
-            node_ns = discover.node_namespaces(self.proc)
+            node_ns = self._node_ns if facts is not None and self._node_ns else discover.node_namespaces(self.proc)
         if self._cgroup2 is None:
             self._cgroup2 = pods.cgroup_v2(self.host_root)
         if facts is None:
             facts = pods.fetch(self.runtime(), self.proc, sandboxes or [], self._cache)
-        return pods.assemble(self.proc, self._cache, facts, self.node_name, self._cgroup2, node_ns, sandboxes)
+        views = pods.assemble(self.proc, self._cache, facts, self.node_name, self._cgroup2, node_ns, sandboxes)
+        return [v._replace(runtime=self._runtime_name) for v in views]
 
     # -- the agent's snapshot ------------------------------------------------------------------
     def _snapshot(self, not_before: float | None = None) -> Any:
@@ -138,8 +150,8 @@ class LocalEngine:
 
     def _fresh(self, facts: Any, not_before: float | None) -> bool:
         if not_before is not None:
-            return facts.taken_at >= not_before
-        return time.monotonic() - facts.taken_at < self.cache_ttl
+            return self._checked_at >= not_before
+        return time.monotonic() - self._checked_at < self.cache_ttl
 
     def _refresh(self) -> Any:
         from nsinspect import pods
@@ -151,18 +163,51 @@ class LocalEngine:
         except Unavailable:
             self.drop_runtime()
             raise
-        self._facts = facts
+        if facts.same(self._facts):
+            facts = self._facts  # nothing changed: the views built from it stay good
+        else:
+            self._node_ns = discover.node_namespaces(self.proc)
+            self._views.clear()
+            self._facts = facts
+        self._checked_at = taken
         return facts
 
-    def _ready_sandboxes(self, namespace: str | None = None) -> tuple[list[Any], Any]:
-        """Ready sandboxes (of one Kubernetes namespace), and the facts to build them from."""
+    def _pod_views(self, namespace: str | None = None, node_ns: Any = None) -> list[PodView]:
+        """Every ready pod (of one Kubernetes namespace) on this node."""
         from nsinspect.pods import L_NAMESPACE
 
         if not self.cache_ttl:
             labels = {L_NAMESPACE: namespace} if namespace else None
-            return self.runtime().list_sandboxes(ready_only=True, labels=labels), None
+            return self._build(self.runtime().list_sandboxes(ready_only=True, labels=labels), None, node_ns)
+        asked = time.monotonic()
         facts = self._snapshot()
-        return [sb for (ns, _n), sbs in facts.index.items() if not namespace or ns == namespace for sb in sbs if sb.state == 0], facts
+        hit = self._all_views
+        if not self._usable(hit, facts, asked):
+            views = self._build([sb for sb in facts.sandboxes if sb.state == 0], facts)
+            if not self._alive(views):  # a pod changed since the snapshot: look again
+                facts = self._snapshot(not_before=asked)
+                views = self._build([sb for sb in facts.sandboxes if sb.state == 0], facts)
+            self._all_views = hit = (facts, views, time.monotonic())
+        return [v for v in hit[1] if not namespace or v.pod.namespace == namespace]
+
+    def _usable(self, hit: Any, facts: Any, now: float) -> bool:
+        """A cached answer holds while its snapshot is the current one, its namespaces were read
+        less than VIEW_MAX_AGE ago, and every member's process is still the same one."""
+        return (
+            hit is not None and hit[0] is facts and now - hit[2] < VIEW_MAX_AGE
+            and self._alive(hit[1] if isinstance(hit[1], list) else [hit[1]])
+        )
+
+    def _alive(self, views: list[PodView]) -> bool:
+        """Is every member that the runtime says runs still the process we read?"""
+        for v in views:
+            for m in v.members:
+                if m.process is not None:
+                    if not self.proc.is_alive(m.process.id):
+                        return False
+                elif m.state in ("running", "ready"):
+                    return False
+        return True
 
     # -- questions -----------------------------------------------------------------------------
     def node(self, types: tuple[str, ...] = NS_TYPES) -> NodeView:
@@ -170,8 +215,7 @@ class LocalEngine:
         view = discover.node_view(self.proc, types, parallel=self.parallel)._replace(node=self.node_name)
         if self._optional_runtime() is None:
             return view
-        sandboxes, facts = self._ready_sandboxes()
-        views = self._build(sandboxes, facts, view.node_namespaces)
+        views = self._pod_views(node_ns=view.node_namespaces)
         return discover.attach_pods(view._replace(runtime=self._runtime_name), views)
 
     def process(self, pid: int) -> ProcessView:
@@ -181,8 +225,7 @@ class LocalEngine:
             return view
         from nsinspect.pods import find_member
 
-        sandboxes, facts = self._ready_sandboxes()
-        found = find_member(self._build(sandboxes, facts, view.node_namespaces), view.namespaces)
+        found = find_member(self._pod_views(node_ns=view.node_namespaces), view.namespaces)
         if found is None:
             return view
         return view._replace(pod=found[0], container=found[1])
@@ -190,8 +233,7 @@ class LocalEngine:
     def pods(self, namespace: str | None = None) -> PodsView:
         if namespace:
             validate_name(namespace, "namespace")
-        sandboxes, facts = self._ready_sandboxes(namespace)
-        views = self._build(sandboxes, facts)
+        views = self._pod_views(namespace)
         views.sort(key=lambda v: (v.pod.namespace, v.pod.name))
         return PodsView(views, self.node_name, self._runtime_name)
 
@@ -206,7 +248,6 @@ class LocalEngine:
             view = self._pod_from_snapshot(name, namespace, uid)
         else:
             view = self._pod_now(name, namespace, uid)
-        view = view._replace(runtime=self._runtime_name)
         if container is not None:
             if not any(m.name == container and m.role != "sandbox" for m in view.members):
                 names = ", ".join(m.name for m in view.members if m.role != "sandbox") or "none"
@@ -235,18 +276,25 @@ class LocalEngine:
     def _pod_from_snapshot(self, name: str, namespace: str, uid: str) -> PodView:
         asked = time.monotonic()
         facts = self._snapshot()
+        key = (namespace, name, uid)
+        hit = self._views.get(key)
+        # The answer built from this snapshot still holds while each member's process is the same
+        # one (pid and start time: one read of /proc/<pid>/stat each).  Its namespaces were read
+        # when this snapshot was taken, at most cache_ttl ago.
+        if self._usable(hit, facts, asked):
+            return hit[1]
+        views: list[PodView] = []
         for attempt in (0, 1):
             sandboxes = _with_uid(facts.index.get((namespace, name), []), uid)
-            if sandboxes:
-                view = self._build([_choose(sandboxes)], facts)
-                # A member the snapshot says runs but whose process is gone: the pod changed
-                # (deleted, restarted).  Ask again rather than answer from the past.
-                if view and not any(m.state in ("running", "ready") and not m.running for m in view.members):
-                    return view[0]
+            views = self._build([_choose(sandboxes)], facts) if sandboxes else []
+            # A member the snapshot says runs but whose process is gone: the pod changed
+            # (deleted, restarted).  Ask again rather than answer from the past.
+            if views and (attempt or not any(m.state in ("running", "ready") and not m.running for m in views[0].members)):
+                if facts is self._facts:
+                    self._views[key] = (facts, views[0], time.monotonic())
+                return views[0]
             if attempt == 0:
                 facts = self._snapshot(not_before=asked)
-        if sandboxes and view:
-            return view[0]  # still so after a fresh look: that is the truth now (a container exiting)
         elsewhere = sorted({ns for (ns, n) in facts.index if n == name})
         raise _not_found(name, namespace, uid, elsewhere)
 
@@ -317,7 +365,7 @@ def evaluate(view: PodView, expects: list[tuple[str, str]]) -> CheckView:
 
 def validate_name(value: str, what: str) -> None:
     """Kubernetes names: non-empty, at most 253 characters, no control characters."""
-    if not value or len(value) > 253 or any(ord(c) < 32 or c in "/" for c in value):
+    if not value or len(value) > 253 or not value.isprintable() or "/" in value:
         raise InvalidArgument(f"invalid {what} {value[:60]!r}; use a Kubernetes name (at most 253 characters)")
 
 

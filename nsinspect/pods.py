@@ -135,6 +135,11 @@ class Facts(NamedTuple):
     sb_statuses: dict[str, Any]  # sandbox id -> PodSandboxStatusResponse
     taken_at: float = 0.0  # time.monotonic() when it was asked
     index: Mapping[tuple[str, str], list[Any]] = MappingProxyType({})  # (namespace, name) -> its sandboxes
+    signature: frozenset[tuple[str, int]] = frozenset()  # (id, state) of every sandbox and container
+
+    def same(self, other: Facts | None) -> bool:
+        """Does ``other`` show the same sandboxes and containers in the same states?"""
+        return other is not None and other.signature == self.signature
 
 
 def _index(sandboxes: list[Any]) -> dict[tuple[str, str], list[Any]]:
@@ -148,12 +153,17 @@ def _index(sandboxes: list[Any]) -> dict[tuple[str, str], list[Any]]:
 def _statuses(ids_states: dict[str, int], running_state: int, old: dict[str, Any], old_states: dict[str, int],
               cache: PidCache, proc: ProcFS, call: Any) -> dict[str, Any]:
     """Status of each id: reused from ``old`` when its state did not change, else asked for
-    (verbose only for a running one whose pid is not cached)."""
+    (verbose only for a running one whose pid is not cached).
+
+    With an ``old`` (the agent's refresh) cached pids are not checked here: ``_member`` checks
+    each one's identity as it reads it, and drops a dead one, so the next refresh asks again.
+    Without (one-shot), a dead cached pid is found now and its verbose status asked at once.
+    """
     out: dict[str, Any] = {}
     verbose, plain = [], []
     for cid, state in ids_states.items():
         running = state == running_state
-        known = running and cache.get(cid, proc) is not None
+        known = running and (cache.peek(cid) if old else cache.get(cid, proc)) is not None
         prev = old.get(cid)
         if prev is not None and old_states.get(cid) == state and (known or not running):
             out[cid] = prev
@@ -193,7 +203,8 @@ def fetch(client: Any, proc: ProcFS, sandboxes: list[Any], cache: PidCache, prev
     by_sandbox: dict[str, list[Any]] = {}
     for c in latest.values():
         by_sandbox.setdefault(c.pod_sandbox_id, []).append(c)
-    return Facts(list(sandboxes), by_sandbox, statuses, sb_statuses, taken_at, _index(sandboxes))
+    signature = frozenset([(sb.id, sb.state) for sb in sandboxes] + [(c.id, c.state) for c in latest.values()])
+    return Facts(list(sandboxes), by_sandbox, statuses, sb_statuses, taken_at, _index(sandboxes), signature)
 
 
 def assemble(proc: ProcFS, cache: PidCache, facts: Facts, node: str, cgroup2: bool, node_ns: Mapping[str, NamespaceId],

@@ -34,7 +34,10 @@ def map_rpc_error(e: grpc.RpcError, what: str) -> Exception:
         return PermissionDenied(f"{what}: permission denied by the runtime; run nsinspect as root")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(f"{what}: rejected by the runtime ({detail})")
-    return Unavailable(f"{what}: the container runtime did not answer ({detail}); check that it is running")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        reason = detail.rsplit("error: ", 1)[-1].strip() if "error: " in detail else detail
+        return Unavailable(f"{what}: the container runtime does not answer ({reason[:100]}); check that it is running")
+    return Unavailable(f"{what}: the container runtime failed ({code.name if code else 'error'}: {detail[:160]}); check its log")
 
 
 class RuntimeClient:

@@ -1,0 +1,107 @@
+"""The agent's client: the engine's questions, asked over gRPC.
+
+``AgentEngine`` has the methods of ``LocalEngine`` and returns the same model (via
+``nsinspect.convert``), so the CLI renders an agent's answer through the one renderer path.
+gRPC status codes come back as the errors the CLI maps to exit codes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from nsinspect import convert
+from nsinspect.engine import evaluate
+from nsinspect.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from nsinspect.model import NS_TYPES, CheckView, NodeView, PodsView, PodView, ProcessView
+from nsinspect.v1 import agent_pb2 as pb
+from nsinspect.v1 import agent_pb2_grpc
+
+CALL_TIMEOUT = 15.0
+NODE_TIMEOUT = 60.0  # GetNode scans every process of the node
+MAX_RESPONSE = 64 << 20
+ERROR_MARK = "nsinspect-error"  # trailing metadata the agent sets: this status carries its own sentence
+
+_ERRORS = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+}
+
+
+def target(address: str) -> str:
+    """``host:port``, ``unix:PATH`` or ``unix:///PATH`` as a gRPC target; InvalidArgument otherwise."""
+    if address.startswith("unix:"):
+        if len(address) > len("unix:"):
+            return address
+    else:
+        host, sep, port = address.rpartition(":")
+        if sep and host and port.isdigit() and 0 < int(port) < 65536:
+            return address
+    raise InvalidArgument(f"bad agent address {address[:80]!r}; write HOST:PORT (e.g. 127.0.0.1:9870) or unix:PATH")
+
+
+class AgentEngine:
+    """An nsinspect agent at ``address``, asked one question per call."""
+
+    def __init__(self, address: str, timeout: float = CALL_TIMEOUT, channel: grpc.Channel | None = None):
+        self.address = address
+        self.timeout = timeout
+        self._channel = channel or grpc.insecure_channel(
+            target(address),
+            options=[("grpc.max_receive_message_length", MAX_RESPONSE), ("grpc.enable_http_proxy", 0)],
+        )
+        self._stub = agent_pb2_grpc.InspectorStub(self._channel)
+
+    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as e:
+            raise self._error(e) from None
+
+    def _error(self, e: grpc.RpcError) -> Exception:
+        code, details = e.code(), e.details() or ""
+        ours = any(k == ERROR_MARK for k, _v in (e.trailing_metadata() or ()))
+        if ours and code in _ERRORS:
+            return _ERRORS[code](details)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return Unavailable(f"the nsinspect agent at {self.address} did not answer in time; check its log and the node's load")
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return Unavailable(
+                f"cannot reach the nsinspect agent at {self.address} ({_short(details)}); "
+                "check that it runs there and that the address is right"
+            )
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            return Unavailable(f"{self.address} is not an nsinspect agent, or a different version; check the address")
+        if ours:
+            return Unavailable(f"the nsinspect agent at {self.address} failed: {details}")
+        return Unavailable(f"the nsinspect agent at {self.address} failed ({code.name}: {_short(details)})")
+
+    # -- the engine's questions -------------------------------------------------------------
+    def node(self, types: tuple[str, ...] = NS_TYPES) -> NodeView:
+        req = pb.GetNodeRequest(types=[] if tuple(types) == NS_TYPES else list(types))
+        return convert.from_node(self._call("GetNode", req, NODE_TIMEOUT))
+
+    def process(self, pid: int) -> ProcessView:
+        return convert.from_process(self._call("GetProcess", pb.GetProcessRequest(pid=pid)))
+
+    def pods(self, namespace: str | None = None) -> PodsView:
+        return convert.from_pods(self._call("ListPods", pb.ListPodsRequest(namespace=namespace or "")))
+
+    def pod(self, name: str, namespace: str, container: str | None = None, detail: bool = False, uid: str = "") -> PodView:
+        req = pb.GetPodRequest(namespace=namespace, name=name, uid=uid, container=container or "", detail=detail)
+        return convert.from_pod(self._call("GetPod", req, NODE_TIMEOUT if detail else None))
+
+    def check(self, name: str, namespace: str, expects: list[tuple[str, str]]) -> CheckView:
+        return evaluate(self.pod(name, namespace), expects)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _short(details: str) -> str:
+    """gRPC's transport details are long; keep the first clause (e.g. 'Connection refused')."""
+    tail = details.rsplit(": ", 1)[-1] if "last error" in details else details
+    return tail.strip()[:120] or "no details"

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Load the agent: many concurrent GetPod calls over loopback, on a node with many real pods.
+
+Starts a private containerd (tests/cri_env.py), creates PODS pods of 2 containers over CRI as
+kubelet does, starts `nsinspect agent`, then runs CLIENTS client processes (each its own gRPC
+channel, built from the generated stubs as any client would) that call GetPod on random pods
+for DURATION seconds or CALLS calls each.  In the same run, the baseline: the standard gRPC
+health Check on the same agent, same concurrency (the cost of a gRPC round trip with no work).
+Prints p50/p90/p99/max, throughput, errors, and the agent's RSS (now and peak).
+Budgets (issue 4): p99 <= 5 ms, zero errors, agent RSS <= 80 MB.
+  sudo python3 scripts/bench_agent.py [--pods 60] [--clients 8] [--calls 2000] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECK = not os.environ.get("BENCH_NO_CHECK")
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout, not an installed copy
+
+
+def client_main(address: str, calls: int, method: str, names: list[str], seed: int) -> None:
+    """One client process: wait for 'go' on stdin, make the calls, print latencies (µs) as JSON."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from nsinspect.v1 import agent_pb2, agent_pb2_grpc
+
+    channel = grpc.insecure_channel(address)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    rnd = random.Random(seed)
+    if method == "GetPod":
+        stub = agent_pb2_grpc.InspectorStub(channel)
+        reqs = [agent_pb2.GetPodRequest(namespace="bench", name=n) for n in names]
+
+        def call() -> None:
+            reply = stub.GetPod(rnd.choice(reqs), timeout=5)
+            if CHECK and (len(reply.members) < 3 or not all(len(m.namespaces) == 8 for m in reply.members)):
+                raise RuntimeError("incomplete answer")
+    else:
+        stub = health_pb2_grpc.HealthStub(channel)
+        req = health_pb2.HealthCheckRequest(service="nsinspect.v1.Inspector")
+
+        def call() -> None:
+            stub.Check(req, timeout=5)
+
+    call()  # connection warm
+    sys.stdin.readline()
+    lat, errors = [], 0
+    clock = time.perf_counter
+    for _ in range(calls):
+        t = clock()
+        try:
+            call()
+        except Exception:  # counted, not hidden
+            errors += 1
+        lat.append(int((clock() - t) * 1e6))
+    print(json.dumps({"lat": lat, "errors": errors}))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kb(pid: int) -> tuple[int, int]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(address: str, method: str, clients: int, calls: int, names: list[str], agent_pid: int) -> dict:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--client", address, "--method", method, "--calls", str(calls), "--seed", str(i), *names],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        for i in range(clients)
+    ]
+    time.sleep(1.5)  # let every client import and connect
+    t, cpu = time.perf_counter(), cpu_seconds(agent_pid)
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    results = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
+    wall, cpu = time.perf_counter() - t, cpu_seconds(agent_pid) - cpu
+    lat = sorted(x for r in results for x in r["lat"])
+    q = statistics.quantiles(lat, n=100)
+    return {
+        "calls": len(lat), "errors": sum(r["errors"] for r in results), "wall": wall,
+        "p50": q[49] / 1000, "p90": q[89] / 1000, "p99": q[98] / 1000, "max": lat[-1] / 1000,
+        "throughput": len(lat) / wall, "agent_cpu_us": cpu / len(lat) * 1e6,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pods", type=int, default=60)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--calls", type=int, default=2000, help="GetPod calls per client")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a budget is missed")
+    ap.add_argument("--client", help=argparse.SUPPRESS)
+    ap.add_argument("--method", default="GetPod", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("names", nargs="*", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.client:
+        client_main(args.client, args.calls, args.method, args.names, args.seed)
+        return 0
+    if os.geteuid() != 0:
+        print("bench_agent.py starts containerd: run it as root.", file=sys.stderr)
+        return 2
+    from cri_env import Containerd, ContainerSpec, run_pod
+    from nsinspect.cri.client import RuntimeClient
+
+    env = Containerd.create()
+    agent = None
+    try:
+        client = RuntimeClient.connect(env.endpoint)
+        names = [f"bench-{i:03d}" for i in range(args.pods)]
+        for n in names:
+            run_pod(client, n, namespace="bench", containers=[ContainerSpec("app"), ContainerSpec("sidecar")])
+        client.close()
+        address = f"127.0.0.1:{free_port()}"
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "nsinspect", "-r", env.endpoint, "agent", "--listen", address, *os.environ.get("BENCH_AGENT_ARGS", "").split()],
+            stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(100):
+            if subprocess.run([sys.executable, "-m", "nsinspect", "agent", "--probe", "--listen", address]).returncode == 0:
+                break
+            time.sleep(0.1)
+        base = load(address, "Health.Check", args.clients, args.calls, names, agent.pid)
+        got = load(address, "GetPod", args.clients, args.calls, names, agent.pid)
+        rss, peak = rss_kb(agent.pid)
+    finally:
+        if agent is not None:
+            agent.terminate()
+            agent.wait(15)
+        env.destroy()
+    print(f"{args.pods} pods x 2 containers; {args.clients} client processes x {args.calls} calls; {os.cpu_count()} cpus")
+    for label, r in (("health Check (baseline)", base), ("GetPod", got)):
+        print(f"  {label:<24} p50 {r['p50']:5.2f} ms  p90 {r['p90']:5.2f} ms  p99 {r['p99']:5.2f} ms  "
+              f"max {r['max']:6.1f} ms  {r['throughput']:6.0f} calls/s  agent CPU {r['agent_cpu_us']:4.0f} us/call  "
+              f"errors {r['errors']}")
+    print(f"  agent RSS {rss / 1024:.1f} MB (peak {peak / 1024:.1f} MB)")
+    ok_p99, ok_err, ok_rss = got["p99"] <= 5.0, got["errors"] == 0, peak <= 80 * 1024
+    print(f"p99        {got['p99']:6.2f} ms  budget <= 5 ms   {'ok' if ok_p99 else 'MISSED'}")
+    print(f"errors     {got['errors']:6d}     budget 0         {'ok' if ok_err else 'MISSED'}")
+    print(f"RSS peak   {peak / 1024:6.1f} MB  budget <= 80 MB  {'ok' if ok_rss else 'MISSED'}")
+    print(f"ratio GetPod/health p99: {got['p99'] / base['p99']:.2f}x   p50: {got['p50'] / base['p50']:.2f}x")
+    return 1 if args.check and not (ok_p99 and ok_err and ok_rss) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
