@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -66,12 +65,6 @@ def client_main(address: str, calls: int, method: str, names: list[str], seed: i
             errors += 1
         lat.append(int((clock() - t) * 1e6))
     print(json.dumps({"lat": lat, "errors": errors}))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_kb(pid: int) -> tuple[int, int]:
@@ -125,7 +118,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_agent.py starts containerd: run it as root.", file=sys.stderr)
         return 2
-    from cri_env import Containerd, ContainerSpec, run_pod
+    from cri_env import Agent, Containerd, ContainerSpec, run_pod
     from nsinspect.cri.client import RuntimeClient
 
     env = Containerd.create()
@@ -136,22 +129,14 @@ def main() -> int:
         for n in names:
             run_pod(client, n, namespace="bench", containers=[ContainerSpec("app"), ContainerSpec("sidecar")])
         client.close()
-        address = f"127.0.0.1:{free_port()}"
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "nsinspect", "-r", env.endpoint, "agent", "--listen", address, *os.environ.get("BENCH_AGENT_ARGS", "").split()],
-            stderr=subprocess.PIPE, text=True,
-        )
-        for _ in range(100):
-            if subprocess.run([sys.executable, "-m", "nsinspect", "agent", "--probe", "--listen", address]).returncode == 0:
-                break
-            time.sleep(0.1)
-        base = load(address, "Health.Check", args.clients, args.calls, names, agent.pid)
-        got = load(address, "GetPod", args.clients, args.calls, names, agent.pid)
-        rss, peak = rss_kb(agent.pid)
+        agent = Agent(env.endpoint, None, *os.environ.get("BENCH_AGENT_ARGS", "").split())
+        address, pid = agent.address, agent.proc.pid
+        base = load(address, "Health.Check", args.clients, args.calls, names, pid)
+        got = load(address, "GetPod", args.clients, args.calls, names, pid)
+        rss, peak = rss_kb(pid)
     finally:
         if agent is not None:
-            agent.terminate()
-            agent.wait(15)
+            agent.stop()
         env.destroy()
     print(f"{args.pods} pods x 2 containers; {args.clients} client processes x {args.calls} calls; {os.cpu_count()} cpus")
     for label, r in (("health Check (baseline)", base), ("GetPod", got)):

@@ -13,13 +13,17 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 IMAGE = "docker.io/nsinspect/busybox:test"
 APPLETS = ("sh", "sleep", "true", "cat", "ls", "ps", "hostname", "id", "readlink")
@@ -124,6 +128,58 @@ CNI = {
         {"type": "loopback"},
     ],
 }
+
+
+def require_runtime_tools() -> None:
+    """containerd, runc and ctr, or a skip -- never a skip under CI."""
+    import pytest
+
+    for tool in ("containerd", "runc", "ctr"):
+        if not any(os.access(os.path.join(d, tool), os.X_OK) for d in os.environ["PATH"].split(":") + ["/usr/sbin"]):
+            if os.environ.get("CI"):
+                pytest.fail(f"{tool} is missing; CI must run the runtime tests (scripts/test.sh installs it)")
+            pytest.skip(f"{tool} is missing")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Agent:
+    """``nsinspect agent`` in a subprocess, as the DaemonSet runs it; ``address`` once it serves."""
+
+    def __init__(self, endpoint: str, listen: str | None = None, *extra: str):
+        self.address = listen or f"127.0.0.1:{free_port()}"
+        self.log = tempfile.NamedTemporaryFile(prefix="nsinspect-agent-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nsinspect", "-r", endpoint, "agent", "--listen", self.address, *extra],
+            stdout=self.log, stderr=self.log, cwd=ROOT,
+        )
+        deadline = time.monotonic() + 30
+        while not self.healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the agent did not come up: {self.logs()[-2000:]}")
+            time.sleep(0.1)
+
+    def healthy(self) -> bool:
+        return subprocess.run(
+            [sys.executable, "-m", "nsinspect", "agent", "--probe", "--listen", self.address], cwd=ROOT, capture_output=True
+        ).returncode == 0
+
+    def logs(self) -> str:
+        return Path(self.log.name).read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
 
 
 @dataclass

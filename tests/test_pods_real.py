@@ -7,43 +7,10 @@ import os
 
 import pytest
 
-from cri_env import Containerd, ContainerSpec, remove_pod, run_pod
+from cri_env import ContainerSpec, remove_pod, run_pod
 from helpers import NS_TYPES, assert_one_sentence_error, node_truth, require_root, run_cli, truth
 
 pytestmark = pytest.mark.runtime
-
-
-@pytest.fixture(scope="module")
-def ctrd():
-    require_root()
-    for tool in ("containerd", "runc", "ctr"):
-        if not any(os.access(os.path.join(d, tool), os.X_OK) for d in os.environ["PATH"].split(":") + ["/usr/sbin"]):
-            if os.environ.get("CI"):
-                pytest.fail(f"{tool} is missing; CI must run the runtime tests (scripts/test.sh installs it)")
-            pytest.skip(f"{tool} is missing")
-    env = Containerd.create()
-    from nsinspect.cri.client import RuntimeClient
-
-    client = RuntimeClient.connect(env.endpoint)
-    pods = {
-        "namespace-demo": run_pod(client, "namespace-demo", containers=[ContainerSpec("web"), ContainerSpec("sidecar")]),
-        "shared-pid-demo": run_pod(client, "shared-pid-demo", containers=[ContainerSpec("app"), ContainerSpec("debug")], share_pid=True),
-        "hostnet": run_pod(client, "hostnet", containers=[ContainerSpec("app")], host_network=True),
-        "hostpid-ipc": run_pod(client, "hostpid-ipc", containers=[ContainerSpec("app")], host_pid=True, host_ipc=True),
-        "with-init": run_pod(
-            client, "with-init", containers=[ContainerSpec("app")],
-            init=[ContainerSpec("setup", ["/bin/true"]), ContainerSpec("migrate", ["/bin/true"])],
-        ),
-        "debugged": run_pod(
-            client, "debugged", containers=[ContainerSpec("web"), ContainerSpec("cache")],
-            ephemeral=[ContainerSpec("debugger", target="web")],
-        ),
-    }
-    env.client = client
-    env.pods = pods
-    yield env
-    client.close()
-    env.destroy()
 
 
 def nsi(env, *args):

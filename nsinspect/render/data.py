@@ -159,7 +159,7 @@ def pod(v: PodView) -> dict[str, Any]:
             "sandbox_id": p.sandbox_id,
             "node": p.node,
             "state": p.state,
-            "namespace_options": dict(p.options),
+            "namespace_options": dict(sorted(p.options.items())),
         },
         "runtime": v.runtime,
         "members": [member(m) for m in v.members],

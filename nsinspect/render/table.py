@@ -166,7 +166,7 @@ def pod_table(v: PodView, wide: bool) -> RenderableType:
         head.append("  RUNTIME ", style="bold").append(safe(v.runtime))
     if wide:
         head.append("\nUID ", style="bold").append(safe(p.uid)).append("  SANDBOX ", style="bold").append(p.sandbox_id[:13])
-        head.append("\nCRI ", style="bold").append(" ".join(f"{k}={val}" for k, val in p.options.items()))
+        head.append("\nCRI ", style="bold").append(" ".join(f"{k}={val}" for k, val in sorted(p.options.items())))
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold")
     t.add_column("TYPE", no_wrap=True)
     for m in v.members:

@@ -1,0 +1,267 @@
+"""The agent on the real test containerd: same answers as local mode, the kernel's truth,
+status codes, a runtime that stops and comes back, deleted pods, bad requests, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cri_env import Agent, Containerd, ContainerSpec, remove_pod, require_runtime_tools, run_pod
+from helpers import assert_one_sentence_error, require_root, run_cli, truth
+
+pytestmark = pytest.mark.runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def agent(ctrd):
+    a = Agent(ctrd.endpoint)
+    yield a
+    assert a.stop() == 0
+    assert "do-not-leak" not in a.logs() and "SECRET_TOKEN" not in a.logs()
+
+
+@pytest.fixture(scope="module")
+def stub(agent):
+    from nsinspect.v1 import agent_pb2 as pb
+    from nsinspect.v1 import agent_pb2_grpc as pb_grpc
+
+    channel = grpc.insecure_channel(agent.address)
+    yield pb, pb_grpc.InspectorStub(channel)
+    channel.close()
+
+
+def both(ctrd, agent, *args):
+    """The same command in local mode and through the agent."""
+    local = run_cli("-r", ctrd.endpoint, *args)
+    remote = run_cli("--agent", agent.address, *args)
+    return local, remote
+
+
+def test_agent_answers_equal_local_mode(ctrd, agent):
+    for name in ctrd.pods:
+        for fmt in ("json", "table", "yaml"):
+            local, remote = both(ctrd, agent, "pod", name, "-n", "lab", "-o", fmt)
+            assert local.returncode == remote.returncode == 0, (local.stderr, remote.stderr)
+            assert remote.stdout == local.stdout, (name, fmt)
+    local, remote = both(ctrd, agent, "pods", "-A", "-o", "json")
+    assert json.loads(remote.stdout) == json.loads(local.stdout)
+    local, remote = both(ctrd, agent, "check", "shared-pid-demo", "-n", "lab", "--expect", "pid=shared", "--expect", "net=private")
+    assert local.returncode == remote.returncode == 1 and remote.stdout == local.stdout
+
+
+def test_agent_answers_match_the_kernel(ctrd, agent):
+    for name in ctrd.pods:
+        r = run_cli("--agent", agent.address, "pod", name, "-n", "lab", "-o", "json")
+        assert r.returncode == 0, r.stderr
+        data = json.loads(r.stdout)
+        running = [m for m in data["members"] if m["pid"] is not None]
+        assert running, name
+        for m in running:
+            assert m["namespaces"] == truth(m["pid"]), (name, m["name"])
+
+
+def test_pid_and_node_through_the_agent(ctrd, agent):
+    pod = json.loads(run_cli("--agent", agent.address, "pod", "namespace-demo", "-n", "lab", "-o", "json").stdout)
+    web = next(m for m in pod["members"] if m["name"] == "web")
+    local, remote = both(ctrd, agent, "pid", str(web["pid"]), "-o", "json")
+    assert remote.returncode == 0 and json.loads(remote.stdout) == json.loads(local.stdout)
+    assert json.loads(remote.stdout)["container"]["name"] == "web"
+    r = run_cli("--agent", agent.address, "node", "-t", "net", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    rows = {n["ns"]: n for n in json.loads(r.stdout)["namespaces"]}
+    assert rows[web["namespaces"]["net"]]["pods"] == [{"namespace": "lab", "name": "namespace-demo"}]
+
+
+THIRD_PARTY = """
+import json, os, sys
+sys.path.insert(0, os.getcwd())
+import grpc
+from nsinspect.v1 import agent_pb2 as pb, agent_pb2_grpc
+assert pb.__file__.startswith(os.getcwd()), pb.__file__
+stub = agent_pb2_grpc.InspectorStub(grpc.insecure_channel(sys.argv[1]))
+reply = stub.GetPod(pb.GetPodRequest(namespace="lab", name="namespace-demo"), timeout=10)
+by_uid = stub.GetPod(pb.GetPodRequest(namespace="lab", name="namespace-demo", uid=reply.pod.uid), timeout=10)
+pods = stub.ListPods(pb.ListPodsRequest(namespace="lab"), timeout=10)
+proc = stub.GetProcess(pb.GetProcessRequest(pid=os.getpid()), timeout=10)
+print(json.dumps({
+    "name": reply.pod.name, "namespace": reply.pod.namespace, "node": reply.pod.node, "runtime": reply.runtime,
+    "members": [{"role": m.role, "pid": m.process.id.pid, "ns": {t: m.namespaces[t].ino for t in m.namespaces}}
+                for m in reply.members],
+    "net": reply.sharing["net"].actual, "pid_expected": reply.sharing["pid"].expected,
+    "same_sandbox": by_uid.pod.sandbox_id == reply.pod.sandbox_id,
+    "pods": sorted(p.pod.name for p in pods.pods),
+    "self": proc.process.id.pid == os.getpid() and not proc.HasField("pod"),
+}))
+"""
+
+
+def test_a_client_built_from_proto_alone(ctrd, agent, tmp_path):
+    """A third party's client: code generated from proto/ alone, in another directory and process."""
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={tmp_path}",
+         f"--grpc_python_out={tmp_path}", str(ROOT / "proto" / "nsinspect" / "v1" / "agent.proto")],
+        check=True,
+    )
+    for pkg in ("nsinspect", "nsinspect/v1"):  # make it a package, so no installed nsinspect can shadow it
+        (tmp_path / pkg / "__init__.py").touch()
+    (tmp_path / "client.py").write_text(THIRD_PARTY)
+    r = subprocess.run([sys.executable, "-I", "client.py", agent.address], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert (got["name"], got["namespace"]) == ("namespace-demo", "lab") and got["node"]
+    assert got["runtime"].startswith("containerd")
+    assert {m["role"] for m in got["members"]} == {"sandbox", "app"}
+    for m in got["members"]:
+        assert m["ns"] == truth(m["pid"])
+    assert got["net"] == "shared" and got["pid_expected"] == "private" and got["same_sandbox"] and got["self"]
+    assert {"namespace-demo", "shared-pid-demo"} <= set(got["pods"])
+
+
+def code_of(call, request):
+    with pytest.raises(grpc.RpcError) as e:
+        call(request, timeout=10)
+    return e.value.code(), e.value.details()
+
+
+def test_status_codes_for_bad_and_unknown_requests(stub):
+    pb, inspector = stub
+    INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+    assert code_of(inspector.GetPod, pb.GetPodRequest(namespace="lab", name=""))[0] == INVALID
+    assert code_of(inspector.GetPod, pb.GetPodRequest(namespace="", name="web"))[0] == INVALID
+    assert code_of(inspector.GetPod, pb.GetPodRequest(namespace="lab", name="x" * 254))[0] == INVALID
+    assert code_of(inspector.GetPod, pb.GetPodRequest(namespace="lab", name="bad\x1b[31m"))[0] == INVALID
+    assert code_of(inspector.GetProcess, pb.GetProcessRequest(pid=-1))[0] == INVALID
+    assert code_of(inspector.GetProcess, pb.GetProcessRequest(pid=0))[0] == INVALID
+    assert code_of(inspector.GetProcess, pb.GetProcessRequest(pid=1 << 40))[0] == INVALID
+    assert code_of(inspector.GetNode, pb.GetNodeRequest(types=["bogus"]))[0] == INVALID
+    # Oversized requests never reach the service: gRPC refuses them (64 KiB limit).
+    assert code_of(inspector.GetPod, pb.GetPodRequest(namespace="lab", name="x" * (1 << 20)))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    code, details = code_of(inspector.GetPod, pb.GetPodRequest(namespace="lab", name="no-such-pod"))
+    assert code == NOT_FOUND and "no-such-pod" in details
+    assert code_of(inspector.GetPod, pb.GetPodRequest(namespace="lab", name="namespace-demo", uid="not-its-uid"))[0] == NOT_FOUND
+    assert code_of(inspector.GetPod, pb.GetPodRequest(namespace="lab", name="namespace-demo", container="nope"))[0] == NOT_FOUND
+    assert code_of(inspector.GetProcess, pb.GetProcessRequest(pid=(1 << 22) + 7))[0] == NOT_FOUND
+
+
+def test_client_errors_have_contract_exit_codes(agent):
+    r = run_cli("--agent", agent.address, "pod", "no-such-pod", "-n", "lab")
+    assert_one_sentence_error(r, 3)
+    r = run_cli("--agent", agent.address, "pid", "-5")
+    assert r.returncode == 2
+    r = run_cli("--agent", "127.0.0.1:1", "pods")
+    assert_one_sentence_error(r, 4)
+    assert "agent" in r.stderr and "127.0.0.1:1" in r.stderr
+    r = run_cli("--agent", "no-port-here", "pods")
+    assert_one_sentence_error(r, 2)
+
+
+def test_deleted_pod_is_not_found_at_once(ctrd, agent):
+    client = ctrd.client
+    pod = run_pod(client, "short-lived", containers=[ContainerSpec("app")])
+    r = run_cli("--agent", agent.address, "pod", "short-lived", "-n", "lab", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    old = {m["namespaces"]["net"] for m in json.loads(r.stdout)["members"] if m["pid"]}
+    remove_pod(client, pod.sandbox_id)
+    # Immediately: the snapshot still lists the pod, but its processes are gone.
+    r = run_cli("--agent", agent.address, "pod", "short-lived", "-n", "lab", "-o", "json")
+    assert_one_sentence_error(r, 3)
+    assert not any(str(ino) in r.stdout + r.stderr for ino in old)
+
+
+def test_new_pod_is_found_at_once(ctrd, agent):
+    run_cli("--agent", agent.address, "pods", "-A")  # snapshot fresh
+    pod = run_pod(ctrd.client, "just-born", containers=[ContainerSpec("app")])
+    try:
+        r = run_cli("--agent", agent.address, "pod", "just-born", "-n", "lab", "-o", "json")
+        assert r.returncode == 0, r.stderr
+        assert all(m["namespaces"] == truth(m["pid"]) for m in json.loads(r.stdout)["members"] if m["pid"])
+    finally:
+        remove_pod(ctrd.client, pod.sandbox_id)
+
+
+def test_unix_socket_listener(ctrd, tmp_path):
+    sock = tmp_path / "agent.sock"
+    a = Agent(ctrd.endpoint, f"unix:{sock}")
+    try:
+        assert stat.S_IMODE(os.stat(sock).st_mode) & 0o077 == 0  # owner only
+        local, remote = run_cli("-r", ctrd.endpoint, "pod", "hostnet", "-n", "lab", "-o", "json"), run_cli(
+            "--agent", f"unix:{sock}", "pod", "hostnet", "-n", "lab", "-o", "json")
+        assert remote.returncode == 0 and remote.stdout == local.stdout
+    finally:
+        assert a.stop() == 0
+
+
+@pytest.fixture()
+def own_containerd():
+    """A containerd of its own: this test stops and restarts it."""
+    require_root()
+    require_runtime_tools()
+    env = Containerd.create()
+    from nsinspect.cri.client import RuntimeClient
+
+    client = RuntimeClient.connect(env.endpoint)
+    env.pod = run_pod(client, "survivor", containers=[ContainerSpec("app")])
+    client.close()
+    yield env
+    env.destroy()
+
+
+def test_runtime_down_then_back(own_containerd, stub):
+    env = own_containerd
+    a = Agent(env.endpoint)
+    try:
+        before = run_cli("--agent", a.address, "pod", "survivor", "-n", "lab", "-o", "json")
+        assert before.returncode == 0, before.stderr
+        env.stop()
+        r = run_cli("--agent", a.address, "pod", "survivor", "-n", "lab")
+        assert_one_sentence_error(r, 4)
+        assert "runtime" in r.stderr
+        r = run_cli("--agent", a.address, "pods", "-A")
+        assert_one_sentence_error(r, 4)
+        assert a.healthy() and a.proc.poll() is None  # the agent itself stays up
+        # With its runtime named (-r) and down, no answer pretends a process is in no pod.
+        r = run_cli("--agent", a.address, "pid", str(os.getpid()))
+        assert_one_sentence_error(r, 4)
+        env.start()
+        deadline, r = time.monotonic() + 10, None
+        while time.monotonic() < deadline:
+            r = run_cli("--agent", a.address, "pod", "survivor", "-n", "lab", "-o", "json")
+            if r.returncode == 0:
+                break
+            time.sleep(0.2)
+        assert r is not None and r.returncode == 0, r.stderr
+        assert r.stdout == before.stdout  # the pod kept running through the restart: same answer
+        assert "runtime unavailable" in a.logs() and "answering again" in a.logs()
+    finally:
+        assert a.stop() == 0
+
+
+def test_sigterm_stops_gracefully(ctrd):
+    a = Agent(ctrd.endpoint)
+    assert run_cli("--agent", a.address, "pods").returncode == 0
+    t = time.monotonic()
+    assert a.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - t < 6
+    assert "SIGTERM: stopping" in a.logs() and "stopped" in a.logs()
+    r = run_cli("--agent", a.address, "pods")
+    assert_one_sentence_error(r, 4)
+
+
+def test_listen_errors_are_one_sentence(ctrd, agent):
+    r = run_cli("-r", ctrd.endpoint, "agent", "--listen", agent.address)  # taken
+    assert_one_sentence_error(r, 4)
+    r = run_cli("-r", ctrd.endpoint, "agent", "--listen", "nonsense")
+    assert_one_sentence_error(r, 2)
+    r = run_cli("agent", "--probe", "--listen", "127.0.0.1:1")
+    assert_one_sentence_error(r, 4)

@@ -1,0 +1,48 @@
+"""model -> protobuf -> bytes -> protobuf -> model gives back the same model, for real views."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from helpers import require_root
+
+from nsinspect import convert
+from nsinspect.engine import LocalEngine
+from nsinspect.v1 import agent_pb2 as pb
+
+pytestmark = pytest.mark.runtime
+
+
+def through_the_wire(to, message_type, frm, view):
+    return frm(message_type.FromString(to(view).SerializeToString()))
+
+
+@pytest.fixture(scope="module")
+def engine(ctrd):
+    e = LocalEngine(runtime_endpoint=ctrd.endpoint, parallel=False)
+    yield e
+    e.close()
+
+
+def test_pod_views_round_trip(ctrd, engine):
+    for name in ctrd.pods:
+        for detail in (False, True):
+            view = engine.pod(name, "lab", detail=detail)
+            assert through_the_wire(convert.to_pod, pb.PodView, convert.from_pod, view) == view, name
+    pods = engine.pods()
+    assert len(pods.pods) >= len(ctrd.pods)
+    assert through_the_wire(convert.to_pods, pb.PodList, convert.from_pods, pods) == pods
+
+
+def test_node_and_process_views_round_trip(ctrd, engine):
+    require_root()
+    node = engine.node()
+    assert any(n.pods for n in node.namespaces) and node.runtime
+    assert through_the_wire(convert.to_node, pb.NodeView, convert.from_node, node) == node
+    web = next(m for m in engine.pod("namespace-demo", "lab").members if m.name == "web")
+    for pid in (os.getpid(), web.pid):
+        view = engine.process(pid)
+        assert through_the_wire(convert.to_process, pb.ProcessView, convert.from_process, view) == view
+    assert engine.process(web.pid).container.name == "web"
