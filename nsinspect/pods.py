@@ -53,9 +53,14 @@ _ROLE_ORDER = {SANDBOX: 0, INIT: 1, APP: 2, EPHEMERAL: 3}
 
 
 def cgroup_v2(host_root: str | None) -> bool:
-    """Is the node on the unified cgroup hierarchy?  (Its root has cgroup.controllers only on v2.)"""
-    base = os.path.join(host_root or "/", "sys/fs/cgroup/cgroup.controllers")
-    return os.path.exists(base)
+    """Is the node on the unified cgroup hierarchy?  (Its root has cgroup.controllers only on v2.)
+
+    Under a host root without the node's /sys/fs/cgroup mounted, our own /sys/fs/cgroup tells:
+    a container's cgroup mount has the node's cgroup version."""
+    root = os.path.join(host_root or "/", "sys/fs/cgroup")
+    if not os.path.isdir(root) or not os.listdir(root):
+        root = "/sys/fs/cgroup"
+    return os.path.exists(os.path.join(root, "cgroup.controllers"))
 
 
 class PidCache:

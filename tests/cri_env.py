@@ -150,11 +150,12 @@ def free_port() -> int:
 class Agent:
     """``nsinspect agent`` in a subprocess, as the DaemonSet runs it; ``address`` once it serves."""
 
-    def __init__(self, endpoint: str, listen: str | None = None, *extra: str):
+    def __init__(self, endpoint: str | None, listen: str | None = None, *extra: str, global_args: tuple[str, ...] = ()):
         self.address = listen or f"127.0.0.1:{free_port()}"
         self.log = tempfile.NamedTemporaryFile(prefix="nsinspect-agent-", suffix=".log", delete=False)
+        runtime = ("-r", endpoint) if endpoint else ()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nsinspect", "-r", endpoint, "agent", "--listen", self.address, *extra],
+            [sys.executable, "-m", "nsinspect", *runtime, *global_args, "agent", "--listen", self.address, *extra],
             stdout=self.log, stderr=self.log, cwd=ROOT,
         )
         deadline = time.monotonic() + 30

@@ -1,0 +1,25 @@
+# The nsinspect agent image.  Build from the repository root:
+#   docker build -t nsinspect/agent:0.1.0 .
+# Stage 1 builds wheels as an unprivileged user; stage 2 installs them with no compiler, no
+# pip cache and no build tools, and runs `nsinspect --proc /host/proc agent` (daemonset/).
+
+FROM python:3.11-slim AS build
+RUN useradd --create-home --uid 10001 build
+USER build
+WORKDIR /home/build/src
+COPY --chown=build:build pyproject.toml README.md ./
+COPY --chown=build:build nsinspect ./nsinspect
+# grpcio, protobuf and psutil come as manylinux wheels; the slim image has no compiler, so a
+# dependency that would need one fails the build instead of slipping in.
+RUN python -m pip wheel --no-cache-dir --wheel-dir /home/build/wheels .
+
+FROM python:3.11-slim
+COPY --from=build /home/build/wheels /tmp/wheels
+RUN python -m pip install --no-cache-dir --no-index --find-links /tmp/wheels nsinspect \
+    && rm -rf /tmp/wheels
+# Runs as uid 0 with every capability dropped but SYS_PTRACE (see daemonset/daemonset.yaml):
+# the runtime socket belongs to root, and Linux grants added capabilities to uid 0 only.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+EXPOSE 9870
+ENTRYPOINT ["nsinspect"]
+CMD ["--proc", "/host/proc", "agent", "--listen", "127.0.0.1:9870"]
