@@ -28,43 +28,62 @@ CHECK = not os.environ.get("BENCH_NO_CHECK")
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout, not an installed copy
 
 
-def client_main(address: str, calls: int, method: str, names: list[str], seed: int) -> None:
-    """One client process: wait for 'go' on stdin, make the calls, print latencies (µs) as JSON."""
+def client_main(address: str, calls: int, method: str, names: list[str], seed: int, threads: int) -> None:
+    """One client process of ``threads`` threads (each its own channel): wait for 'go' on stdin,
+    make the calls, print latencies (µs) as JSON."""
+    import threading
+
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from nsinspect.v1 import agent_pb2, agent_pb2_grpc
 
-    channel = grpc.insecure_channel(address)
-    grpc.channel_ready_future(channel).result(timeout=10)
-    rnd = random.Random(seed)
-    if method == "GetPod":
-        stub = agent_pb2_grpc.InspectorStub(channel)
-        reqs = [agent_pb2.GetPodRequest(namespace="bench", name=n) for n in names]
+    def make_call(i: int):
+        channel = grpc.insecure_channel(address)
+        grpc.channel_ready_future(channel).result(timeout=10)
+        rnd = random.Random(seed * 1000 + i)
+        if method == "GetPod":
+            stub = agent_pb2_grpc.InspectorStub(channel)
+            reqs = [agent_pb2.GetPodRequest(namespace="bench", name=n) for n in names]
 
-        def call() -> None:
-            reply = stub.GetPod(rnd.choice(reqs), timeout=5)
-            if CHECK and (len(reply.members) < 3 or not all(len(m.namespaces) == 8 for m in reply.members)):
-                raise RuntimeError("incomplete answer")
-    else:
-        stub = health_pb2_grpc.HealthStub(channel)
-        req = health_pb2.HealthCheckRequest(service="nsinspect.v1.Inspector")
+            def call() -> None:
+                reply = stub.GetPod(rnd.choice(reqs), timeout=5)
+                if CHECK and (len(reply.members) < 3 or not all(len(m.namespaces) == 8 for m in reply.members)):
+                    raise RuntimeError("incomplete answer")
+        else:
+            stub = health_pb2_grpc.HealthStub(channel)
+            req = health_pb2.HealthCheckRequest(service="nsinspect.v1.Inspector")
 
-        def call() -> None:
-            stub.Check(req, timeout=5)
+            def call() -> None:
+                stub.Check(req, timeout=5)
 
-    call()  # connection warm
+        call()  # connection warm
+        return call
+
+    lat: list[int] = []
+    errors = [0]
+    go = threading.Event()
+
+    def run(call) -> None:
+        mine, clock = [], time.perf_counter
+        go.wait()
+        for _ in range(calls):
+            t = clock()
+            try:
+                call()
+            except Exception:  # counted, not hidden
+                errors[0] += 1
+            mine.append(int((clock() - t) * 1e6))
+        lat.extend(mine)
+
+    workers = [threading.Thread(target=run, args=(make_call(i),)) for i in range(threads)]
+    for w in workers:
+        w.start()
     sys.stdin.readline()
-    lat, errors = [], 0
-    clock = time.perf_counter
-    for _ in range(calls):
-        t = clock()
-        try:
-            call()
-        except Exception:  # counted, not hidden
-            errors += 1
-        lat.append(int((clock() - t) * 1e6))
-    print(json.dumps({"lat": lat, "errors": errors}))
+    go.set()
+    for w in workers:
+        w.join()
+    print(json.dumps({"lat": lat, "errors": errors[0]}))
 
 
 def rss_kb(pid: int) -> tuple[int, int]:
@@ -77,13 +96,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load(address: str, method: str, clients: int, calls: int, names: list[str], agent_pid: int) -> dict:
+def load(address: str, method: str, clients: int, calls: int, names: list[str], agent_pid: int, threads: bool = False) -> dict:
+    """``clients`` concurrent clients: that many processes, or one process with that many threads."""
+    shape = [(0, clients)] if threads else [(i, 1) for i in range(clients)]
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--client", address, "--method", method, "--calls", str(calls), "--seed", str(i), *names],
+            [sys.executable, __file__, "--client", address, "--method", method, "--calls", str(calls), "--seed", str(i),
+             "--client-threads", str(n), *names],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
-        for i in range(clients)
+        for i, n in shape
     ]
     time.sleep(1.5)  # let every client import and connect
     t, cpu = time.perf_counter(), cpu_seconds(agent_pid)
@@ -110,10 +132,12 @@ def main() -> int:
     ap.add_argument("--client", help=argparse.SUPPRESS)
     ap.add_argument("--method", default="GetPod", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--client-threads", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", action="store_true", help="clients are threads of one process, not processes")
     ap.add_argument("names", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.client:
-        client_main(args.client, args.calls, args.method, args.names, args.seed)
+        client_main(args.client, args.calls, args.method, args.names, args.seed, args.client_threads)
         return 0
     if os.geteuid() != 0:
         print("bench_agent.py starts containerd: run it as root.", file=sys.stderr)
@@ -131,14 +155,15 @@ def main() -> int:
         client.close()
         agent = Agent(env.endpoint, None, *os.environ.get("BENCH_AGENT_ARGS", "").split())
         address, pid = agent.address, agent.proc.pid
-        base = load(address, "Health.Check", args.clients, args.calls, names, pid)
-        got = load(address, "GetPod", args.clients, args.calls, names, pid)
+        base = load(address, "Health.Check", args.clients, args.calls, names, pid, args.threads)
+        got = load(address, "GetPod", args.clients, args.calls, names, pid, args.threads)
         rss, peak = rss_kb(pid)
     finally:
         if agent is not None:
             agent.stop()
         env.destroy()
-    print(f"{args.pods} pods x 2 containers; {args.clients} client processes x {args.calls} calls; {os.cpu_count()} cpus")
+    shape = "threads of one process" if args.threads else "client processes"
+    print(f"{args.pods} pods x 2 containers; {args.clients} {shape} x {args.calls} calls; {os.cpu_count()} cpus")
     for label, r in (("health Check (baseline)", base), ("GetPod", got)):
         print(f"  {label:<24} p50 {r['p50']:5.2f} ms  p90 {r['p90']:5.2f} ms  p99 {r['p99']:5.2f} ms  "
               f"max {r['max']:6.1f} ms  {r['throughput']:6.0f} calls/s  agent CPU {r['agent_cpu_us']:4.0f} us/call  "

@@ -6,30 +6,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import require_root
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bench_node_runs_small():
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("bench_node.py", ["--groups", "20", "--per-group", "2", "--rounds", "1"], ["ratio lsns/nsinspect", "ratio nsinspect/floor"]),
+        ("bench_pods.py", ["--pods", "2", "--rounds", "1"], ["pods -A", "pod X"]),
+        ("bench_agent.py", ["--pods", "3", "--clients", "2", "--calls", "50"], ["GetPod", "p99", "errors          0", "RSS peak"]),
+    ],
+)
+def test_bench_script_runs_small(script, args, expected):
     require_root()
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_node.py"), "--groups", "20", "--per-group", "2", "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "ratio lsns/nsinspect" in r.stdout and "ratio nsinspect/floor" in r.stdout
-
-
-def test_bench_pods_runs_small():
-    require_root()
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_pods.py"), "--pods", "2", "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr
-    assert "pods -A" in r.stdout and "pod X" in r.stdout
+    for text in expected:
+        assert text in r.stdout, (script, text)
