@@ -157,12 +157,16 @@ class LocalEngine:
         from nsinspect import pods
 
         taken = time.monotonic()
-        try:
-            client = self.runtime()
-            facts = pods.fetch(client, self.proc, client.list_sandboxes(), self._cache, self._facts, taken)
-        except Unavailable:
-            self.drop_runtime()
-            raise
+        for retry in (False, True):
+            try:
+                client = self.runtime()
+                facts = pods.fetch(client, self.proc, client.list_sandboxes(), self._cache, self._facts, taken)
+                break
+            except Unavailable:
+                # The old connection may be dead while the runtime is back (restarted): one fresh try.
+                self.drop_runtime()
+                if retry:
+                    raise
         if facts.same(self._facts):
             facts = self._facts  # nothing changed: the views built from it stay good
         else:
