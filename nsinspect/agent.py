@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import stat
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -174,9 +173,6 @@ def serve(engine: LocalEngine, listen: str = DEFAULT_LISTEN, workers: int = 8,
           ready: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set); then refuse new calls, finish those in flight."""
     gc.enable()  # a long-lived process: the CLI's one-shot gc.disable() does not fit here
-    # gRPC's poller thread and the request threads hand the GIL back and forth on every call;
-    # the default 5 ms switch interval makes a waiting thread wait up to that long.
-    sys.setswitchinterval(float(os.environ.get("NSINSPECT_SWITCH_INTERVAL", "0.0005")))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         options=[

@@ -8,7 +8,9 @@ for DURATION seconds or CALLS calls each.  In the same run, the baseline: the st
 health Check on the same agent, same concurrency (the cost of a gRPC round trip with no work).
 Prints p50/p90/p99/max, throughput, errors, and the agent's RSS (now and peak).
 Budgets (issue 4): p99 <= 5 ms, zero errors, agent RSS <= 80 MB.
-  sudo python3 scripts/bench_agent.py [--pods 60] [--clients 8] [--calls 2000] [--check]
+  sudo python3 scripts/bench_agent.py [--pods 60] [--clients 8] [--calls 2000] [--threads] [--check]
+Environment for experiments: BENCH_AGENT_ARGS (extra `nsinspect agent` options, e.g. "--workers 2"),
+BENCH_NO_CHECK=1 (clients do not check the answers).
 """
 
 from __future__ import annotations
