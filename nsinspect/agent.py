@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from nsinspect import AGENT_LISTEN as DEFAULT_LISTEN
 from nsinspect import convert
 from nsinspect.client import ERROR_MARK, target
-from nsinspect.engine import LocalEngine, validate_name, validate_pid
+from nsinspect.engine import LocalEngine
 from nsinspect.errors import InvalidArgument, NotFound, NsinspectError, PermissionDenied, Unavailable
 from nsinspect.model import NS_TYPES
 from nsinspect.v1 import agent_pb2 as pb
@@ -95,19 +95,13 @@ class Inspector(agent_pb2_grpc.InspectorServicer):
         return self._answer(context, "GetNode", run)
 
     def GetProcess(self, request: Any, context: grpc.ServicerContext) -> Any:
-        def run() -> Any:
-            validate_pid(request.pid)
-            return convert.to_process(self.engine.process(request.pid))
-
-        return self._answer(context, "GetProcess", run)
+        return self._answer(context, "GetProcess", lambda: convert.to_process(self.engine.process(request.pid)))
 
     def ListPods(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._answer(context, "ListPods", lambda: convert.to_pods(self.engine.pods(request.namespace or None)))
 
     def GetPod(self, request: Any, context: grpc.ServicerContext) -> Any:
         def run() -> Any:
-            validate_name(request.name, "pod name")
-            validate_name(request.namespace, "namespace")
             view = self.engine.pod(request.name, request.namespace, request.container or None, request.detail, request.uid)
             key = (request.namespace, request.name, request.uid, request.container, str(request.detail))
             hit = self._messages.get(key)

@@ -137,8 +137,6 @@ def node(app: App, types: tuple[str, ...], fmt: str) -> None:
 @click.pass_obj
 def pid(app: App, pid: int, fmt: str) -> None:
     """One process: its 8 namespaces, which are the node's, and its pod."""
-    if pid <= 0:
-        raise InvalidArgument(f"pid must be a positive number, not {pid}")
     app.emit(app.engine().process(pid), fmt)
 
 

@@ -64,7 +64,7 @@ class LocalEngine:
         self._runtime_name = ""
         self._cgroup2: bool | None = None
         self._node_ns: dict[str, Any] = {}  # read with each snapshot (cache_ttl > 0)
-        self._views: dict[tuple[str, str, str], tuple[Any, PodView, float]] = {}  # GetPod answers of this snapshot
+        self._views: dict[tuple[str, str, str], tuple[Any, list[PodView], float]] = {}  # GetPod answers of this snapshot
         self._all_views: tuple[Any, list[PodView], float] | None = None  # every ready pod, from this snapshot
         self._checked_at = 0.0  # when the runtime last confirmed the snapshot (monotonic)
         if cache_ttl:
@@ -134,7 +134,7 @@ class LocalEngine:
         """The runtime's view of every sandbox: no older than cache_ttl, and taken after
         ``not_before`` (a monotonic time) when given.  Concurrent callers share one refresh."""
         facts = self._facts
-        if facts is not None and self._fresh(facts, not_before):
+        if facts is not None and self._fresh(not_before):
             return facts
         if facts is not None and not_before is None and not self._refresh_lock.acquire(blocking=False):
             return facts  # someone is refreshing an expired snapshot: this one is at most a refresh older
@@ -142,13 +142,13 @@ class LocalEngine:
             self._refresh_lock.acquire()
         try:
             facts = self._facts
-            if facts is not None and self._fresh(facts, not_before):
+            if facts is not None and self._fresh(not_before):
                 return facts
             return self._refresh()
         finally:
             self._refresh_lock.release()
 
-    def _fresh(self, facts: Any, not_before: float | None) -> bool:
+    def _fresh(self, not_before: float | None) -> bool:
         if not_before is not None:
             return self._checked_at >= not_before
         return time.monotonic() - self._checked_at < self.cache_ttl
@@ -199,17 +199,20 @@ class LocalEngine:
         less than VIEW_MAX_AGE ago, and every member's process is still the same one."""
         return (
             hit is not None and hit[0] is facts and now - hit[2] < VIEW_MAX_AGE
-            and self._alive(hit[1] if isinstance(hit[1], list) else [hit[1]])
+            and self._alive(hit[1], settled=True)
         )
 
-    def _alive(self, views: list[PodView]) -> bool:
-        """Is every member that the runtime says runs still the process we read?"""
+    def _alive(self, views: list[PodView], settled: bool = False) -> bool:
+        """Is every member that the runtime says runs still the process we read?
+
+        ``settled``: these views were accepted after a fresh look, so a running member without a
+        readable process is how things are (hidden, exiting), not a sign of change."""
         for v in views:
             for m in v.members:
                 if m.process is not None:
                     if not self.proc.is_alive(m.process.id):
                         return False
-                elif m.state in ("running", "ready"):
+                elif m.state in ("running", "ready") and not settled:
                     return False
         return True
 
@@ -286,7 +289,7 @@ class LocalEngine:
         # one (pid and start time: one read of /proc/<pid>/stat each).  Its namespaces were read
         # when this snapshot was taken, at most cache_ttl ago.
         if self._usable(hit, facts, asked):
-            return hit[1]
+            return hit[1][0]
         views: list[PodView] = []
         for attempt in (0, 1):
             sandboxes = _with_uid(facts.index.get((namespace, name), []), uid)
@@ -295,7 +298,7 @@ class LocalEngine:
             # (deleted, restarted).  Ask again rather than answer from the past.
             if views and (attempt or not any(m.state in ("running", "ready") and not m.running for m in views[0].members)):
                 if facts is self._facts:
-                    self._views[key] = (facts, views[0], time.monotonic())
+                    self._views[key] = (facts, views[:1], time.monotonic())
                 return views[0]
             if attempt == 0:
                 facts = self._snapshot(not_before=asked)

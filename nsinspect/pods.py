@@ -1,6 +1,6 @@
 """Pods on this node: members from the runtime, namespaces from the kernel, verdicts from both.
 
-Steps for a set of sandboxes (``build``):
+Steps for a set of sandboxes (``fetch``, then ``assemble``):
  1. ListContainers once; keep each container's latest attempt.
  2. PodSandboxStatus / ContainerStatus, pipelined on one connection: verbose only for running
     members whose pid is not cached (the verbose blob costs ~0.75 ms and carries the environment;
@@ -15,7 +15,7 @@ Without the API server some roles are inferred, and each inference is written in
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -222,11 +222,6 @@ def assemble(proc: ProcFS, cache: PidCache, facts: Facts, node: str, cgroup2: bo
             continue
         views.append(_pod_view(proc, cache, sb, st, facts.containers.get(sb.id, []), facts.statuses, node, cgroup2, node_ns))
     return views
-
-
-def build(client: Any, proc: ProcFS, sandboxes: list[Any], cache: PidCache, node: str, cgroup2: bool, node_ns: Mapping[str, NamespaceId]) -> list[PodView]:
-    """PodViews for these sandboxes (CRI PodSandbox messages), asked for now."""
-    return assemble(proc, cache, fetch(client, proc, sandboxes, cache), node, cgroup2, node_ns)
 
 
 def _pod_view(proc, cache, sb, st, containers, statuses, node, cgroup2, node_ns) -> PodView:

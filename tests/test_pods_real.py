@@ -8,7 +8,7 @@ import os
 import pytest
 
 from cri_env import ContainerSpec, remove_pod, run_pod
-from helpers import NS_TYPES, assert_one_sentence_error, node_truth, require_root, run_cli, truth
+from helpers import NS_TYPES, assert_one_sentence_error, node_truth, run_cli, truth
 
 pytestmark = pytest.mark.runtime
 
