@@ -40,20 +40,61 @@ class App:
     runtime_endpoint: str | None = None
     agent: str | None = None
     host_root: str | None = None
+    local: bool = False  # --local, or a node-side option was given (-r, --proc, --host-root)
+    kubeconfig: str | None = None
+    context: str | None = None
+    agent_namespace: str = "nsinspect-system"
+    cluster: bool = False  # cluster mode forced (kubectl-nsinspect, --kubeconfig, --context)
     _engine: Any = field(default=None, repr=False)
 
-    def engine(self) -> Any:
-        """The inspection engine: in-process (local mode) or an agent over gRPC."""
+    def mode(self) -> str:
+        """local, agent or cluster (README, "Modes"): --agent, then --local (or node-side options),
+        then cluster when forced or when a Kubernetes configuration is found, else local."""
+        if self.agent:
+            return "agent"
+        if self.local:
+            return "local"
+        if self.cluster:
+            return "cluster"
+        from nsinspect.cluster.api import configured
+
+        return "cluster" if configured(self.kubeconfig) else "local"
+
+    def engine(self, mode: str | None = None) -> Any:
+        """The inspection engine: in-process (local mode), an agent over gRPC, or the cluster."""
         if self._engine is None:
-            if self.agent:
+            mode = mode or self.mode()
+            if mode == "agent":
                 from nsinspect.client import AgentEngine
 
                 self._engine = AgentEngine(self.agent)
+            elif mode == "cluster":
+                from nsinspect.cluster.api import Kube
+                from nsinspect.cluster.engine import ClusterEngine
+
+                from nsinspect.engine import validate_name
+
+                validate_name(self.agent_namespace, "agent namespace")
+                self._engine = ClusterEngine(Kube(self.kubeconfig, self.context), self.agent_namespace)
             else:
                 from nsinspect.engine import LocalEngine
 
                 self._engine = LocalEngine(self.proc_root, self.runtime_endpoint, self.host_root)
         return self._engine
+
+    def namespace(self, given: str | None) -> str:
+        """-n, else the context's namespace in cluster mode, else "default"."""
+        if given:
+            return given
+        return self.engine().namespace if self.mode() == "cluster" else "default"
+
+    def node_engine(self, node_name: str | None) -> Any:
+        """For node and pid: this machine (or --agent), unless --node names a node of the cluster."""
+        if node_name:
+            if self.agent or self.local:
+                raise InvalidArgument("--node asks the cluster; drop --agent/--local (or drop --node to read this machine)")
+            return self.engine("cluster")
+        return self.engine("agent" if self.agent else "local")
 
     def emit(self, view: object, fmt: str) -> None:
         from nsinspect.render import render
@@ -66,6 +107,10 @@ class App:
         sys.stdout.write(render(view, fmt, width=width, color=color))
         sys.stdout.flush()
 
+
+node_option = click.option(
+    "--node", "node_name", metavar="NAME", help="Ask the agent on this node of the cluster (default: read this machine)."
+)
 
 output_option = click.option(
     "-o",
@@ -104,14 +149,43 @@ output_option = click.option(
     help="The node's root filesystem (e.g. /host): runtime sockets, /etc/crictl.yaml and /sys are read under it. "
     "Default: the parent of --proc when --proc is not /proc.",
 )
+@click.option("--local", is_flag=True, help="Read this machine (local mode) even when a Kubernetes configuration is found.")
+@click.option("--kubeconfig", metavar="PATH", help="Cluster mode: the kubeconfig (default: $KUBECONFIG, then ~/.kube/config).")
+@click.option("--context", metavar="NAME", help="Cluster mode: the kubeconfig context (default: the current one).")
+@click.option(
+    "--agent-namespace",
+    envvar="NSINSPECT_AGENT_NAMESPACE",
+    default="nsinspect-system",
+    show_default=True,
+    metavar="NS",
+    help="Cluster mode: where the nsinspect agent DaemonSet runs.",
+)
 @click.pass_context
-def cli(ctx: click.Context, proc_root: str, runtime_endpoint: str | None, agent: str | None, host_root: str | None) -> None:
+def cli(
+    ctx: click.Context, proc_root: str, runtime_endpoint: str | None, agent: str | None, host_root: str | None,
+    local: bool, kubeconfig: str | None, context: str | None, agent_namespace: str,
+) -> None:
     """Which Linux namespaces do the containers of a pod really share?
 
     Reads /proc/<pid>/ns/* and the container runtime (CRI), and compares the
-    kernel's truth with what each pod asked for.
+    kernel's truth with what each pod asked for.  With a Kubernetes configuration
+    (kubeconfig or in-cluster), pod, pods and check ask the agent on the pod's node
+    through the API server; --local reads this machine instead.
     """
-    ctx.obj = App(proc_root=proc_root, runtime_endpoint=runtime_endpoint or None, agent=agent, host_root=host_root)
+    from click.core import ParameterSource
+
+    node_side = any(
+        ctx.get_parameter_source(p) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        for p in ("proc_root", "runtime_endpoint", "host_root")
+    )
+    forced_cluster = bool(kubeconfig or context) or bool(isinstance(ctx.obj, dict) and ctx.obj.get("kubectl"))
+    if sum((bool(agent), local, bool(kubeconfig or context))) > 1:
+        raise InvalidArgument("choose one mode: --agent ADDR, --local, or --kubeconfig/--context (cluster)")
+    ctx.obj = App(
+        proc_root=proc_root, runtime_endpoint=runtime_endpoint or None, agent=agent, host_root=host_root,
+        local=local or (node_side and not forced_cluster), kubeconfig=kubeconfig, context=context,
+        agent_namespace=agent_namespace, cluster=forced_cluster,
+    )
 
 
 @cli.command()
@@ -123,38 +197,83 @@ def cli(ctx: click.Context, proc_root: str, runtime_endpoint: str | None, agent:
     type=click.Choice(NS_TYPES),
     help="Only namespaces of this type (repeatable).",
 )
+@node_option
 @output_option
 @click.pass_obj
-def node(app: App, types: tuple[str, ...], fmt: str) -> None:
+def node(app: App, types: tuple[str, ...], node_name: str | None, fmt: str) -> None:
     """Every namespace on this node, as lsns shows it (plus POD and CONTAINER)."""
     wanted = tuple(t for t in NS_TYPES if t in types) if types else NS_TYPES
-    app.emit(app.engine().node(wanted), fmt)
+    engine = app.node_engine(node_name)
+    app.emit(engine.node(wanted, node=node_name) if node_name else engine.node(wanted), fmt)
 
 
 @cli.command()
 @click.argument("pid", type=int)
+@node_option
 @output_option
 @click.pass_obj
-def pid(app: App, pid: int, fmt: str) -> None:
+def pid(app: App, pid: int, node_name: str | None, fmt: str) -> None:
     """One process: its 8 namespaces, which are the node's, and its pod."""
-    app.emit(app.engine().process(pid), fmt)
+    engine = app.node_engine(node_name)
+    app.emit(engine.process(pid, node=node_name) if node_name else engine.process(pid), fmt)
 
 
 namespace_option = click.option(
-    "-n", "--namespace", default="default", show_default=True, help="The pod's Kubernetes namespace."
+    "-n", "--namespace", default=None, metavar="NS",
+    help="The pod's Kubernetes namespace (default: the context's in cluster mode, else \"default\").",
 )
 
 
 @cli.command()
-@click.option("-n", "--namespace", default=None, help="Only pods of this Kubernetes namespace.")
+@click.option("-n", "--namespace", default=None, metavar="NS", help="Only pods of this Kubernetes namespace.")
 @click.option("-A", "--all-namespaces", is_flag=True, help="Pods of every namespace (the default on a node).")
 @output_option
 @click.pass_obj
-def pods(app: App, namespace: str | None, all_namespaces: bool, fmt: str) -> None:
-    """One row per pod on this node: the sharing state of each namespace type."""
+def pods(app: App, namespace: str | None, all_namespaces: bool, fmt: str) -> int:
+    """One row per pod: the sharing state of each namespace type.
+
+    On a node: the pods of this node (all namespaces unless -n).  In cluster mode: the pods of
+    the context's namespace (or -n, or -A), asked of every node's agent at once."""
     if namespace and all_namespaces:
         raise InvalidArgument("use either -n NAMESPACE or -A, not both")
-    app.emit(app.engine().pods(None if all_namespaces else namespace), fmt)
+    if app.mode() != "cluster":
+        app.emit(app.engine().pods(None if all_namespaces else namespace), fmt)
+        return EXIT_OK
+    engine = app.engine()
+    view = engine.pods(None if all_namespaces else (namespace or engine.namespace), progress=_progress_bar())
+    app.emit(view, fmt)
+    if view.failed:
+        n = len(view.failed)
+        click.echo(f"nsinspect: {n} of {len(view.nodes)} node{'s' if len(view.nodes) != 1 else ''} could not be asked "
+                   "(their pods show no members; the reasons are listed above); fix them and ask again.", err=True)
+        return EXIT_UNAVAILABLE
+    return EXIT_OK
+
+
+def _progress_bar() -> Any:
+    """A progress callback drawing a bar on stderr (a terminal only, and only for more than a few nodes)."""
+    if not sys.stderr.isatty() or os.environ.get("NSINSPECT_NO_PROGRESS"):
+        return None
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int, node: str) -> None:
+        if total < 4:
+            return
+        if "bar" not in state:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            bar = Progress(TextColumn("asking agents"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                           console=Console(stderr=True), transient=True)
+            bar.start()
+            state["bar"], state["task"] = bar, bar.add_task("", total=total)
+        from nsinspect.render.text import safe
+
+        state["bar"].update(state["task"], completed=done, description=safe(node))
+        if done == total:
+            state["bar"].stop()
+
+    return update
 
 
 @cli.command()
@@ -163,9 +282,10 @@ def pods(app: App, namespace: str | None, all_namespaces: bool, fmt: str) -> Non
 @click.option("-c", "--container", default=None, help="Show only this container (and the sandbox).")
 @output_option
 @click.pass_obj
-def pod(app: App, name: str, namespace: str, container: str | None, fmt: str) -> None:
-    """The comparison: the pod's members x 8 namespace types, and actual vs expected sharing."""
-    app.emit(app.engine().pod(name, namespace, container, detail=(fmt == "wide")), fmt)
+def pod(app: App, name: str, namespace: str | None, container: str | None, fmt: str) -> None:
+    """The comparison: the pod's members x 8 namespace types, and actual vs expected sharing
+    (and, in cluster mode, what the pod's spec declares)."""
+    app.emit(app.engine().pod(name, app.namespace(namespace), container, detail=(fmt == "wide")), fmt)
 
 
 @cli.command()
@@ -174,7 +294,7 @@ def pod(app: App, name: str, namespace: str, container: str | None, fmt: str) ->
 @click.option("--expect", "expects", multiple=True, metavar="TYPE=STATE", help="e.g. pid=shared (repeatable).")
 @output_option
 @click.pass_obj
-def check(app: App, name: str, namespace: str, expects: tuple[str, ...], fmt: str) -> int:
+def check(app: App, name: str, namespace: str | None, expects: tuple[str, ...], fmt: str) -> int:
     """Assert how a pod shares namespaces: exit 0 when every expectation holds, 1 when one does not.
 
     STATE is shared, private, host or mixed.
@@ -182,9 +302,30 @@ def check(app: App, name: str, namespace: str, expects: tuple[str, ...], fmt: st
     from nsinspect.engine import parse_expectations
 
     wanted = parse_expectations(expects)
-    result = app.engine().check(name, namespace, wanted)
+    result = app.engine().check(name, app.namespace(namespace), wanted)
     app.emit(result, fmt)
     return EXIT_OK if result.ok else EXIT_CHECK_FAILED
+
+
+@cli.command()
+@click.option("--apply", "do_apply", is_flag=True, help="Apply them to the cluster (server-side apply) instead of printing.")
+@click.option("--image", metavar="IMAGE", help="The agent's image (default: the one in the manifests).")
+@click.pass_obj
+def deploy(app: App, do_apply: bool, image: str | None) -> None:
+    """The agent's manifests (Namespace, ServiceAccount, Role, NetworkPolicy, DaemonSet): printed as
+    YAML for kubectl apply -f -, or applied with --apply."""
+    from nsinspect.cluster import deploy as d
+
+    objects = d.manifests(image)
+    if not do_apply:
+        sys.stdout.write(d.to_yaml(objects))
+        return
+    if app.agent or app.local:
+        raise InvalidArgument("--apply needs the cluster; drop --agent/--local")
+    from nsinspect.cluster.api import Kube
+
+    for line in d.apply(Kube(app.kubeconfig, app.context), objects):
+        click.echo(f"{line} applied")
 
 
 @cli.command()
@@ -220,13 +361,61 @@ def agent(app: App, listen: str, cache_ttl: float, workers: int, probe: bool, ve
     return EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> None:
+# Options of the group that kubectl users put anywhere (kubectl's habit), and command options
+# they put before the command: both are moved to where click expects them.
+_GLOBAL_WITH_VALUE = ("--proc", "-r", "--runtime-endpoint", "--agent", "--host-root", "--kubeconfig", "--context",
+                      "--agent-namespace")
+_GLOBAL_FLAGS = ("--local",)
+_COMMAND_WITH_VALUE = ("-n", "--namespace", "-o", "--output", "-c", "--container")
+_COMMAND_FLAGS = ("-A", "--all-namespaces")
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """``pod x --context prod`` -> ``--context prod pod x``; ``-n shop pod x`` -> ``pod x -n shop``."""
+    before: list[str] = []  # global options, in order
+    after: list[str] = []  # command options found before the command
+    rest: list[str] = []
+    command_seen = False
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--":
+            rest.extend(argv[i:])
+            break
+        name = tok.split("=", 1)[0]
+        takes_value = "=" not in tok
+        if name in _GLOBAL_WITH_VALUE or name in _GLOBAL_FLAGS:
+            n = 2 if name in _GLOBAL_WITH_VALUE and takes_value else 1
+            before.extend(argv[i:i + n])
+            i += n
+            continue
+        if not command_seen and (name in _COMMAND_WITH_VALUE or name in _COMMAND_FLAGS):
+            n = 2 if name in _COMMAND_WITH_VALUE and takes_value else 1
+            after.extend(argv[i:i + n])
+            i += n
+            continue
+        if not tok.startswith("-") and not command_seen:
+            command_seen = True
+            rest.append(tok)
+            rest.extend(after)
+            after = []
+        else:
+            rest.append(tok)
+        i += 1
+    return before + rest + after
+
+
+def kubectl_main() -> None:
+    """``kubectl nsinspect ...`` (the kubectl-nsinspect plugin): cluster mode unless --local or --agent."""
+    main(sys.argv[1:], prog_name="kubectl nsinspect", kubectl=True)
+
+
+def main(argv: list[str] | None = None, prog_name: str = "nsinspect", kubectl: bool = False) -> None:
     """Entry point: run the CLI and turn every outcome into an exit code."""
-    # A one-shot command builds ~100k small acyclic objects on a busy node; the cyclic GC
-    # would walk them repeatedly for nothing.  (The agent, long-lived, turns it back on.)
+    argv = normalize_argv(sys.argv[1:] if argv is None else list(argv))
     gc.disable()
     try:
-        rv = cli.main(args=argv, prog_name="nsinspect", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name=prog_name, standalone_mode=False, obj={"kubectl": kubectl})
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:

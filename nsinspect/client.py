@@ -31,6 +31,10 @@ _ERRORS = {
 }
 
 
+class AgentUnreachable(Unavailable):
+    """The agent itself could not be reached or did not answer (not a status the agent chose)."""
+
+
 def target(address: str) -> str:
     """``host:port``, ``unix:PATH`` or ``unix:///PATH`` as a gRPC target; InvalidArgument otherwise."""
     if address.startswith("unix:"):
@@ -67,9 +71,9 @@ class AgentEngine:
         if ours and code in _ERRORS:
             return _ERRORS[code](details)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return Unavailable(f"the nsinspect agent at {self.address} did not answer in time; check its log and the node's load")
+            return AgentUnreachable(f"the nsinspect agent at {self.address} did not answer in time; check its log and the node's load")
         if code == grpc.StatusCode.UNAVAILABLE:
-            return Unavailable(
+            return AgentUnreachable(
                 f"cannot reach the nsinspect agent at {self.address} ({_short(details)}); "
                 "check that it runs there and that the address is right"
             )

@@ -255,11 +255,7 @@ class LocalEngine:
             view = self._pod_from_snapshot(name, namespace, uid)
         else:
             view = self._pod_now(name, namespace, uid)
-        if container is not None:
-            if not any(m.name == container and m.role != "sandbox" for m in view.members):
-                names = ", ".join(m.name for m in view.members if m.role != "sandbox") or "none"
-                raise NotFound(f"pod {namespace}/{name} has no container {container!r} (its containers: {names})")
-            view = view._replace(members=[m for m in view.members if m.role == "sandbox" or m.name == container])
+        view = only_container(view, container)
         if detail:
             # NPROCS needs every process.  Serial: gRPC's threads are running, so no fork now.
             mine = {(t, ns.ino) for m in view.members for t, ns in m.namespaces.items()}
@@ -312,6 +308,16 @@ class LocalEngine:
     def close(self) -> None:
         self.drop_runtime()
         self.proc.close()
+
+
+def only_container(view: PodView, container: str | None) -> PodView:
+    """The pod with only this container (and the sandbox); NotFound naming the ones it has."""
+    if container is None:
+        return view
+    if not any(m.name == container and m.role != "sandbox" for m in view.members):
+        names = ", ".join(m.name for m in view.members if m.role != "sandbox") or "none"
+        raise NotFound(f"pod {view.pod.namespace}/{view.pod.name} has no container {container!r} (its containers: {names})")
+    return view._replace(members=[m for m in view.members if m.role == "sandbox" or m.name == container])
 
 
 def _choose(sandboxes: list[Any]) -> Any:

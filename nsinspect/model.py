@@ -135,6 +135,7 @@ class Member(NamedTuple):
     created_at: int = 0  # nanoseconds since the epoch, as CRI reports
     finished_at: int = 0
     image: str = ""
+    sidecar: bool = False  # an init container with restartPolicy Always (known from the pod spec only)
 
     @property
     def pid(self) -> int | None:
@@ -146,15 +147,25 @@ class Member(NamedTuple):
 
 
 class Verdict(NamedTuple):
-    """The sharing state of one namespace type over a pod's running members."""
+    """The sharing state of one namespace type over a pod's running members.
+
+    Three sources: ``actual`` is the kernel's (inodes), ``expected`` follows from what the runtime
+    was asked for (CRI NamespaceOption) and the node, ``declared`` from the pod's spec (cluster
+    mode only; None when the spec says nothing about this type, or is not known).
+    """
 
     actual: str | None  # None when no member is running
     expected: str | None
     reason: str = ""  # why that is expected, in words
+    declared: str | None = None
+    declared_reason: str = ""  # the spec fields behind ``declared``
 
     @property
     def ok(self) -> bool:
-        return self.actual is not None and self.expected is not None and self.actual == self.expected
+        return (
+            self.actual is not None and self.expected is not None and self.actual == self.expected
+            and (self.declared is None or self.declared == self.expected)
+        )
 
 
 class PodInfo(NamedTuple):
@@ -175,6 +186,32 @@ class PodInfo(NamedTuple):
         return PodRef(self.namespace, self.name, self.uid)
 
 
+class ContainerDecl(NamedTuple):
+    """A container as the pod's spec declares it."""
+
+    name: str
+    role: str  # init, app or ephemeral
+    sidecar: bool = False  # init container with restartPolicy: Always (a native sidecar)
+    target: str = ""  # ephemeral: targetContainerName
+    state: str = ""  # from the pod's status: running, waiting (ImagePullBackOff), terminated (Completed)
+
+
+class PodSpec(NamedTuple):
+    """What the pod's spec (Kubernetes API) declares about namespaces: cluster mode only."""
+
+    node: str = ""  # spec.nodeName
+    host_network: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
+    host_users: bool | None = None  # None: not set (the default, true)
+    share_process_namespace: bool = False
+    containers: tuple[ContainerDecl, ...] = ()
+    phase: str = ""  # status.phase
+
+    def find(self, name: str) -> ContainerDecl | None:
+        return next((c for c in self.containers if c.name == name), None)
+
+
 class PodView(NamedTuple):
     pod: PodInfo
     members: list[Member]
@@ -183,12 +220,35 @@ class PodView(NamedTuple):
     runtime: str = ""  # "containerd 1.6.20"
     notes: tuple[str, ...] = ()  # how roles or expectations were inferred
     lsns: tuple[Namespace, ...] = ()  # the pod's namespaces as lsns rows (wide output only: needs a full scan)
+    spec: PodSpec | None = None  # what the pod's spec declares (cluster mode)
 
 
 class PodsView(NamedTuple):
     pods: list[PodView]
     node: str = ""
     runtime: str = ""
+
+
+class NodeResult(NamedTuple):
+    """How one node's agent answered a cluster-wide question."""
+
+    node: str
+    runtime: str = ""
+    pods: int = 0  # pods the API server places on it (that we asked about)
+    error: str = ""  # the one-sentence error, when it could not answer
+    seconds: float = 0.0
+
+
+class ClusterPodsView(NamedTuple):
+    """``pods`` across the cluster: every node's answer, and what could not be asked."""
+
+    pods: list[PodView]  # each with its spec; pods whose node did not answer have no members
+    nodes: list[NodeResult]
+    namespace: str | None = None  # None: every namespace
+
+    @property
+    def failed(self) -> list[NodeResult]:
+        return [n for n in self.nodes if n.error]
 
 
 class Expectation(NamedTuple):

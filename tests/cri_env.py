@@ -150,24 +150,29 @@ def free_port() -> int:
 class Agent:
     """``nsinspect agent`` in a subprocess, as the DaemonSet runs it; ``address`` once it serves."""
 
-    def __init__(self, endpoint: str | None, listen: str | None = None, *extra: str, global_args: tuple[str, ...] = ()):
+    def __init__(self, endpoint: str | None, listen: str | None = None, *extra: str, global_args: tuple[str, ...] = (),
+                 node: str | None = None, wait: bool = True):
         self.address = listen or f"127.0.0.1:{free_port()}"
         self.log = tempfile.NamedTemporaryFile(prefix="nsinspect-agent-", suffix=".log", delete=False)
         runtime = ("-r", endpoint) if endpoint else ()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nsinspect", *runtime, *global_args, "agent", "--listen", self.address, *extra],
-            stdout=self.log, stderr=self.log, cwd=ROOT,
+            stdout=self.log, stderr=self.log, cwd=ROOT, env=dict(os.environ, **({"NODE_NAME": node} if node else {})),
         )
-        deadline = time.monotonic() + 30
+        if wait:
+            self.wait_healthy()
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + 60
         while not self.healthy():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the agent did not come up: {self.logs()[-2000:]}")
             time.sleep(0.1)
 
     def healthy(self) -> bool:
-        return subprocess.run(
-            [sys.executable, "-m", "nsinspect", "agent", "--probe", "--listen", self.address], cwd=ROOT, capture_output=True
-        ).returncode == 0
+        from nsinspect.agent import probe
+
+        return probe(self.address)
 
     def logs(self) -> str:
         return Path(self.log.name).read_text()

@@ -29,7 +29,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None, user: int | None = No
     if user is not None:
         return run_cli_as(user, *args)
     cmd = [sys.executable, "-m", "nsinspect", *args]
-    full_env = {k: v for k, v in os.environ.items() if k not in ("NSINSPECT_PROC", "CONTAINER_RUNTIME_ENDPOINT")}
+    # Hermetic: no node-side settings and no Kubernetes configuration unless a test passes them.
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("NSINSPECT_PROC", "CONTAINER_RUNTIME_ENDPOINT", "KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
     full_env.update(env or {})
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
 

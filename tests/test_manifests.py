@@ -125,7 +125,7 @@ def test_network_policy_denies_all_traffic_to_the_agent():
 def test_role_is_exactly_what_cluster_mode_needs():
     rules = one("Role")["rules"]
     granted = {(r, v) for rule in rules for r in rule["resources"] for v in rule["verbs"]}
-    assert granted == {("pods", "get"), ("pods", "list"), ("pods/portforward", "create")}
+    assert granted == {("pods", "get"), ("pods", "list"), ("pods/portforward", "create"), ("pods/portforward", "get")}
     assert one("RoleBinding")["roleRef"]["name"] == one("Role")["metadata"]["name"]
 
 

@@ -10,16 +10,19 @@ from typing import Any
 
 from nsinspect.model import (
     CheckView,
+    ClusterPodsView,
     ContainerRef,
     Member,
     NamespaceId,
     NodeView,
     PodRef,
+    PodSpec,
     PodsView,
     PodView,
     Process,
     ProcessView,
     ScanStats,
+    Verdict,
 )
 
 
@@ -146,7 +149,31 @@ def member(m: Member) -> dict[str, Any]:
         "target_id": m.target_id or None,
         "attempt": m.attempt,
         "image": m.image,
+        "sidecar": m.sidecar,
     }
+
+
+def pod_spec(s: PodSpec | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return {
+        "node": s.node,
+        "phase": s.phase,
+        "hostNetwork": s.host_network,
+        "hostPID": s.host_pid,
+        "hostIPC": s.host_ipc,
+        "hostUsers": s.host_users,
+        "shareProcessNamespace": s.share_process_namespace,
+        "containers": [
+            {"name": c.name, "role": c.role, "sidecar": c.sidecar, "targetContainerName": c.target or None, "state": c.state}
+            for c in s.containers
+        ],
+    }
+
+
+def verdict(v: Verdict) -> dict[str, Any]:
+    return {"actual": v.actual, "expected": v.expected, "ok": v.ok, "reason": v.reason,
+            "declared": v.declared, "declared_reason": v.declared_reason or None}
 
 
 def pod(v: PodView) -> dict[str, Any]:
@@ -163,35 +190,60 @@ def pod(v: PodView) -> dict[str, Any]:
         },
         "runtime": v.runtime,
         "members": [member(m) for m in v.members],
-        "sharing": {
-            t: {"actual": s.actual, "expected": s.expected, "ok": s.ok, "reason": s.reason} for t, s in v.sharing.items()
-        },
+        "sharing": {t: verdict(s) for t, s in v.sharing.items()},
         "node_namespaces": {t: ns.ino for t, ns in v.node_namespaces.items()},
         "notes": list(v.notes),
+        "spec": pod_spec(v.spec),
     }
+
+
+def pod_row(pv: PodView) -> dict[str, Any]:
+    """One pod as a ``pods`` row."""
+    return {
+        "namespace": pv.pod.namespace,
+        "name": pv.pod.name,
+        "uid": pv.pod.uid,
+        "sandbox_id": pv.pod.sandbox_id,
+        "members": len(pv.members),
+        "running": sum(1 for m in pv.members if m.running),
+        "sharing": {t: {"actual": s.actual, "expected": s.expected, "ok": s.ok, "declared": s.declared}
+                    for t, s in pv.sharing.items()},
+        "ok": pod_ok(pv),
+    }
+
+
+def pod_ok(pv: PodView) -> bool:
+    """Every type whose members run agrees (kernel, runtime and, when known, spec)."""
+    return all(s.ok or s.actual is None for s in pv.sharing.values())
 
 
 def pods(v: PodsView) -> dict[str, Any]:
+    return {"node": v.node, "runtime": v.runtime, "pods": [pod_row(pv) for pv in v.pods]}
+
+
+def cluster_pods(v: ClusterPodsView) -> dict[str, Any]:
+    rows = []
+    for pv in v.pods:
+        row = pod_row(pv)
+        row["node"] = pv.pod.node
+        row["phase"] = pv.spec.phase if pv.spec else ""
+        row["notes"] = list(pv.notes)
+        rows.append(row)
     return {
-        "node": v.node,
-        "runtime": v.runtime,
-        "pods": [
-            {
-                "namespace": pv.pod.namespace,
-                "name": pv.pod.name,
-                "uid": pv.pod.uid,
-                "sandbox_id": pv.pod.sandbox_id,
-                "members": len(pv.members),
-                "running": sum(1 for m in pv.members if m.running),
-                "sharing": {t: {"actual": s.actual, "expected": s.expected, "ok": s.ok} for t, s in pv.sharing.items()},
-                "ok": all(s.ok or s.actual is None for s in pv.sharing.values()),
-            }
-            for pv in v.pods
-        ],
+        "namespace": v.namespace,
+        "pods": rows,
+        "nodes": [{"node": n.node, "runtime": n.runtime, "pods": n.pods, "ok": not n.error, "error": n.error or None,
+                   "seconds": round(n.seconds, 3)} for n in v.nodes],
+        "summary": {
+            "pods": len(v.pods),
+            "nodes": len(v.nodes),
+            "nodes_failed": len(v.failed),
+            "pods_not_ok": sum(1 for pv in v.pods if pv.members and not pod_ok(pv)),
+        },
     }
 
 
-_BY_TYPE = {NodeView: node, ProcessView: process_view, PodView: pod, PodsView: pods}
+_BY_TYPE = {NodeView: node, ProcessView: process_view, PodView: pod, PodsView: pods, ClusterPodsView: cluster_pods}
 
 
 def to_data(view: object) -> Any:

@@ -15,7 +15,9 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from nsinspect.model import NS_TYPES, CheckView, Member, NodeView, PodsView, PodView, ProcessView, ScanStats
+from nsinspect.declared import explain as explain_verdict
+from nsinspect.model import NS_TYPES, CheckView, ClusterPodsView, Member, NodeView, PodsView, PodView, ProcessView, ScanStats
+from nsinspect.render.data import pod_ok
 from nsinspect.render.columns import DIM, RESET, format_columns
 from nsinspect.render.text import safe
 
@@ -153,7 +155,7 @@ def _mark(ok: bool) -> Text:
 
 def _member_header(m: Member) -> Text:
     head = Text(safe(m.name), style="bold")
-    head.append(f"\n{m.role}", style="dim")
+    head.append(f"\n{m.role}" + ("/sidecar" if m.sidecar else ""), style="dim")
     return head
 
 
@@ -173,12 +175,15 @@ def pod_table(v: PodView, wide: bool) -> RenderableType:
         t.add_column(_member_header(m), justify="right", no_wrap=True)
     t.add_column("ACTUAL", no_wrap=True)
     t.add_column("EXPECTED", no_wrap=True)
+    spec = v.spec is not None
+    if spec:
+        t.add_column("SPEC", no_wrap=True)
     t.add_column("", no_wrap=True)
     # A second header row: pids (or the state of members that do not run).
     cells: list[RenderableType] = [Text("pid", style="dim")]
     for m in v.members:
         cells.append(Text(str(m.pid) if m.pid else m.state, style="dim"))
-    t.add_row(*cells, "", "", "")
+    t.add_row(*cells, "", "", *([""] if spec else []), "")
     for nstype, verdict in v.sharing.items():
         node = v.node_namespaces.get(nstype)
         counts: dict[int, int] = {}
@@ -200,18 +205,24 @@ def pod_table(v: PodView, wide: bool) -> RenderableType:
                 row.append(Text(str(ns.ino)))
         row.append(Text(verdict.actual or "-"))
         row.append(Text(verdict.expected or "-"))
+        if spec:
+            off = verdict.declared is not None and verdict.declared != verdict.expected
+            row.append(Text(verdict.declared or "·", style="bold red" if off else ("" if verdict.declared else "dim")))
         row.append(_mark(verdict.ok) if verdict.actual is not None else Text(""))
         t.add_row(*row)
-    legend = Text("=a, =b: the same namespace in several members; node: the node's own namespace.", style="dim")
-    parts: list[RenderableType] = [head, t, legend]
+    legend = "=a, =b: the same namespace in several members; node: the node's own namespace."
+    if spec:
+        legend += "\nACTUAL: the kernel; EXPECTED: what the runtime was asked for; SPEC: the pod's spec (· says nothing)."
+    parts: list[RenderableType] = [head, t, Text(legend, style="dim")]
     explain = []
     for nstype, verdict in v.sharing.items():
-        if verdict.actual == "host" or not verdict.ok:
+        disagree = explain_verdict(nstype, verdict)
+        if disagree and verdict.actual is not None:
+            explain.append(Text(f"{nstype}: ", style="bold").append(disagree, style="bold red"))
+        elif verdict.actual == "host" or (not verdict.ok and verdict.actual is not None):
             explain.append(Text(f"{nstype}: ", style="bold").append(verdict.reason))
-            if not verdict.ok and verdict.actual is not None:
-                explain[-1].append(f"; but the kernel says {verdict.actual}", style="bold red")
     parts.extend(explain)
-    parts.extend(Text(f"note: {n}", style="dim") for n in v.notes)
+    parts.extend(Text(f"note: {safe(n)}", style="dim") for n in v.notes)
     if wide and v.lsns:
         rows = [
             [str(n.id.ino), n.type, str(n.nprocs), str(n.pid), n.process.user if n.process else "", n.process.command if n.process else "(exited)"]
@@ -223,20 +234,50 @@ def pod_table(v: PodView, wide: bool) -> RenderableType:
     return Group(*parts)
 
 
+def _pod_cells(pv: PodView) -> list[RenderableType]:
+    """MEMBERS, one cell per type (actual, and what it should be when it differs), OK."""
+    running = sum(1 for m in pv.members if m.running)
+    row: list[RenderableType] = [f"{running}/{len(pv.members)}"]
+    for nstype in NS_TYPES:
+        s = pv.sharing[nstype]
+        want = s.declared if s.declared is not None and s.declared != s.expected else s.expected
+        row.append(Text((s.actual or "-") + ("" if s.ok or s.actual is None else f"≠{want}"), style="" if s.ok else "bold red"))
+    if not pv.members:
+        row.append(Text("?", style="yellow"))
+    else:
+        row.append(_mark(pod_ok(pv)))
+    return row
+
+
 def pods_table(v: PodsView, wide: bool) -> RenderableType:
     t = plain_table("NAMESPACE", "NAME", "MEMBERS", *NS_TYPES, "OK", wide_last=False)
     for pv in v.pods:
-        running = sum(1 for m in pv.members if m.running)
-        row: list[RenderableType] = [T(pv.pod.namespace), T(pv.pod.name), f"{running}/{len(pv.members)}"]
-        for nstype in NS_TYPES:
-            s = pv.sharing[nstype]
-            row.append(Text((s.actual or "-") + ("" if s.ok or s.actual is None else f"≠{s.expected}"), style="" if s.ok else "bold red"))
-        ok = all(s.ok or s.actual is None for s in pv.sharing.values())
-        row.append(_mark(ok))
-        t.add_row(*row)
+        t.add_row(T(pv.pod.namespace), T(pv.pod.name), *_pod_cells(pv))
     if not v.pods:
         return Text("no pods on this node", style="dim")
     return t
+
+
+def cluster_pods_table(v: ClusterPodsView, wide: bool) -> RenderableType:
+    where = f"namespace {safe(v.namespace)}" if v.namespace else "any namespace"
+    if not v.pods:
+        return Text(f"no pods in {where}", style="dim")
+    t = plain_table("NAMESPACE", "NAME", "NODE", "MEMBERS", *NS_TYPES, "OK", *(["NOTE"] if wide else []), wide_last=wide)
+    for pv in v.pods:
+        note = [T("; ".join(pv.notes), "dim")] if wide else []
+        t.add_row(T(pv.pod.namespace), T(pv.pod.name), T(pv.pod.node or "-"), *_pod_cells(pv), *note)
+    bad = sum(1 for pv in v.pods if pv.members and not pod_ok(pv))
+    asked = len(v.nodes) - len(v.failed)
+    summary = Text(f"{len(v.pods)} pods in {where} on {len(v.nodes)} nodes; {asked} answered; "
+                   f"{bad} pod{'s' if bad != 1 else ''} where kernel, runtime and spec disagree", style="bold")
+    lines: list[RenderableType] = [t, summary]
+    for n in v.failed:
+        lines.append(Text(f"node {safe(n.node)}: ", style="bold red").append(safe(n.error)))
+    unknown = sum(1 for pv in v.pods if not pv.members)
+    if unknown:
+        lines.append(Text(f"?: {unknown} pods without members (not scheduled, finished, starting, or on a node that did not answer; "
+                          "-o wide says which)", style="dim"))
+    return Group(*lines)
 
 
 def check_table(v: CheckView, wide: bool) -> RenderableType:
@@ -258,4 +299,5 @@ def check_table(v: CheckView, wide: bool) -> RenderableType:
 
 register(PodView, pod_table)
 register(PodsView, pods_table)
+register(ClusterPodsView, cluster_pods_table)
 register(CheckView, check_table)

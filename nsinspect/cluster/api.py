@@ -1,0 +1,227 @@
+"""The Kubernetes API, the few calls cluster mode needs, through the ``kubernetes`` client.
+
+The client loads the configuration (kubeconfig with its contexts, exec plugins and
+certificates, or the in-cluster service account) and signs requests; the few answers we need
+are read as plain JSON (the client's generated models cost ~0.5 s to import and nothing here
+needs them).  ``kubernetes`` is imported only when cluster mode is chosen.
+
+Every failure becomes one of our errors with a sentence that says what to do: 404 ->
+NotFound, 401/403 -> PermissionDenied naming the RBAC verb and resource, anything that keeps
+us from the API server -> Unavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from nsinspect.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+REQUEST_TIMEOUT = (5.0, 20.0)  # connect, read (seconds)
+PORTFORWARD_PROTOCOL = "v4.channel.k8s.io"
+
+
+def kubeconfig_paths(explicit: str | None = None) -> list[str]:
+    """The kubeconfig files kubectl would read: --kubeconfig, else $KUBECONFIG (a list), else ~/.kube/config."""
+    if explicit:
+        return [explicit]
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return [p for p in env.split(os.pathsep) if p]
+    return [os.path.expanduser("~/.kube/config")]
+
+
+def in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(os.path.join(SA_DIR, "token"))
+
+
+def configured(kubeconfig: str | None = None) -> bool:
+    """Is there a Kubernetes configuration to use (a non-empty kubeconfig, or a service account)?"""
+    for p in kubeconfig_paths(kubeconfig):
+        try:
+            if os.path.getsize(p) > 0:
+                return True
+        except OSError:
+            continue
+    return in_cluster()
+
+
+class Kube:
+    """A signed-in API client: ``get_pod``, ``list_pods``, ``portforward``, ``apply``."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None, timeout: tuple[float, float] = REQUEST_TIMEOUT):
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        self.timeout = timeout
+        cfg = client.Configuration()
+        try:
+            files = kubeconfig_paths(kubeconfig)
+            if kubeconfig or context or not in_cluster() or any(os.path.exists(p) for p in files):
+                if not any(os.path.exists(p) for p in files):
+                    raise InvalidArgument(f"no kubeconfig at {', '.join(files)}; pass --kubeconfig PATH, or --local to read this node")
+                config_file = os.pathsep.join(files)
+                config.load_kube_config(config_file=config_file, context=context, client_configuration=cfg, persist_config=False)
+                contexts, active = config.list_kube_config_contexts(config_file=config_file)
+                chosen = next((c for c in contexts if c.get("name") == context), active) if context else active
+                self.context = (chosen or {}).get("name", "")
+                self.namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
+            else:
+                config.load_incluster_config(client_configuration=cfg)
+                self.context = "in-cluster"
+                try:
+                    with open(os.path.join(SA_DIR, "namespace")) as f:
+                        self.namespace = f.read().strip() or "default"
+                except OSError:
+                    self.namespace = "default"
+        except ConfigException as e:
+            raise InvalidArgument(f"cannot use the Kubernetes configuration ({_one_line(str(e))}); check --kubeconfig and --context") from None
+        except (OSError, ValueError) as e:
+            raise InvalidArgument(f"cannot read the kubeconfig ({_one_line(str(e))}); check --kubeconfig") from None
+        cfg.retries = 1  # a refused connection is reported, not retried for seconds
+        self.config = cfg
+        self.host = cfg.host
+        self.api = client.ApiClient(cfg)
+
+    # -- REST ----------------------------------------------------------------------------------
+    def request(self, method: str, path: str, query: list[tuple[str, str]] | None = None, body: Any = None,
+                content_type: str = "application/json", what: tuple[str, str, str] = ("get", "", "")) -> Any:
+        """One API call; the decoded JSON answer.  ``what`` = (verb, resource, namespace) for error sentences."""
+        from kubernetes.client.exceptions import ApiException
+
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        try:
+            method, url, headers, body, _ = self.api.param_serialize(
+                method, path, query_params=query or None, header_params=headers, body=body, auth_settings=["BearerToken"]
+            )
+            resp = self.api.call_api(method, url, header_params=headers, body=body, _request_timeout=self.timeout)
+            data = resp.read()
+        except ApiException as e:
+            raise Unavailable(f"cannot reach the Kubernetes API server at {self.host} ({_one_line(str(e.reason))}); "
+                              "check the context and your network") from None
+        except Exception as e:  # urllib3/ssl/socket errors: the server is not reachable
+            raise Unavailable(f"cannot reach the Kubernetes API server at {self.host} ({_reason(e)}); "
+                              "check the context and your network") from None
+        if 200 <= resp.status < 300:
+            try:
+                return json.loads(data)
+            except ValueError:
+                raise Unavailable(f"the API server at {self.host} sent something that is not JSON; is it a Kubernetes API server?") from None
+        raise status_error(resp.status, _message(data), what)
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"
+        return self.request("GET", path, what=("get", "pods", namespace))
+
+    def list_pods(self, namespace: str | None = None, labels: str = "", fields: str = "") -> list[dict[str, Any]]:
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods" if namespace else "/api/v1/pods"
+        query = [(k, v) for k, v in (("labelSelector", labels), ("fieldSelector", fields)) if v]
+        return self.request("GET", path, query, what=("list", "pods", namespace or ""))["items"] or []
+
+    def apply(self, obj: dict[str, Any], path: str, namespace: str, field_manager: str = "nsinspect") -> Any:
+        """Server-side apply of one object (``path`` is its URL)."""
+        resource = path.rsplit("/", 2)[-2]  # .../namespaces/NS/daemonsets/NAME -> daemonsets
+        return self.request(
+            "PATCH", path, [("fieldManager", field_manager), ("force", "true")], body=json.dumps(obj),
+            content_type="application/apply-patch+yaml", what=("patch", resource, namespace),
+        )
+
+    # -- port-forward --------------------------------------------------------------------------
+    def portforward(self, namespace: str, pod: str, port: int, timeout: float = 10.0) -> Any:
+        """An open port-forward websocket (``v4.channel.k8s.io``) to ``port`` of ``pod``.
+
+        Needs ``create`` on ``pods/portforward`` in the pod's namespace."""
+        import ssl
+
+        import websocket
+
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(pod, safe='')}/portforward"
+        url = self.host.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + path + "?" + urlencode({"ports": port})
+        headers: dict[str, str] = {}
+        self.api.update_params_for_auth(headers, [], ["BearerToken"], path, "GET", None)
+        header = [f"{k}: {v}" for k, v in headers.items()] + [f"Sec-WebSocket-Protocol: {PORTFORWARD_PROTOCOL}"]
+        cfg = self.config
+        sslopt: dict[str, Any] = {"cert_reqs": ssl.CERT_NONE}
+        if url.startswith("wss://") and cfg.verify_ssl:
+            sslopt = {"cert_reqs": ssl.CERT_REQUIRED}
+            if cfg.ssl_ca_cert:
+                sslopt["ca_certs"] = cfg.ssl_ca_cert
+            if cfg.assert_hostname is not None:
+                sslopt["check_hostname"] = cfg.assert_hostname
+        if cfg.cert_file:
+            sslopt["certfile"] = cfg.cert_file
+        if cfg.key_file:
+            sslopt["keyfile"] = cfg.key_file
+        if getattr(cfg, "tls_server_name", None):
+            sslopt["server_hostname"] = cfg.tls_server_name
+        opts: dict[str, Any] = {"header": header, "timeout": timeout}
+        if cfg.proxy:
+            from urllib.parse import urlparse
+
+            proxy = urlparse(cfg.proxy)
+            opts.update(http_proxy_host=proxy.hostname, http_proxy_port=proxy.port, proxy_type=proxy.scheme or "http")
+        ws = websocket.WebSocket(sslopt=sslopt, skip_utf8_validation=True, enable_multithread=True)
+        try:
+            ws.connect(url, **opts)
+        except websocket.WebSocketBadStatusException as e:
+            body = e.resp_body.decode("utf-8", "replace") if isinstance(e.resp_body, bytes) else str(e.resp_body or "")
+            raise status_error(e.status_code, _message(body), ("create", "pods/portforward", namespace)) from None
+        except Exception as e:
+            raise Unavailable(f"cannot open a port-forward to {namespace}/{pod} through {self.host} ({_reason(e)}); "
+                              "check the API server and that the pod runs") from None
+        ws.settimeout(None)
+        return ws
+
+    def close(self) -> None:
+        try:
+            self.api.close()
+        except Exception:
+            pass
+
+
+def status_error(status: int, message: str, what: tuple[str, str, str]) -> Exception:
+    """An API status as our error: the verb and resource the user lacks, in a sentence."""
+    verb, resource, namespace = what
+    where = f"in namespace {namespace!r}" if namespace else "at cluster scope (all namespaces)"
+    if status == 401:
+        return PermissionDenied("the API server did not accept your credentials (401 Unauthorized); log in again or pick another --context")
+    if status == 403:
+        return PermissionDenied(
+            f"you may not {verb} {resource} {where} (RBAC: verb {verb!r} on resource {resource!r} is missing); "
+            "ask a cluster admin to bind the nsinspect-user Role, or use another --context"
+        )
+    if status == 404:
+        return NotFound(message or f"{resource} not found {where}")
+    return Unavailable(f"the API server answered {status} to {verb} {resource} {where} ({message or 'no message'}); try again later")
+
+
+def _message(data: Any) -> str:
+    """The message of a Kubernetes Status body, on one line."""
+    try:
+        body = json.loads(data) if isinstance(data, (bytes, str)) else {}
+    except ValueError:
+        return ""
+    return _one_line(str(body.get("message", ""))) if isinstance(body, dict) else ""
+
+
+def _reason(e: BaseException) -> str:
+    """The innermost cause of a connection failure, short (urllib3 nests them deeply)."""
+    while True:
+        inner = getattr(e, "reason", None) or e.__cause__ or e.__context__
+        if not isinstance(inner, BaseException) or inner is e:
+            break
+        e = inner
+    text = _one_line(str(e))
+    for marker in ("] ", "Errno "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return text[:120] or type(e).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]

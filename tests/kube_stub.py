@@ -1,0 +1,321 @@
+"""A small Kubernetes API server on loopback, for cluster mode's tests.
+
+There is no kube-apiserver here, so this serves the few endpoints nsinspect uses, the way the
+real one does: pods get and list (label and field selectors), ``pods/portforward`` as a
+websocket (``v4.channel.k8s.io``: per port a data and an error channel, each opened with the
+port number), and server-side apply (recorded).  Bearer tokens stand for users; each user has
+RBAC grants (verb, resource, namespace or "*"), and a refusal is a 403 Status like the real
+one.  A port-forward goes to a real address (an nsinspect agent on this machine), as kubelet
+would connect to the port inside the pod; a refused connection is reported on the error channel.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import select
+import socket
+import struct
+import threading
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+EVERYTHING = {("get", "pods", "*"), ("list", "pods", "*"), ("create", "pods/portforward", "*"), ("patch", "*", "*")}
+AGENT_NS = "nsinspect-system"
+AGENT_LABEL = ("app.kubernetes.io/name", "nsinspect-agent")
+
+
+def status(code: int, reason: str, message: str) -> dict:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": reason, "code": code}
+
+
+class StubAPI:
+    def __init__(self) -> None:
+        self.pods: dict[tuple[str, str], dict] = {}
+        self.backends: dict[tuple[str, str], dict[int, tuple[str, int]]] = {}  # pod -> {port: real address}
+        self.users: dict[str, tuple[str, set[tuple[str, str, str]]]] = {"admin-token": ("admin", set(EVERYTHING))}
+        self.applied: list[tuple[str, dict]] = []
+        self.log: list[tuple[str, str]] = []  # (method, path) of each request
+        self.on_forward: Callable[[tuple[str, str]], None] | None = None  # called when a stream first carries data
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- objects -----------------------------------------------------------------------------------
+    def add_pod(self, obj: dict) -> dict:
+        meta = obj["metadata"]
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", "2026-11-23T10:00:00Z")
+        self.pods[(meta["namespace"], meta["name"])] = obj
+        return obj
+
+    def add_agent(self, node: str, address: str | None, ready: bool = True, port: int = 9870) -> dict:
+        """An agent pod on ``node`` whose port ``port`` reaches ``address`` (host:port), or nothing."""
+        name = f"nsinspect-agent-{node}"
+        obj = pod_object(name, AGENT_NS, node, containers=[{"name": "agent", "ports": [{"name": "grpc", "containerPort": port}]}],
+                         labels=dict([AGENT_LABEL]), ready=ready)
+        self.add_pod(obj)
+        if address:
+            host, _, p = address.rpartition(":")
+            self.backends[(AGENT_NS, name)] = {port: (host, int(p))}
+        return obj
+
+    def user(self, token: str, name: str, grants: set[tuple[str, str, str]]) -> None:
+        self.users[token] = (name, grants)
+
+    def kubeconfig(self, path: Path, token: str = "admin-token", namespace: str | None = None, context: str = "stub") -> Path:
+        ctx: dict = {"cluster": "stub", "user": "u"}
+        if namespace:
+            ctx["namespace"] = namespace
+        cfg = {
+            "apiVersion": "v1", "kind": "Config", "current-context": context,
+            "clusters": [{"name": "stub", "cluster": {"server": self.url}}],
+            "users": [{"name": "u", "user": {"token": token}}],
+            "contexts": [{"name": context, "context": ctx}],
+        }
+        path.write_text(json.dumps(cfg))
+        return path
+
+
+def pod_object(name: str, namespace: str, node: str, containers: list[dict], init: list[dict] | None = None,
+               ephemeral: list[dict] | None = None, labels: dict | None = None, uid: str | None = None,
+               ready: bool = True, phase: str = "Running", **spec: object) -> dict:
+    obj = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}, **({"uid": uid} if uid else {})},
+        "spec": {"nodeName": node, "containers": containers, **spec},
+        "status": {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [{"name": c["name"], "state": {"running": {}}} for c in containers],
+        },
+    }
+    if not node:
+        del obj["spec"]["nodeName"]
+    if init:
+        obj["spec"]["initContainers"] = init
+    if ephemeral:
+        obj["spec"]["ephemeralContainers"] = ephemeral
+    return obj
+
+
+def _handler(api: StubAPI) -> type:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        rbufsize = 0  # after a websocket upgrade, frames are read from the raw socket: nothing may sit in a buffer
+
+        def log_message(self, *args: object) -> None:  # quiet
+            pass
+
+        def _send(self, code: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _user(self) -> tuple[str, set] | None:
+            auth = self.headers.get("Authorization", "")
+            token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
+            return api.users.get(token)
+
+        def _allowed(self, verb: str, resource: str, namespace: str) -> bool:
+            user = self._user()
+            if user is None:
+                self._send(401, status(401, "Unauthorized", "Unauthorized"))
+                return False
+            grants = user[1]
+            for v, r, ns in grants:
+                if v == verb and r in (resource, "*") and ns in (namespace, "*"):
+                    return True
+            where = f'in the namespace "{namespace}"' if namespace != "*" else "at the cluster scope"
+            self._send(403, status(403, "Forbidden", f'{resource} is forbidden: User "{user[0]}" cannot {verb} resource '
+                                                     f'"{resource}" in API group "" {where}'))
+            return False
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            parts = [unquote(p) for p in url.path.strip("/").split("/")]
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            api.log.append(("GET", url.path))
+            if parts[:3] == ["api", "v1", "pods"] and len(parts) == 3:
+                if self._allowed("list", "pods", "*"):
+                    self._send(200, self._list(None, query))
+            elif parts[:3] == ["api", "v1", "namespaces"] and len(parts) >= 5 and parts[4] == "pods":
+                ns = parts[3]
+                if len(parts) == 5:
+                    if self._allowed("list", "pods", ns):
+                        self._send(200, self._list(ns, query))
+                elif len(parts) == 6:
+                    if self._allowed("get", "pods", ns):
+                        obj = api.pods.get((ns, parts[5]))
+                        if obj is None:
+                            self._send(404, status(404, "NotFound", f'pods "{parts[5]}" not found'))
+                        else:
+                            self._send(200, obj)
+                elif len(parts) == 7 and parts[6] == "portforward":
+                    if self._allowed("create", "pods/portforward", ns):
+                        self._portforward(ns, parts[5], query)
+                else:
+                    self._send(404, status(404, "NotFound", "the server could not find the requested resource"))
+            else:
+                self._send(404, status(404, "NotFound", "the server could not find the requested resource"))
+
+        def do_PATCH(self) -> None:
+            url = urlparse(self.path)
+            api.log.append(("PATCH", url.path))
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.headers.get("Content-Type") != "application/apply-patch+yaml":
+                self._send(415, status(415, "UnsupportedMediaType", "apply needs application/apply-patch+yaml"))
+                return
+            if self._allowed("patch", url.path.split("/")[-2], "*"):
+                obj = json.loads(body)
+                api.applied.append((url.path, obj))
+                self._send(200, obj)
+
+        def _list(self, ns: str | None, query: dict) -> dict:
+            items = [p for (pns, _), p in sorted(api.pods.items()) if ns is None or pns == ns]
+            for sel in filter(None, query.get("labelSelector", "").split(",")):
+                k, _, v = sel.partition("=")
+                items = [p for p in items if (p["metadata"].get("labels") or {}).get(k) == v]
+            for sel in filter(None, query.get("fieldSelector", "").split(",")):
+                k, _, v = sel.partition("=")
+                if k != "spec.nodeName":
+                    raise ValueError(f"field selector {k} is not served by the stub")
+                items = [p for p in items if p["spec"].get("nodeName", "") == v]
+            return {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}
+
+        # -- pods/portforward ----------------------------------------------------------------------
+        def _portforward(self, ns: str, name: str, query: dict) -> None:
+            if self.headers.get("Upgrade", "").lower() != "websocket":
+                self._send(400, status(400, "BadRequest", "port-forward needs a websocket upgrade"))
+                return
+            protocols = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+            if "v4.channel.k8s.io" not in protocols:
+                self._send(400, status(400, "BadRequest", "no supported websocket protocol"))
+                return
+            if (ns, name) not in api.pods:
+                self._send(404, status(404, "NotFound", f'pods "{name}" not found'))
+                return
+            port = int(query.get("ports", "0"))
+            accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"] + WS_GUID).encode()).digest()).decode()
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept)
+            self.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
+            self.end_headers()
+            self.wfile.flush()
+            client = self.connection
+            port_bytes = struct.pack("<H", port)
+            send_frame(client, bytes((0,)) + port_bytes)
+            send_frame(client, bytes((1,)) + port_bytes)
+            backend_addr = api.backends.get((ns, name), {}).get(port)
+            try:
+                if backend_addr is None:
+                    raise ConnectionRefusedError("connection refused")
+                backend = socket.create_connection(backend_addr, timeout=5)
+                backend.settimeout(None)
+            except OSError as e:
+                msg = (f"error forwarding port {port} to pod {name}, uid : failed to connect to localhost:{port} "
+                       f"inside namespace: {e.strerror or e}")
+                send_frame(client, bytes((1,)) + msg.encode())
+                send_frame(client, b"", opcode=8)
+                self.close_connection = True
+                return
+            self._pump(client, backend, (ns, name))
+            self.close_connection = True
+
+        def _pump(self, client: socket.socket, backend: socket.socket, pod: tuple[str, str]) -> None:
+            reader = FrameReader(client)
+            first = True
+            try:
+                while True:
+                    ready, _, _ = select.select([client, backend], [], [])
+                    if client in ready:
+                        frame = reader.read()
+                        if frame is None or frame[0] == 8:
+                            return
+                        op, payload = frame
+                        if op == 9:
+                            send_frame(client, payload, opcode=10)
+                        elif op == 2 and payload and payload[0] == 0:
+                            if first and api.on_forward is not None:
+                                first = False
+                                api.on_forward(pod)
+                            backend.sendall(payload[1:])
+                    if backend in ready:
+                        data = backend.recv(65536)
+                        if not data:
+                            send_frame(client, b"", opcode=8)
+                            return
+                        send_frame(client, b"\x00" + data)
+            except OSError:
+                return
+            finally:
+                backend.close()
+
+    return Handler
+
+
+def send_frame(sock: socket.socket, payload: bytes, opcode: int = 2) -> None:
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    sock.sendall(head + payload)
+
+
+class FrameReader:
+    """Client frames (masked, as RFC 6455 requires of clients), reassembled."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def _exact(self, n: int) -> bytes | None:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+
+    def read(self) -> tuple[int, bytes] | None:
+        head = self._exact(2)
+        if head is None:
+            return None
+        op, n = head[0] & 0x0F, head[1] & 0x7F
+        if not head[1] & 0x80:
+            raise ValueError("client frames must be masked")
+        if n == 126:
+            n = struct.unpack("!H", self._exact(2) or b"\0\0")[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._exact(8) or b"\0" * 8)[0]
+        mask = self._exact(4)
+        data = self._exact(n) if n else b""
+        if mask is None or data is None:
+            return None
+        # XOR with the repeated mask, as one big integer (fast for any size).
+        repeated = (mask * (n // 4 + 1))[:n]
+        unmasked = (int.from_bytes(data, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
+        return op, unmasked

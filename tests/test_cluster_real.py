@@ -1,0 +1,265 @@
+"""Cluster mode, the whole path: CLI -> (stub) API server -> pods/portforward -> a real agent ->
+the real test containerd -> the kernel.  The API server is the only stub (tests/kube_stub.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from cri_env import Agent
+from helpers import assert_one_sentence_error, run_cli, truth
+from kube_stub import EVERYTHING, StubAPI, pod_object
+
+pytestmark = pytest.mark.runtime
+
+NODE = "node-a"
+
+# The course's pods as their specs declare them (the runtime side is made in conftest.ctrd).
+SPECS = {
+    "namespace-demo": dict(containers=["web", "sidecar"]),
+    "shared-pid-demo": dict(containers=["app", "debug"], shareProcessNamespace=True),
+    "hostnet": dict(containers=["app"], hostNetwork=True),
+    "hostpid-ipc": dict(containers=["app"], hostPID=True, hostIPC=True),
+    "with-init": dict(containers=["app"], init=["setup", "migrate"]),
+    "debugged": dict(containers=["web", "cache"], ephemeral=[("debugger", "web")]),
+}
+
+
+def course_pod(ctrd, name: str, node: str = NODE, **override) -> dict:
+    spec = dict(SPECS[name], **override)
+    containers = [{"name": c} for c in spec.pop("containers")]
+    init = [{"name": c} if isinstance(c, str) else c for c in spec.pop("init", [])]
+    ephemeral = [{"name": n, "targetContainerName": t} for n, t in spec.pop("ephemeral", [])]
+    pod = ctrd.pods[name]
+    return pod_object(name, "lab", node, containers, init=init, ephemeral=ephemeral, uid=pod.uid, **spec)
+
+
+@pytest.fixture(scope="module")
+def agent(ctrd):
+    a = Agent(ctrd.endpoint, node=NODE)
+    yield a
+    assert a.stop() == 0
+
+
+@pytest.fixture
+def api(ctrd, agent, tmp_path):
+    stub = StubAPI()
+    for name in SPECS:
+        stub.add_pod(course_pod(ctrd, name))
+    stub.add_agent(NODE, agent.address)
+    stub.kc = stub.kubeconfig(tmp_path / "kubeconfig", namespace="lab")
+    yield stub
+    stub.close()
+
+
+def kube(api, *args, token_file=None, **kw):
+    return run_cli("--kubeconfig", str(token_file or api.kc), *args, **kw)
+
+
+def as_json(r) -> dict:
+    assert r.returncode in (0, 1), r.stderr
+    return json.loads(r.stdout)
+
+
+def test_cluster_answers_match_the_kernel_and_local_mode(ctrd, api):
+    for name in SPECS:
+        remote = as_json(kube(api, "pod", name, "-o", "json"))  # -n from the context: lab
+        local = as_json(run_cli("-r", ctrd.endpoint, "pod", name, "-n", "lab", "-o", "json"))
+        assert remote["pod"]["uid"] == ctrd.pods[name].uid
+        assert remote["pod"]["node"] == NODE
+        for m in remote["members"]:
+            if m["pid"]:
+                assert m["namespaces"] == {t: v for t, v in truth(m["pid"]).items() if v is not None}, (name, m["name"])
+        # Same members, inodes and kernel/runtime verdicts as local mode; cluster mode adds the spec.
+        strip = lambda d: {(m["name"], m["id"], m["pid"], json.dumps(m["namespaces"], sort_keys=True)) for m in d["members"]}  # noqa: E731
+        assert strip(remote) == strip(local)
+        assert {t: (v["actual"], v["expected"]) for t, v in remote["sharing"].items()} == \
+            {t: (v["actual"], v["expected"]) for t, v in local["sharing"].items()}
+        assert remote["spec"]["node"] == NODE and local["spec"] is None
+        assert all(v["ok"] for v in remote["sharing"].values() if v["actual"]), (name, remote["sharing"])
+        assert "roles from the pod's spec" in remote["notes"]
+
+
+def test_roles_and_targets_come_from_the_spec(ctrd, api):
+    d = as_json(kube(api, "pod", "with-init", "-o", "json"))
+    assert {m["name"]: m["role"] for m in d["members"]} == {"with-init": "sandbox", "setup": "init", "migrate": "init", "app": "app"}
+    assert not any("inferred" in n for n in d["notes"])
+    d = as_json(kube(api, "pod", "debugged", "-o", "json"))
+    by = {m["name"]: m for m in d["members"]}
+    assert by["debugger"]["role"] == "ephemeral" and by["debugger"]["target_id"] == by["web"]["id"]
+    assert d["sharing"]["pid"]["declared"] == d["sharing"]["pid"]["expected"] == d["sharing"]["pid"]["actual"] == "mixed"
+    # A native sidecar: an init container with restartPolicy Always, still running beside the app.
+    api.add_pod(course_pod(ctrd, "namespace-demo", containers=["web"], init=[{"name": "sidecar", "restartPolicy": "Always"}]))
+    d = as_json(kube(api, "pod", "namespace-demo", "-o", "json"))
+    side = next(m for m in d["members"] if m["name"] == "sidecar")
+    assert side["role"] == "init" and side["sidecar"] is True and side["pid"]
+    table = kube(api, "pod", "namespace-demo").stdout
+    assert "init/sidecar" in table and "SPEC" in table
+
+
+def test_a_spec_the_runtime_did_not_apply_is_shown_and_explained(ctrd, api):
+    # The spec says shareProcessNamespace and hostIPC; the runtime was set up without them.
+    api.add_pod(course_pod(ctrd, "namespace-demo", shareProcessNamespace=True, hostIPC=True))
+    r = kube(api, "pod", "namespace-demo", "-o", "json")
+    d = as_json(r)
+    pid, ipc = d["sharing"]["pid"], d["sharing"]["ipc"]
+    assert (pid["declared"], pid["expected"], pid["actual"], pid["ok"]) == ("shared", "private", "private", False)
+    assert (ipc["declared"], ipc["expected"], ipc["actual"], ipc["ok"]) == ("host", "shared", "shared", False)
+    assert d["sharing"]["net"]["ok"] and d["sharing"]["mnt"]["declared"] is None
+    table = kube(api, "pod", "namespace-demo").stdout
+    assert "the spec asks for shared (spec.shareProcessNamespace: true), but the runtime was set up for private" in table
+    assert "the spec asks for host (spec.hostIPC: true)" in table
+    # check: the assertion is about the kernel; the spec's disagreement is shown beside it.
+    r = kube(api, "check", "namespace-demo", "--expect", "pid=shared")
+    assert r.returncode == 1 and "pid=shared" in r.stdout
+    # A container in the spec that the runtime does not have (an image that cannot be pulled).
+    obj = course_pod(ctrd, "namespace-demo", containers=["web", "sidecar", "ghost"])
+    obj["status"]["containerStatuses"][-1]["state"] = {"waiting": {"reason": "ImagePullBackOff"}}
+    api.add_pod(obj)
+    d = as_json(kube(api, "pod", "namespace-demo", "-o", "json"))
+    ghost = next(m for m in d["members"] if m["name"] == "ghost")
+    assert ghost["state"] == "waiting" and ghost["pid"] is None and ghost["namespaces"] == {}
+    assert any("'ghost' is in the spec but not in the runtime (waiting (ImagePullBackOff))" in n for n in d["notes"])
+
+
+def test_container_filter_and_check_in_cluster_mode(api):
+    d = as_json(kube(api, "pod", "namespace-demo", "-c", "web", "-o", "json"))
+    assert [m["name"] for m in d["members"]] == ["namespace-demo", "web"]
+    assert kube(api, "check", "shared-pid-demo", "--expect", "pid=shared", "--expect", "net=shared").returncode == 0
+    assert_one_sentence_error(kube(api, "pod", "namespace-demo", "-c", "nope"), 3)
+
+
+def test_kubectl_habits_flags_anywhere_and_the_plugin(api, ctrd):
+    # kubectl users put --context/--kubeconfig after the command, and -n before it.
+    r = run_cli("-n", "lab", "pod", "hostnet", "-o", "json", "--kubeconfig", str(api.kc))
+    assert as_json(r)["sharing"]["net"]["actual"] == "host"
+    r = run_cli("pod", "hostnet", "--kubeconfig", str(api.kc), "--context", "stub", "-o", "json")
+    assert as_json(r)["pod"]["node"] == NODE
+    # The plugin: cluster mode even without --kubeconfig (from $KUBECONFIG); --local still reads the node.
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("CONTAINER_RUNTIME_ENDPOINT", "NSINSPECT_PROC")}
+    env["KUBECONFIG"] = str(api.kc)
+    code = "import sys; from nsinspect.cli import kubectl_main; sys.argv[0] = 'kubectl-nsinspect'; kubectl_main()"
+    r = subprocess.run([sys.executable, "-c", code, "pod", "shared-pid-demo", "-o", "json"], capture_output=True, text=True, env=env)
+    assert as_json(r)["spec"]["shareProcessNamespace"] is True
+    r = subprocess.run([sys.executable, "-c", code, "pod", "nope"], capture_output=True, text=True, env=env)
+    assert_one_sentence_error(r, 3)
+    r = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, env=env)
+    assert "Usage: kubectl nsinspect" in r.stdout
+
+
+def test_mode_selection(api, ctrd, tmp_path):
+    # A kubeconfig in $KUBECONFIG means cluster mode; -r (a node-side option) or --local means local.
+    env = {"KUBECONFIG": str(api.kc)}
+    assert as_json(run_cli("pod", "hostnet", "-o", "json", env=env))["spec"] is not None
+    assert as_json(run_cli("-r", ctrd.endpoint, "pod", "hostnet", "-n", "lab", "-o", "json", env=env))["spec"] is None
+    assert as_json(run_cli("--local", "-r", ctrd.endpoint, "pod", "hostnet", "-n", "lab", "-o", "json", env=env))["spec"] is None
+    # No configuration at all: local mode (an empty kubeconfig is none).
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    r = run_cli("pod", "hostnet", "-n", "lab", "-o", "json", env={"KUBECONFIG": str(empty), "CONTAINER_RUNTIME_ENDPOINT": ctrd.endpoint})
+    assert as_json(r)["spec"] is None
+    assert_one_sentence_error(run_cli("--local", "--kubeconfig", str(api.kc), "pod", "x"), 2)
+    assert_one_sentence_error(run_cli("--kubeconfig", str(tmp_path / "missing"), "pod", "x"), 2)
+    # node and pid read this machine unless --node names a node of the cluster.
+    d = as_json(run_cli("--kubeconfig", str(api.kc), "pid", str(os.getpid()), "--node", NODE, "-o", "json"))
+    assert d["namespaces"] == {t: v for t, v in truth(os.getpid()).items()}
+    assert as_json(run_cli("pid", str(os.getpid()), "-o", "json", env=env))["pid"] == os.getpid()
+
+
+def test_not_found_pending_and_unreachable_api(api, tmp_path):
+    assert_one_sentence_error(kube(api, "pod", "nope"), 3)
+    assert_one_sentence_error(kube(api, "pod", "namespace-demo", "-n", "elsewhere"), 3)
+    api.add_pod(pod_object("pending", "lab", "", [{"name": "app"}], phase="Pending", ready=False))
+    r = kube(api, "pod", "pending")
+    assert_one_sentence_error(r, 4)
+    assert "not on a node yet" in r.stderr
+    # Scheduled, but the runtime has no sandbox for it (yet): not found on that node.
+    api.add_pod(pod_object("starting", "lab", NODE, [{"name": "app"}], phase="Pending", ready=False))
+    r = kube(api, "pod", "starting")
+    assert_one_sentence_error(r, 3)
+    assert "no sandbox" in r.stderr
+    dead = StubAPI()
+    kc = dead.kubeconfig(tmp_path / "dead")
+    dead.close()
+    started = time.monotonic()
+    r = run_cli("--kubeconfig", str(kc), "pod", "x")
+    assert_one_sentence_error(r, 4)
+    assert "cannot reach the Kubernetes API server" in r.stderr and time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    "grants, args, verb",
+    [
+        (EVERYTHING - {("get", "pods", "*")}, ("pod", "namespace-demo"), "you may not get pods in namespace 'lab'"),
+        ({("get", "pods", "lab"), ("list", "pods", "nsinspect-system")}, ("pod", "namespace-demo"),
+         "you may not create pods/portforward in namespace 'nsinspect-system'"),
+        ({("get", "pods", "lab"), ("create", "pods/portforward", "*")}, ("pod", "namespace-demo"),
+         "you may not list pods in namespace 'nsinspect-system'"),
+        ({("list", "pods", "lab")}, ("pods", "-A"), "you may not list pods at cluster scope"),
+    ],
+)
+def test_rbac_refusals_name_the_missing_verb(api, tmp_path, grants, args, verb):
+    api.user("limited", "alice", grants)
+    kc = api.kubeconfig(tmp_path / "alice", token="limited", namespace="lab")
+    r = kube(api, *args, token_file=kc)
+    assert_one_sentence_error(r, 5)
+    assert verb in r.stderr, r.stderr
+    assert "RBAC" in r.stderr
+
+
+def test_unknown_credentials(api, tmp_path):
+    kc = api.kubeconfig(tmp_path / "nobody", token="wrong")
+    r = kube(api, "pod", "namespace-demo", token_file=kc)
+    assert_one_sentence_error(r, 5)
+    assert "401" in r.stderr
+
+
+def test_node_without_agent_and_agent_not_listening(ctrd, api):
+    api.add_pod(course_pod(ctrd, "hostnet", node="node-b"))
+    r = kube(api, "pod", "hostnet")
+    assert_one_sentence_error(r, 4)
+    assert "no nsinspect agent runs on node node-b" in r.stderr and "nsinspect deploy" in r.stderr
+    api.add_agent("node-b", None, ready=False)
+    r = kube(api, "pod", "hostnet")
+    assert_one_sentence_error(r, 4)
+    assert "is not ready" in r.stderr
+    api.add_agent("node-b", None)  # ready, but nothing listens on its port
+    r = kube(api, "pod", "hostnet")
+    assert_one_sentence_error(r, 4)
+    assert "did not accept the connection" in r.stderr and "connection refused" in r.stderr
+
+
+def test_an_agent_that_dies_mid_call(ctrd, api):
+    doomed = Agent(ctrd.endpoint, node="node-c")
+    api.add_pod(course_pod(ctrd, "hostnet", node="node-c"))
+    api.add_agent("node-c", doomed.address)
+    api.on_forward = lambda pod: doomed.proc.send_signal(signal.SIGKILL) if pod[1].endswith("node-c") else None
+    started = time.monotonic()
+    r = kube(api, "pod", "hostnet")
+    assert_one_sentence_error(r, 4)
+    assert "stopped answering" in r.stderr or "did not accept" in r.stderr, r.stderr
+    assert time.monotonic() - started < 15
+    assert doomed.proc.wait(5) == -signal.SIGKILL
+    # The other node's agent is unaffected.
+    assert kube(api, "pod", "namespace-demo").returncode == 0
+
+
+def test_pods_in_the_namespace_and_across_the_cluster(ctrd, api):
+    d = as_json(kube(api, "pods", "-o", "json"))  # the context's namespace
+    assert {p["name"] for p in d["pods"]} == set(SPECS)
+    assert all(p["node"] == NODE and p["ok"] for p in d["pods"]), d
+    assert d["summary"] == {"pods": len(SPECS), "nodes": 1, "nodes_failed": 0, "pods_not_ok": 0}
+    # A node whose agent is missing: reported, the rest still answered, exit 4.
+    api.add_pod(pod_object("lonely", "other", "node-z", [{"name": "app"}]))
+    r = kube(api, "pods", "-A")
+    assert r.returncode == 4, r.stderr
+    assert "node node-z:" in r.stdout and "no nsinspect agent runs on node node-z" in r.stdout
+    assert "1 of 2 nodes could not be asked" in r.stderr
+    assert "namespace-demo" in r.stdout
