@@ -43,6 +43,8 @@ class StubAPI:
         self.applied: list[tuple[str, dict]] = []
         self.log: list[tuple[str, str]] = []  # (method, path) of each request
         self.on_forward: Callable[[tuple[str, str]], None] | None = None  # called when a stream first carries data
+        self.streams = self.streams_max = 0  # port-forward streams open now, and at most
+        self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -239,7 +241,14 @@ def _handler(api: StubAPI) -> type:
                 send_frame(client, b"", opcode=8)
                 self.close_connection = True
                 return
-            self._pump(client, backend, (ns, name))
+            with api._lock:
+                api.streams += 1
+                api.streams_max = max(api.streams_max, api.streams)
+            try:
+                self._pump(client, backend, (ns, name))
+            finally:
+                with api._lock:
+                    api.streams -= 1
             self.close_connection = True
 
         def _pump(self, client: socket.socket, backend: socket.socket, pod: tuple[str, str]) -> None:
@@ -319,3 +328,40 @@ class FrameReader:
         repeated = (mask * (n // 4 + 1))[:n]
         unmasked = (int.from_bytes(data, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
         return op, unmasked
+
+
+class Fleet:
+    """NODES nodes, each with a real agent (``NODE_NAME`` node-NN) reading the one test containerd.
+
+    The nodes share the runtime, so each agent sees the same pods; the stub lists them once per
+    node, under per-node names (node-00 keeps the runtime's names), with the runtime's uids."""
+
+    def __init__(self, endpoint: str, runtime_pods: list, nodes: int, api: StubAPI | None = None,
+                 specs: dict[str, dict] | None = None):
+        from cri_env import Agent
+
+        self.api = api or StubAPI()
+        self.nodes = [f"node-{i:02d}" for i in range(nodes)]
+        self.agents = [Agent(endpoint, node=n, wait=False) for n in self.nodes]
+        try:
+            for a in self.agents:
+                a.wait_healthy()
+        except Exception:
+            self.stop()
+            raise
+        for node, agent in zip(self.nodes, self.agents):
+            self.api.add_agent(node, agent.address)
+            for p in runtime_pods:
+                name = p.name if node == self.nodes[0] else f"{p.name}-{node}"
+                containers = [{"name": c} for c in p.containers]
+                self.api.add_pod(pod_object(name, p.namespace, node, containers, uid=p.uid, **(specs or {}).get(p.name, {})))
+
+    def stop(self) -> None:
+        for a in self.agents:
+            if a.proc.poll() is None:
+                a.proc.terminate()
+        for a in self.agents:
+            try:
+                a.proc.wait(15)
+            except Exception:
+                a.proc.kill()

@@ -209,7 +209,9 @@ class ClusterEngine:
         uid = meta.get("uid", "")
         view = found.get(uid)
         if view is not None:
-            return compare(view, spec)
+            # The API server names the pod (the runtime's labels say the same on a sane node).
+            info = view.pod._replace(namespace=meta.get("namespace", ""), name=meta.get("name", ""), node=node)
+            return compare(view._replace(pod=info), spec)
         info = PodInfo(meta.get("namespace", ""), meta.get("name", ""), uid, "", node, state=spec.phase)
         empty = PodView(info, [], {t: Verdict(None, None) for t in NS_TYPES}, {}, spec=spec)
         if not node:
