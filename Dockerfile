@@ -9,6 +9,8 @@ USER build
 WORKDIR /home/build/src
 COPY --chown=build:build pyproject.toml README.md ./
 COPY --chown=build:build nsinspect ./nsinspect
+# nsinspect/manifests is a link to ../daemonset (shipped for `nsinspect deploy`)
+COPY --chown=build:build daemonset ./daemonset
 # grpcio, protobuf and psutil come as manylinux wheels; the slim image has no compiler, so a
 # dependency that would need one fails the build instead of slipping in.
 RUN python -m pip wheel --no-cache-dir --wheel-dir /home/build/wheels .

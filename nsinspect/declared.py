@@ -148,7 +148,7 @@ def explain(t: str, v: Verdict) -> str:
     parts = []
     if v.declared is not None and v.expected is not None and v.declared != v.expected:
         parts.append(f"the spec asks for {v.declared} ({v.declared_reason}), but the runtime was set up for "
-                     f"{v.expected} ({v.reason}): kubelet or the runtime did not apply the spec")
+                     f"{v.expected} ({v.reason.split(';')[0]}): kubelet or the runtime did not apply the spec")
     if v.actual is not None and v.expected is not None and v.actual != v.expected:
         parts.append(f"the runtime was asked for {v.expected} ({v.reason}), but the kernel says {v.actual}")
     return "; ".join(parts)
