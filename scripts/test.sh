@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Debian packages: the runtime the suite starts, the tools it compares with, a C compiler for the benchmark floor.
-packages=(containerd runc containernetworking-plugins busybox-static util-linux iproute2 gcc)
+packages=(containerd runc containernetworking-plugins busybox-static util-linux iproute2 gcc openssl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

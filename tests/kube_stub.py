@@ -16,7 +16,10 @@ import hashlib
 import json
 import select
 import socket
+import ssl
 import struct
+import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable
@@ -35,8 +38,19 @@ def status(code: int, reason: str, message: str) -> dict:
             "reason": reason, "code": code}
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (and its key), as a cluster CA would issue the API server's."""
+    cert, key = directory / "apiserver.crt", directory / "apiserver.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 class StubAPI:
-    def __init__(self) -> None:
+    """``tls=True``: HTTPS with a self-signed certificate (``ca``), as real API servers serve."""
+
+    def __init__(self, tls: bool = False) -> None:
         self.pods: dict[tuple[str, str], dict] = {}
         self.backends: dict[tuple[str, str], dict[int, tuple[str, int]]] = {}  # pod -> {port: real address}
         self.users: dict[str, tuple[str, set[tuple[str, str, str]]]] = {"admin-token": ("admin", set(EVERYTHING))}
@@ -47,16 +61,28 @@ class StubAPI:
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
+        self.ca: Path | None = None
+        if tls:
+            self.ca, key = self_signed(Path(tempfile.mkdtemp(prefix="nsinspect-stub-")))
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(self.ca, key)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "https" if self.ca else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def _ca_data(self) -> dict:
+        if self.ca is None:
+            return {}
+        return {"certificate-authority-data": base64.b64encode(self.ca.read_bytes()).decode()}
 
     # -- objects -----------------------------------------------------------------------------------
     def add_pod(self, obj: dict) -> dict:
@@ -86,7 +112,7 @@ class StubAPI:
             ctx["namespace"] = namespace
         cfg = {
             "apiVersion": "v1", "kind": "Config", "current-context": context,
-            "clusters": [{"name": "stub", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "stub", "cluster": {"server": self.url, **self._ca_data()}}],
             "users": [{"name": "u", "user": {"token": token}}],
             "contexts": [{"name": context, "context": ctx}],
         }
@@ -133,8 +159,8 @@ def _handler(api: StubAPI) -> type:
             self.wfile.write(data)
 
         def _user(self) -> tuple[str, set] | None:
-            auth = self.headers.get("Authorization", "")
-            token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
+            scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+            token = token.strip() if scheme.lower() == "bearer" else ""  # the scheme is case-insensitive (RFC 7235)
             return api.users.get(token)
 
         def _allowed(self, verb: str, resource: str, namespace: str) -> bool:
@@ -256,7 +282,10 @@ def _handler(api: StubAPI) -> type:
             first = True
             try:
                 while True:
-                    ready, _, _ = select.select([client, backend], [], [])
+                    if isinstance(client, ssl.SSLSocket) and client.pending():
+                        ready = [client]  # decrypted bytes wait in the TLS layer: select cannot see them
+                    else:
+                        ready, _, _ = select.select([client, backend], [], [])
                     if client in ready:
                         frame = reader.read()
                         if frame is None or frame[0] == 8:

@@ -263,3 +263,53 @@ def test_pods_in_the_namespace_and_across_the_cluster(ctrd, api):
     assert "node node-z:" in r.stdout and "no nsinspect agent runs on node node-z" in r.stdout
     assert "1 of 2 nodes could not be asked" in r.stderr
     assert "namespace-demo" in r.stdout
+
+
+def test_over_tls_with_the_clusters_ca(ctrd, agent, tmp_path):
+    api = StubAPI(tls=True)
+    try:
+        for name in SPECS:
+            api.add_pod(course_pod(ctrd, name))
+        api.add_agent(NODE, agent.address)
+        kc = api.kubeconfig(tmp_path / "kc", namespace="lab")
+        d = as_json(run_cli("--kubeconfig", str(kc), "pod", "debugged", "-o", "json"))
+        for m in d["members"]:
+            if m["pid"]:
+                assert m["namespaces"] == {t: v for t, v in truth(m["pid"]).items() if v is not None}
+        d = as_json(run_cli("--kubeconfig", str(kc), "pods", "-o", "json"))
+        assert d["summary"]["pods"] == len(SPECS) and d["summary"]["nodes_failed"] == 0
+        # A server the kubeconfig does not vouch for is refused.
+        cfg = json.loads(kc.read_text())
+        del cfg["clusters"][0]["cluster"]["certificate-authority-data"]
+        kc.write_text(json.dumps(cfg))
+        r = run_cli("--kubeconfig", str(kc), "pod", "debugged")
+        assert_one_sentence_error(r, 4)
+        assert "certificate" in r.stderr.lower(), r.stderr
+    finally:
+        api.close()
+
+
+def test_in_cluster_with_a_service_account(ctrd, agent, tmp_path):
+    """In a pod: no kubeconfig, the service account's token and CA, KUBERNETES_SERVICE_HOST.  The
+    service-account directory is mounted in a private mount namespace, so the host is untouched."""
+    import subprocess
+    import sys
+
+    api = StubAPI(tls=True)
+    try:
+        api.add_pod(course_pod(ctrd, "hostnet"))
+        api.add_agent(NODE, agent.address)
+        sa = "/run/secrets/kubernetes.io/serviceaccount"
+        script = (f"mount -t tmpfs nsinspect-test /run && mkdir -p {sa} && cp {api.ca} {sa}/ca.crt && "
+                  f"printf admin-token > {sa}/token && printf lab > {sa}/namespace && "
+                  f"exec {sys.executable} -m nsinspect pod hostnet -o json")
+        env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "CONTAINER_RUNTIME_ENDPOINT")}
+        env.update(KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(api.server.server_address[1]),
+                   HOME=str(tmp_path))  # no ~/.kube/config
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                           capture_output=True, text=True, env=env, timeout=60)
+        d = as_json(r)
+        assert d["spec"]["hostNetwork"] is True and d["pod"]["namespace"] == "lab"  # -n from the service account
+        assert d["sharing"]["net"]["actual"] == "host"
+    finally:
+        api.close()
