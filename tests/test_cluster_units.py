@@ -168,3 +168,23 @@ def test_cluster_json_contract_keeps_the_local_keys():
     assert {"pod", "members", "sharing"} <= set(d)
     assert set(d["sharing"]["net"]) >= {"actual", "expected", "ok", "declared"}
     json.dumps(d)
+
+
+def test_local_mode_never_imports_the_kubernetes_client(tmp_path):
+    """The client costs ~350 ms to import: only cluster mode pays it."""
+    import os
+
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('IMPORTED' if 'kubernetes' in sys.modules else 'CLEAN', file=sys.stderr))\n"
+            "from nsinspect.cli import main\n"
+            "main(sys.argv[1:])\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    env["HOME"] = str(tmp_path)
+    for args in (["node", "-t", "uts"], ["pods"], ["pod", "x", "-r", "unix:///nonexistent.sock"], ["--help"]):
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+        assert r.stderr.strip().endswith("CLEAN"), (args, r.stderr)
+    kc = tmp_path / "kc"
+    kc.write_text("{}")
+    env["KUBECONFIG"] = str(kc)  # a configuration is found: cluster mode imports it (and says what is wrong)
+    r = subprocess.run([sys.executable, "-c", code, "pod", "x"], capture_output=True, text=True, env=env)
+    assert r.stderr.strip().endswith("IMPORTED") and r.returncode == 2, r.stderr
