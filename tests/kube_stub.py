@@ -57,6 +57,7 @@ class StubAPI:
         self.applied: list[tuple[str, dict]] = []
         self.log: list[tuple[str, str]] = []  # (method, path) of each request
         self.on_forward: Callable[[tuple[str, str]], None] | None = None  # called when a stream first carries data
+        self.pages = 0  # list pages served
         self.streams = self.streams_max = 0  # port-forward streams open now, and at most
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -227,7 +228,14 @@ def _handler(api: StubAPI) -> type:
                 if k != "spec.nodeName":
                     raise ValueError(f"field selector {k} is not served by the stub")
                 items = [p for p in items if p["spec"].get("nodeName", "") == v]
-            return {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}
+            meta = {"resourceVersion": "1"}
+            if query.get("limit"):  # pages, with an opaque continue token (here: the offset)
+                start, limit = int(query.get("continue") or 0), int(query["limit"])
+                api.pages += 1
+                if start + limit < len(items):
+                    meta["continue"] = str(start + limit)
+                items = items[start:start + limit]
+            return {"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": items}
 
         # -- pods/portforward ----------------------------------------------------------------------
         def _portforward(self, ns: str, name: str, query: dict) -> None:

@@ -126,9 +126,15 @@ def test_a_spec_the_runtime_did_not_apply_is_shown_and_explained(ctrd, api):
     assert any("'ghost' is in the spec but not in the runtime (waiting (ImagePullBackOff))" in n for n in d["notes"])
 
 
-def test_container_filter_and_check_in_cluster_mode(api):
+def test_container_filter_wide_yaml_and_check_in_cluster_mode(api):
     d = as_json(kube(api, "pod", "namespace-demo", "-c", "web", "-o", "json"))
     assert [m["name"] for m in d["members"]] == ["namespace-demo", "web"]
+    wide = kube(api, "pod", "namespace-demo", "-o", "wide")  # the node's full scan, through the agent
+    assert wide.returncode == 0 and "NPROCS" in wide.stdout and "SPEC" in wide.stdout
+    import yaml
+
+    y = yaml.safe_load(kube(api, "pod", "namespace-demo", "-o", "yaml").stdout)
+    assert y["spec"]["containers"][0]["name"] == "web" and y["sharing"]["net"]["declared"] == "shared"
     assert kube(api, "check", "shared-pid-demo", "--expect", "pid=shared", "--expect", "net=shared").returncode == 0
     assert_one_sentence_error(kube(api, "pod", "namespace-demo", "-c", "nope"), 3)
 

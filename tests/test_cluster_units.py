@@ -188,3 +188,23 @@ def test_local_mode_never_imports_the_kubernetes_client(tmp_path):
     env["KUBECONFIG"] = str(kc)  # a configuration is found: cluster mode imports it (and says what is wrong)
     r = subprocess.run([sys.executable, "-c", code, "pod", "x"], capture_output=True, text=True, env=env)
     assert r.stderr.strip().endswith("IMPORTED") and r.returncode == 2, r.stderr
+
+
+def test_big_lists_are_read_in_pages(tmp_path):
+    from kube_stub import pod_object
+
+    from nsinspect.cluster.api import LIST_PAGE, Kube
+
+    api = StubAPI()
+    try:
+        n = 2 * LIST_PAGE + 7
+        for i in range(n):
+            api.add_pod(pod_object(f"p{i:04d}", f"ns{i % 3}", "n1", [{"name": "c"}]))
+        kube = Kube(str(api.kubeconfig(tmp_path / "kc")))
+        pods = kube.list_pods(None)
+        assert len(pods) == n and len({p["metadata"]["uid"] for p in pods}) == n
+        assert api.pages == 3
+        assert len(kube.list_pods("ns1")) == len([i for i in range(n) if i % 3 == 1])
+        kube.close()
+    finally:
+        api.close()

@@ -22,6 +22,7 @@ from nsinspect.errors import InvalidArgument, NotFound, PermissionDenied, Unavai
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 REQUEST_TIMEOUT = (5.0, 20.0)  # connect, read (seconds)
 PORTFORWARD_PROTOCOL = "v4.channel.k8s.io"
+LIST_PAGE = 500  # pods per list request (kubectl's chunk size)
 
 
 def kubeconfig_paths(explicit: str | None = None) -> list[str]:
@@ -119,9 +120,18 @@ class Kube:
         return self.request("GET", path, what=("get", "pods", namespace))
 
     def list_pods(self, namespace: str | None = None, labels: str = "", fields: str = "") -> list[dict[str, Any]]:
+        """Pods, in pages of LIST_PAGE (as kubectl reads big lists), following ``metadata.continue``."""
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods" if namespace else "/api/v1/pods"
         query = [(k, v) for k, v in (("labelSelector", labels), ("fieldSelector", fields)) if v]
-        return self.request("GET", path, query, what=("list", "pods", namespace or ""))["items"] or []
+        query.append(("limit", str(LIST_PAGE)))
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            page = self.request("GET", path, query + ([("continue", token)] if token else []), what=("list", "pods", namespace or ""))
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items
 
     def apply(self, obj: dict[str, Any], path: str, namespace: str, field_manager: str = "nsinspect") -> Any:
         """Server-side apply of one object (``path`` is its URL)."""
