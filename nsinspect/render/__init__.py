@@ -16,10 +16,13 @@ def render(view: object, fmt: str, width: int | None = None, color: bool = False
         fast = node_json(view)
         if fast is not None:
             return fast
+        data = to_data(view)
+        if isinstance(data, dict) and isinstance(data.get("pods"), list):
+            return dump_json(data)  # pod lists (a cluster's: thousands): one pod per line, with the C encoder
         import json
 
         # ensure_ascii: untrusted names may reach a terminal through jq; \u escapes are inert.
-        return json.dumps(to_data(view), indent=2) + "\n"
+        return json.dumps(data, indent=2) + "\n"
     if fmt == "yaml":
         import yaml
 
