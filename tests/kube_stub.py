@@ -60,7 +60,10 @@ class StubAPI:
         self.pages = 0  # list pages served
         self.streams = self.streams_max = 0  # port-forward streams open now, and at most
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        # A real API server's listen backlog is large; socketserver's default (5) would drop the SYNs
+        # of a 16-way fan-out and make the kernel retry them a second later.
+        server_class = type("StubServer", (ThreadingHTTPServer,), {"request_queue_size": 256})
+        self.server = server_class(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self.ca: Path | None = None
         if tls:
