@@ -34,6 +34,10 @@ _ERRORS = {
 class AgentUnreachable(Unavailable):
     """The agent itself could not be reached or did not answer (not a status the agent chose)."""
 
+    def __init__(self, msg: str, reason: str):
+        super().__init__(msg)
+        self.reason = reason  # the transport's words, short ("Connection refused", "deadline exceeded")
+
 
 def target(address: str) -> str:
     """``host:port``, ``unix:PATH`` or ``unix:///PATH`` as a gRPC target; InvalidArgument otherwise."""
@@ -71,11 +75,15 @@ class AgentEngine:
         if ours and code in _ERRORS:
             return _ERRORS[code](details)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return AgentUnreachable(f"the nsinspect agent at {self.address} did not answer in time; check its log and the node's load")
+            return AgentUnreachable(
+                f"the nsinspect agent at {self.address} did not answer in time; check its log and the node's load",
+                "no answer in time",
+            )
         if code == grpc.StatusCode.UNAVAILABLE:
             return AgentUnreachable(
                 f"cannot reach the nsinspect agent at {self.address} ({_short(details)}); "
-                "check that it runs there and that the address is right"
+                "check that it runs there and that the address is right",
+                _short(details),
             )
         if code == grpc.StatusCode.UNIMPLEMENTED:
             return Unavailable(f"{self.address} is not an nsinspect agent, or a different version; check the address")

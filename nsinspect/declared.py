@@ -15,9 +15,11 @@ from nsinspect.model import (
     APP,
     EPHEMERAL,
     HOST,
+    INFERRED_ROLES,
     INIT,
     MIXED,
     PRIVATE,
+    ROLE_ORDER,
     SANDBOX,
     SHARED,
     ContainerDecl,
@@ -27,7 +29,6 @@ from nsinspect.model import (
     Verdict,
 )
 
-_ROLE_ORDER = {SANDBOX: 0, INIT: 1, APP: 2, EPHEMERAL: 3}
 
 
 def _state(status: dict[str, Any] | None) -> str:
@@ -100,7 +101,7 @@ def declared(spec: PodSpec, ephemeral_targets: bool) -> dict[str, tuple[str, str
 
 def compare(view: PodView, spec: PodSpec) -> PodView:
     """``view`` (from a node: runtime + kernel) with the spec laid over it."""
-    notes = [n for n in view.notes if "inferred" not in n]  # roles are known now
+    notes = [n for n in view.notes if n not in INFERRED_ROLES]  # roles are known now
     by_name = {m.name: m for m in view.members if m.role != SANDBOX}
     members: list[Member] = [m for m in view.members if m.role == SANDBOX]
     for m in view.members:
@@ -132,7 +133,7 @@ def compare(view: PodView, spec: PodSpec) -> PodView:
             state = decl.state or "not created"
             members.append(Member(decl.name, decl.role, "", "waiting", sidecar=decl.sidecar))
             notes.append(f"container {decl.name!r} is in the spec but not in the runtime ({state})")
-    members.sort(key=lambda m: (_ROLE_ORDER[m.role], m.created_at == 0, m.created_at))
+    members.sort(key=lambda m: (ROLE_ORDER[m.role], m.created_at == 0, m.created_at))
     ephemeral_running = any(m.role == EPHEMERAL and m.running and m.target_id for m in members)
     want = declared(spec, ephemeral_running)
     sharing = {}

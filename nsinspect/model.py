@@ -27,6 +27,12 @@ STATES: tuple[str, ...] = (SHARED, PRIVATE, HOST, MIXED)
 # Member roles.
 SANDBOX, INIT, APP, EPHEMERAL = "sandbox", "init", "app", "ephemeral"
 ROLES: tuple[str, ...] = (SANDBOX, INIT, APP, EPHEMERAL)
+ROLE_ORDER = {role: i for i, role in enumerate(ROLES)}  # how members are listed
+
+# Notes a node writes when it infers roles without the pod's spec (cluster mode drops them).
+INFERRED_INIT = "init containers inferred: exited before the first app container was created"
+INFERRED_EPHEMERAL = "ephemeral containers inferred: their pid namespace targets another container"
+INFERRED_ROLES = (INFERRED_INIT, INFERRED_EPHEMERAL)
 
 
 class NamespaceId(NamedTuple):

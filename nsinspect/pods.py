@@ -25,10 +25,13 @@ from nsinspect.model import (
     APP,
     EPHEMERAL,
     HOST,
+    INFERRED_EPHEMERAL,
+    INFERRED_INIT,
     INIT,
     MIXED,
     NS_TYPES,
     PRIVATE,
+    ROLE_ORDER,
     SANDBOX,
     SHARED,
     ContainerRef,
@@ -49,7 +52,6 @@ L_NAME, L_NAMESPACE, L_UID, L_CONTAINER = (
     "io.kubernetes.container.name",
 )
 _CONTAINER_STATES = {0: "created", 1: "running", 2: "exited", 3: "unknown"}
-_ROLE_ORDER = {SANDBOX: 0, INIT: 1, APP: 2, EPHEMERAL: 3}
 
 
 def cgroup_v2(host_root: str | None) -> bool:
@@ -302,10 +304,10 @@ def assign_roles(sandbox: Member, raw: list[tuple[Member, Any, int]], options: M
             out.append(m)
         members = out
     if any(m.role == INIT for m in members):
-        notes.append("init containers inferred: exited before the first app container was created")
+        notes.append(INFERRED_INIT)
     if any(m.role == EPHEMERAL for m in members):
-        notes.append("ephemeral containers inferred: their pid namespace targets another container")
-    members.sort(key=lambda m: (_ROLE_ORDER[m.role], m.created_at))
+        notes.append(INFERRED_EPHEMERAL)
+    members.sort(key=lambda m: (ROLE_ORDER[m.role], m.created_at))
     return [sandbox, *members], notes
 
 

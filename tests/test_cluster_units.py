@@ -18,7 +18,7 @@ from helpers import assert_one_sentence_error, run_cli
 from kube_stub import EVERYTHING, StubAPI
 from nsinspect.cli import normalize_argv
 from nsinspect.declared import compare, spec_of
-from nsinspect.model import NS_TYPES, Member, NamespaceId, PodInfo, PodView, Process, ProcessId, Verdict
+from nsinspect.model import INFERRED_EPHEMERAL, NS_TYPES, Member, NamespaceId, PodInfo, PodView, Process, ProcessId, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,7 @@ def _view():
     ]
     sharing = {t: Verdict("shared", "shared", "r") for t in NS_TYPES}
     sharing["pid"] = Verdict("mixed", "mixed", "pid=TARGET")
-    return PodView(PodInfo("lab", "p", "u1", "sb", "n1"), members, sharing, {}, notes=("ephemeral containers inferred: x",))
+    return PodView(PodInfo("lab", "p", "u1", "sb", "n1"), members, sharing, {}, notes=(INFERRED_EPHEMERAL,))
 
 
 POD = {

@@ -122,7 +122,7 @@ class ClusterEngine:
             if said:
                 raise Unavailable(f"{where} did not accept the connection ({said}); check that it runs: "
                                   f"kubectl -n {self.agent_namespace} logs {name}") from None
-            raise Unavailable(f"{where} stopped answering ({_after_paren(str(e))}); check it with: "
+            raise Unavailable(f"{where} stopped answering ({e.reason}); check it with: "
                               f"kubectl -n {self.agent_namespace} logs {name}") from None
         finally:
             engine.close()
@@ -247,9 +247,3 @@ def _live(pod: dict[str, Any]) -> bool:
     """Can this pod have a sandbox on its node (scheduled, not finished)?"""
     return bool((pod.get("spec") or {}).get("nodeName")) and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
 
-
-def _after_paren(text: str) -> str:
-    """The detail inside the first parentheses of an AgentEngine sentence (the transport's reason)."""
-    if "(" in text and ")" in text:
-        return text.split("(", 1)[1].split(")", 1)[0]
-    return text

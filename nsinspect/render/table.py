@@ -219,7 +219,7 @@ def pod_table(v: PodView, wide: bool) -> RenderableType:
         disagree = explain_verdict(nstype, verdict)
         if disagree and verdict.actual is not None:
             explain.append(Text(f"{nstype}: ", style="bold").append(disagree, style="bold red"))
-        elif verdict.actual == "host" or (not verdict.ok and verdict.actual is not None):
+        elif verdict.actual == "host":
             explain.append(Text(f"{nstype}: ", style="bold").append(verdict.reason))
     parts.extend(explain)
     parts.extend(Text(f"note: {safe(n)}", style="dim") for n in v.notes)
