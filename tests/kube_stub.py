@@ -286,6 +286,10 @@ def _handler(api: StubAPI) -> type:
             finally:
                 with api._lock:
                     api.streams -= 1
+            try:
+                send_frame(client, b"", opcode=8)  # the closing handshake's answer, sent once the stream is gone
+            except OSError:
+                pass
             self.close_connection = True
 
         def _pump(self, client: socket.socket, backend: socket.socket, pod: tuple[str, str]) -> None:
@@ -312,8 +316,7 @@ def _handler(api: StubAPI) -> type:
                     if backend in ready:
                         data = backend.recv(65536)
                         if not data:
-                            send_frame(client, b"", opcode=8)
-                            return
+                            return  # the close frame follows, once the stream is counted out
                         send_frame(client, b"\x00" + data)
             except OSError:
                 return

@@ -20,12 +20,14 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from nsinspect.errors import NsinspectError
 
 DATA, ERROR = 0, 1
+CLOSE_WAIT = 1.0  # seconds to wait for the API server to answer a stream's close
 
 
 class Tunnel:
@@ -47,6 +49,7 @@ class Tunnel:
         self._listener.listen(16)
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
+        self._pumps: set[threading.Thread] = set()
         self._closed = False
         threading.Thread(target=self._accept, name="nsinspect-tunnel", daemon=True).start()
 
@@ -60,7 +63,10 @@ class Tunnel:
                 conn, _ = self._listener.accept()
             except OSError:
                 return  # closed
-            threading.Thread(target=self._serve, args=(conn,), name="nsinspect-pump", daemon=True).start()
+            pump = threading.Thread(target=self._serve, args=(conn,), name="nsinspect-pump", daemon=True)
+            with self._lock:
+                self._pumps.add(pump)
+            pump.start()
 
     def _serve(self, conn: socket.socket) -> None:
         with self._lock:
@@ -78,11 +84,12 @@ class Tunnel:
         except Exception as e:  # the stream broke: grpcio sees the socket close and reports UNAVAILABLE
             self.error = self.error or f"the port-forward stream broke ({type(e).__name__}: {e})"
         finally:
-            with self._lock:
-                self._conns.discard(conn)
             _close(conn)
             if ws is not None:
                 _close_ws(ws)
+            with self._lock:
+                self._conns.discard(conn)
+                self._pumps.discard(threading.current_thread())
 
     def _pump(self, conn: socket.socket, ws: Any) -> None:
         from websocket import ABNF, WebSocketConnectionClosedException
@@ -122,9 +129,12 @@ class Tunnel:
                     self.error += payload.decode("utf-8", "replace")
 
     def close(self) -> None:
+        """Close every stream and wait (at most CLOSE_WAIT s) until the API server has let go of
+        them: a caller that then opens the next tunnel never holds more streams than it meant to."""
         with self._lock:
             self._closed = True
             conns, first, self._first = list(self._conns), self._first, None
+            pumps = list(self._pumps)
         _close(self._listener)
         for conn in conns:
             try:
@@ -133,6 +143,9 @@ class Tunnel:
                 pass
         if first is not None:
             _close_ws(first)
+        deadline = time.monotonic() + CLOSE_WAIT
+        for pump in pumps:
+            pump.join(max(0.0, deadline - time.monotonic()))
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> Tunnel:
@@ -150,8 +163,10 @@ def _close(s: socket.socket) -> None:
 
 
 def _close_ws(ws: Any) -> None:
+    """The websocket closing handshake: send a close frame, wait for the server's (or its end of
+    the connection), then drop the socket."""
     try:
-        ws.send_close()
+        ws.close(timeout=CLOSE_WAIT)
     except Exception:
         pass
     try:
