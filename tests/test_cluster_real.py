@@ -319,3 +319,20 @@ def test_in_cluster_with_a_service_account(ctrd, agent, tmp_path):
         assert d["sharing"]["net"]["actual"] == "host"
     finally:
         api.close()
+
+
+def test_a_session_lets_go_of_its_streams_before_it_ends(api):
+    """What bounds the fan-out: once a session with an agent is over, the API server holds none of
+    its port-forward streams (the websocket closing handshake is waited for, not just started)."""
+    from nsinspect.cluster.api import Kube
+    from nsinspect.cluster.engine import ClusterEngine
+
+    engine = ClusterEngine(Kube(kubeconfig=str(api.kc)))
+    try:
+        for _ in range(5):
+            api.streams_max = 0
+            assert engine.pod("namespace-demo", "lab").pod.name == "namespace-demo"
+            assert api.streams_max == 1  # the one stream was in use...
+            assert api.streams == 0  # ...and is gone the moment the call returns
+    finally:
+        engine.close()
