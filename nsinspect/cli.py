@@ -384,6 +384,8 @@ def normalize_argv(argv: list[str]) -> list[str]:
             break
         name = tok.split("=", 1)[0]
         takes_value = "=" not in tok
+        if len(tok) > 2 and tok[0] == "-" and tok[1] != "-" and tok[:2] in _GLOBAL_WITH_VALUE + _COMMAND_WITH_VALUE:
+            name, takes_value = tok[:2], False  # -nshop, -ojson: the value is attached, as kubectl allows
         if name in _GLOBAL_WITH_VALUE or name in _GLOBAL_FLAGS:
             n = 2 if name in _GLOBAL_WITH_VALUE and takes_value else 1
             before.extend(argv[i:i + n])

@@ -92,6 +92,8 @@ def test_compare_notes_a_target_the_runtime_did_not_join():
         (["pods", "-A", "--local"], ["--local", "pods", "-A"]),
         (["-o", "json", "pod", "x"], ["pod", "-o", "json", "x"]),
         (["pod", "--", "--context"], ["pod", "--", "--context"]),
+        (["-nshop", "-ojson", "pod", "x"], ["pod", "-nshop", "-ojson", "x"]),
+        (["-rtcp://h:1", "pods", "-cweb"], ["-rtcp://h:1", "pods", "-cweb"]),
     ],
 )
 def test_kubectl_style_argv(argv, want):
