@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -336,3 +337,5 @@ def test_a_session_lets_go_of_its_streams_before_it_ends(api):
             assert api.streams == 0  # ...and is gone the moment the call returns
     finally:
         engine.close()
+    # Nor does a session leave threads behind (an accept() blocked on a closed listener, say).
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("nsinspect-")]

@@ -175,7 +175,8 @@ def _fresh(view, tree):
 
 
 def test_parallel_scan_equals_serial(pod_like, force_parallel):
-    assert procfs._workers_for(len(ProcFS().pids())) >= 2 or os.cpu_count() == 1
+    # fork() needs a single-threaded process: a thread some earlier test leaked would silently serialize the scan.
+    assert procfs._workers_for(len(ProcFS().pids())) >= 2 or os.cpu_count() == 1, threading.enumerate()
     serial = _fresh(discover.node_view(ProcFS(), parallel=False), pod_like)
     parallel = _fresh(discover.node_view(ProcFS(), parallel=True), pod_like)
     assert serial == parallel and len(serial) == 4

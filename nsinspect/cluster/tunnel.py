@@ -51,7 +51,8 @@ class Tunnel:
         self._conns: set[socket.socket] = set()
         self._pumps: set[threading.Thread] = set()
         self._closed = False
-        threading.Thread(target=self._accept, name="nsinspect-tunnel", daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, name="nsinspect-tunnel", daemon=True)
+        self._acceptor.start()
 
     @property
     def address(self) -> str:
@@ -135,6 +136,10 @@ class Tunnel:
             self._closed = True
             conns, first, self._first = list(self._conns), self._first, None
             pumps = list(self._pumps)
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
+        except OSError:
+            pass
         _close(self._listener)
         for conn in conns:
             try:
@@ -144,8 +149,8 @@ class Tunnel:
         if first is not None:
             _close_ws(first)
         deadline = time.monotonic() + CLOSE_WAIT
-        for pump in pumps:
-            pump.join(max(0.0, deadline - time.monotonic()))
+        for thread in [self._acceptor, *pumps]:
+            thread.join(max(0.0, deadline - time.monotonic()))
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> Tunnel:
