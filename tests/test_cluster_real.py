@@ -339,3 +339,30 @@ def test_a_session_lets_go_of_its_streams_before_it_ends(api):
         engine.close()
     # Nor does a session leave threads behind (an accept() blocked on a closed listener, say).
     assert not [t.name for t in threading.enumerate() if t.name.startswith("nsinspect-")]
+
+
+def test_contexts_and_kubeconfig_lists(api, tmp_path):
+    """As kubectl: $KUBECONFIG is a list merged first-wins, --context picks a context and its namespace."""
+    base = json.loads(api.kc.read_text())  # context "stub", namespace lab
+    extra = tmp_path / "extra"
+    extra.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "other",  # the first file's current-context wins
+        "contexts": [{"name": "other", "context": {"cluster": "stub", "user": "u", "namespace": "elsewhere"}},
+                     {"name": "no-ns", "context": {"cluster": "stub", "user": "u"}}],
+    }))
+    empty = tmp_path / "empty"
+    empty.write_text("")  # skipped, as kubectl skips it
+    env = {"KUBECONFIG": os.pathsep.join(map(str, (empty, api.kc, extra, tmp_path / "missing")))}
+    assert as_json(run_cli("pod", "hostnet", "-o", "json", env=env))["pod"]["namespace"] == "lab"
+    r = run_cli("pod", "hostnet", "--context", "other", env=env)
+    assert_one_sentence_error(r, 3)
+    assert "elsewhere" in r.stderr  # the context's namespace was asked
+    assert as_json(run_cli("pod", "hostnet", "--context", "other", "-n", "lab", "-o", "json", env=env))["pod"]["name"] == "hostnet"
+    r = run_cli("pods", "--context", "no-ns", "-o", "json", env=env)  # a context without a namespace: default
+    assert r.returncode == 0 and json.loads(r.stdout)["pods"] == [], r.stderr
+    r = run_cli("pod", "hostnet", "--context", "nope", env=env)
+    assert_one_sentence_error(r, 2)
+    assert "nope" in r.stderr
+    assert base["current-context"] == "stub"
+    # Only empty files: no configuration, said in one sentence.
+    assert_one_sentence_error(run_cli("--context", "stub", "pods", env={"KUBECONFIG": str(empty)}), 2)

@@ -39,15 +39,16 @@ def in_cluster() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(os.path.join(SA_DIR, "token"))
 
 
+def _non_empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
 def configured(kubeconfig: str | None = None) -> bool:
     """Is there a Kubernetes configuration to use (a non-empty kubeconfig, or a service account)?"""
-    for p in kubeconfig_paths(kubeconfig):
-        try:
-            if os.path.getsize(p) > 0:
-                return True
-        except OSError:
-            continue
-    return in_cluster()
+    return any(_non_empty(p) for p in kubeconfig_paths(kubeconfig)) or in_cluster()
 
 
 class Kube:
@@ -56,6 +57,7 @@ class Kube:
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, timeout: tuple[float, float] = REQUEST_TIMEOUT):
         from kubernetes import client, config
         from kubernetes.config.config_exception import ConfigException
+        from kubernetes.config.kube_config import KubeConfigLoader, KubeConfigMerger
 
         self.timeout = timeout
         cfg = client.Configuration()
@@ -64,12 +66,21 @@ class Kube:
             if kubeconfig or context or not in_cluster() or any(os.path.exists(p) for p in files):
                 if not any(os.path.exists(p) for p in files):
                     raise InvalidArgument(f"no kubeconfig at {', '.join(files)}; pass --kubeconfig PATH, or --local to read this node")
-                config_file = os.pathsep.join(files)
-                config.load_kube_config(config_file=config_file, context=context, client_configuration=cfg, persist_config=False)
-                contexts, active = config.list_kube_config_contexts(config_file=config_file)
-                chosen = next((c for c in contexts if c.get("name") == context), active) if context else active
-                self.context = (chosen or {}).get("name", "")
-                self.namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
+                # What load_kube_config does, kept in hand to read the chosen context's namespace
+                # without merging and parsing the files a second time, and with kubectl's rules for a
+                # list: empty files are skipped, and the first file that names a current-context wins
+                # (the client's merger would fail on an empty file and let the last one win).
+                merged = KubeConfigMerger(os.pathsep.join(p for p in files if _non_empty(p)))
+                if merged.config is None:
+                    raise ConfigException(f"no configuration in {', '.join(files)}")
+                current = [c["current-context"] for c in merged.config_files.values() if (c or {}).get("current-context")]
+                if current:
+                    merged.config.value["current-context"] = current[0]
+                loader = KubeConfigLoader(config_dict=merged.config, active_context=context, config_base_path=None)
+                loader.load_and_set(cfg)
+                chosen = loader.current_context or {}
+                self.context = chosen.get("name", "")
+                self.namespace = (chosen.get("context") or {}).get("namespace") or "default"
             else:
                 config.load_incluster_config(client_configuration=cfg)
                 self.context = "in-cluster"
