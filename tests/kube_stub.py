@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 EVERYTHING = {("get", "pods", "*"), ("list", "pods", "*"), ("create", "pods/portforward", "*"), ("patch", "*", "*")}
 AGENT_NS = "nsinspect-system"
+PROXIED_NAME = "api.stub.invalid"  # a server name only ConnectProxy resolves (to 127.0.0.1)
 AGENT_LABEL = ("app.kubernetes.io/name", "nsinspect-agent")
 
 
@@ -39,10 +40,10 @@ def status(code: int, reason: str, message: str) -> dict:
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (and its key), as a cluster CA would issue the API server's."""
+    """A certificate for 127.0.0.1 and PROXIED_NAME (and its key), as a cluster CA would issue the API server's."""
     cert, key = directory / "apiserver.crt", directory / "apiserver.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", f"subjectAltName=IP:127.0.0.1,DNS:{PROXIED_NAME}"],
                    check=True, capture_output=True)
     return cert, key
 
@@ -56,6 +57,7 @@ class StubAPI:
         self.users: dict[str, tuple[str, set[tuple[str, str, str]]]] = {"admin-token": ("admin", set(EVERYTHING))}
         self.applied: list[tuple[str, dict]] = []
         self.log: list[tuple[str, str]] = []  # (method, path) of each request
+        self.peers: list[tuple[str, int]] = []  # (path, client's port) of each request
         self.on_forward: Callable[[tuple[str, str]], None] | None = None  # called when a stream first carries data
         self.pages = 0  # list pages served
         self.streams = self.streams_max = 0  # port-forward streams open now, and at most
@@ -110,13 +112,14 @@ class StubAPI:
     def user(self, token: str, name: str, grants: set[tuple[str, str, str]]) -> None:
         self.users[token] = (name, grants)
 
-    def kubeconfig(self, path: Path, token: str = "admin-token", namespace: str | None = None, context: str = "stub") -> Path:
+    def kubeconfig(self, path: Path, token: str = "admin-token", namespace: str | None = None, context: str = "stub",
+                   server: str | None = None) -> Path:
         ctx: dict = {"cluster": "stub", "user": "u"}
         if namespace:
             ctx["namespace"] = namespace
         cfg = {
             "apiVersion": "v1", "kind": "Config", "current-context": context,
-            "clusters": [{"name": "stub", "cluster": {"server": self.url, **self._ca_data()}}],
+            "clusters": [{"name": "stub", "cluster": {"server": server or self.url, **self._ca_data()}}],
             "users": [{"name": "u", "user": {"token": token}}],
             "contexts": [{"name": context, "context": ctx}],
         }
@@ -186,6 +189,7 @@ def _handler(api: StubAPI) -> type:
             parts = [unquote(p) for p in url.path.strip("/").split("/")]
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
             api.log.append(("GET", url.path))
+            api.peers.append((url.path, self.client_address[1]))
             if parts[:3] == ["api", "v1", "pods"] and len(parts) == 3:
                 if self._allowed("list", "pods", "*"):
                     self._send(200, self._list(None, query))
@@ -408,3 +412,72 @@ class Fleet:
                 a.proc.wait(15)
             except Exception:
                 a.proc.kill()
+
+
+class ConnectProxy:
+    """An HTTP proxy on loopback that only tunnels (CONNECT, as clients use for https and wss),
+    optionally asking for basic auth; ``seen`` lists (target, authorized) of every CONNECT and
+    ``ports`` the local ports of its upstream connections (what the server sees as the client's)."""
+
+    def __init__(self, user: str = "", password: str = "") -> None:
+        self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode() if user else ""
+        self.seen: list[tuple[str, bool]] = []
+        self.ports: set[int] = set()  # local ports of the connections it made upstream
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.url = f"http://{user}:{password}@127.0.0.1:{self._listener.getsockname()[1]}" if user else \
+            f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in lines[1:] if ":" in h)}
+            authorized = not self.auth or headers.get("proxy-authorization") == self.auth
+            self.seen.append((target, authorized))
+            if method != "CONNECT":
+                conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            if not authorized:
+                conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"stub\"\r\n"
+                             b"Content-Length: 0\r\n\r\n")
+                return
+            host, port = target.rsplit(":", 1)
+            host = "127.0.0.1" if host == PROXIED_NAME else host  # a proxy resolves names for its clients
+            try:
+                upstream = socket.create_connection((host, int(port)), timeout=5)
+            except OSError:
+                conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                return
+            with upstream:
+                self.ports.add(upstream.getsockname()[1])
+                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                socks = [conn, upstream]
+                while True:
+                    ready, _, _ = select.select(socks, [], [])
+                    for s in ready:
+                        data = s.recv(65536)
+                        if not data:
+                            return
+                        (upstream if s is conn else conn).sendall(data)

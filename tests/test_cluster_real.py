@@ -13,7 +13,7 @@ import pytest
 
 from cri_env import Agent
 from helpers import assert_one_sentence_error, run_cli, truth
-from kube_stub import EVERYTHING, StubAPI, pod_object
+from kube_stub import EVERYTHING, PROXIED_NAME, ConnectProxy, StubAPI, pod_object
 
 pytestmark = pytest.mark.runtime
 
@@ -366,3 +366,52 @@ def test_contexts_and_kubeconfig_lists(api, tmp_path):
     assert base["current-context"] == "stub"
     # Only empty files: no configuration, said in one sentence.
     assert_one_sentence_error(run_cli("--context", "stub", "pods", env={"KUBECONFIG": str(empty)}), 2)
+
+
+def test_through_a_proxy_as_kubectl_would(ctrd, agent, tmp_path):
+    """HTTPS_PROXY (with credentials) carries the API calls and the port-forward alike; NO_PROXY
+    bypasses it; loopback servers never use it; a kubeconfig's proxy-url is used regardless of
+    NO_PROXY; failures are one sentence that names the proxy but not its password.  The server's
+    name (PROXIED_NAME) resolves only at the proxy, so an answer proves the path went through it."""
+    api, proxy = StubAPI(tls=True), ConnectProxy("me", "s3cr:t")
+    try:
+        api.add_pod(course_pod(ctrd, "hostnet"))
+        api.add_agent(NODE, agent.address)
+        port = api.url.rsplit(":", 1)[1]
+        kc = api.kubeconfig(tmp_path / "kc", namespace="lab", server=f"https://{PROXIED_NAME}:{port}")
+        direct = api.kubeconfig(tmp_path / "direct", namespace="lab")  # https://127.0.0.1:PORT
+
+        def ask(kubeconfig, env):
+            proxy.seen.clear()
+            api.peers.clear()
+            return run_cli("--kubeconfig", str(kubeconfig), "pod", "hostnet", "-o", "json", env=env)
+
+        r = ask(kc, {"HTTPS_PROXY": proxy.url, "NO_PROXY": "10.0.0.0/8"})
+        assert r.returncode == 0 and json.loads(r.stdout)["pod"]["name"] == "hostnet", r.stderr
+        assert any(path.endswith("/portforward") for path, _ in api.peers)
+        assert all(p in proxy.ports for _, p in api.peers)  # every request, the port-forward's too, came through it
+        assert proxy.seen and all(target == f"{PROXIED_NAME}:{port}" and ok for target, ok in proxy.seen)
+        # NO_PROXY names the server: no proxy (so the name does not resolve).
+        r = ask(kc, {"HTTPS_PROXY": proxy.url, "NO_PROXY": ".stub.invalid"})
+        assert_one_sentence_error(r, 4)
+        assert proxy.seen == [] and "via the proxy" not in r.stderr
+        # A loopback server never goes through the environment's proxy (kind, minikube), as in kubectl.
+        r = ask(direct, {"HTTPS_PROXY": proxy.url, "NO_PROXY": ""})
+        assert r.returncode == 0 and proxy.seen == [], r.stderr
+        # The kubeconfig's proxy-url is used whatever NO_PROXY says.
+        cfg = json.loads(direct.read_text())
+        cfg["clusters"][0]["cluster"]["proxy-url"] = proxy.url
+        (tmp_path / "via-kc").write_text(json.dumps(cfg))
+        r = ask(tmp_path / "via-kc", {"NO_PROXY": "*"})
+        assert r.returncode == 0 and api.peers and all(p in proxy.ports for _, p in api.peers), r.stderr
+        # Refused credentials, and a proxy that is not there: one sentence, the password never shown.
+        r = ask(kc, {"HTTPS_PROXY": proxy.url.replace("s3cr", "nope"), "NO_PROXY": ""})
+        assert_one_sentence_error(r, 4)
+        assert proxy.seen[-1] == (f"{PROXIED_NAME}:{port}", False)
+        assert "via the proxy http://127.0.0.1:" in r.stderr and "407" in r.stderr and "nope" not in r.stderr
+        r = ask(kc, {"HTTPS_PROXY": "http://me:hush@127.0.0.1:1", "NO_PROXY": ""})
+        assert_one_sentence_error(r, 4)
+        assert "via the proxy http://127.0.0.1:1" in r.stderr and "hush" not in r.stderr
+    finally:
+        proxy.close()
+        api.close()

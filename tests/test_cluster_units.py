@@ -210,3 +210,40 @@ def test_big_lists_are_read_in_pages(tmp_path):
         kube.close()
     finally:
         api.close()
+
+
+@pytest.mark.parametrize(
+    ("server", "env", "want"),
+    [
+        ("https://10.1.2.3:6443", {"HTTPS_PROXY": "http://px:3128"}, "http://px:3128"),
+        ("https://10.1.2.3:6443", {"https_proxy": "http://px:3128", "no_proxy": "10.0.0.0/8"}, None),
+        ("https://api.corp.example", {"HTTPS_PROXY": "http://px", "NO_PROXY": ".corp.example"}, None),
+        ("https://corp.example", {"HTTPS_PROXY": "http://px", "NO_PROXY": "corp.example"}, None),
+        ("https://api.x:6443", {"HTTPS_PROXY": "http://px", "NO_PROXY": "api.x:6443"}, None),
+        ("https://api.x:443", {"HTTPS_PROXY": "http://px", "NO_PROXY": "api.x:6443"}, "http://px"),
+        ("https://notcorp.example", {"HTTPS_PROXY": "http://px", "NO_PROXY": "corp.example"}, "http://px"),
+        ("https://h", {"HTTPS_PROXY": "http://px", "NO_PROXY": "*"}, None),
+        ("http://h", {"HTTPS_PROXY": "http://px"}, None),  # by the server's scheme, as Go's ProxyFromEnvironment
+        ("http://h", {"HTTP_PROXY": "http://px"}, "http://px"),
+        ("https://127.0.0.1:6443", {"HTTPS_PROXY": "http://px"}, None),  # loopback: never, as in Go
+        ("https://localhost:6443", {"HTTPS_PROXY": "http://px"}, None),
+        ("https://[::1]:6443", {"HTTPS_PROXY": "http://px"}, None),
+    ],
+)
+def test_proxy_from_the_environment(server, env, want):
+    from nsinspect.cluster.api import proxy_for
+
+    assert proxy_for(server, None, env) == want
+    assert proxy_for(server, "http://from-kubeconfig", env) == "http://from-kubeconfig"  # regardless of NO_PROXY
+
+
+def test_a_socks_proxy_without_its_packages_is_one_sentence(monkeypatch):
+    import importlib.util
+
+    from nsinspect.cluster import api
+    from nsinspect.errors import InvalidArgument
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("socks", "python_socks") else real(name, *a))
+    with pytest.raises(InvalidArgument, match=r"socks5://h:1080 needs PySocks and python-socks: pip install PySocks python-socks"):
+        api._require_socks("socks5://me:pw@h:1080")

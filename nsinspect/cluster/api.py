@@ -12,10 +12,11 @@ us from the API server -> Unavailable.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from nsinspect.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 
@@ -37,6 +38,71 @@ def kubeconfig_paths(explicit: str | None = None) -> list[str]:
 
 def in_cluster() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(os.path.join(SA_DIR, "token"))
+
+
+_DEFAULT_PROXY_PORT = {"http": 80, "https": 443, "socks4": 1080, "socks4a": 1080, "socks5": 1080, "socks5h": 1080}
+
+
+def proxy_for(server: str, kubeconfig_proxy: str | None = None, environ: Any = None) -> str | None:
+    """The proxy to reach ``server`` through, as kubectl (Go's ProxyFromEnvironment) picks it:
+    the cluster's ``proxy-url`` from the kubeconfig, else ``HTTPS_PROXY``/``HTTP_PROXY`` by the
+    server's scheme, unless the server is localhost or a loopback address, or ``NO_PROXY``
+    lists it (host, domain suffix, ``host:port``, CIDR or ``*``)."""
+    if kubeconfig_proxy:
+        return kubeconfig_proxy
+    env = os.environ if environ is None else environ
+    url = urlsplit(server)
+    scheme = url.scheme or "https"
+
+    def var(name: str) -> str:
+        return (env.get(name.lower()) or env.get(name.upper()) or "").strip()
+
+    proxy = var(f"{scheme}_proxy")
+    if not proxy:
+        return None
+    host = (url.hostname or "").lower()
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if host == "localhost" or (ip is not None and ip.is_loopback):
+        return None  # a local cluster (kind, minikube) is never reached through the environment's proxy
+    for entry in (e.strip().lower() for e in var("no_proxy").split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return None
+        if ip is not None and "/" in entry:
+            try:
+                if ip in ipaddress.ip_network(entry, strict=False):
+                    return None
+            except ValueError:
+                pass
+        entry = entry.lstrip(".")
+        if entry in (host, url.netloc.lower()) or host.endswith("." + entry):
+            return None
+    return proxy
+
+
+def _without_credentials(url: str) -> str:
+    u = urlsplit(url)
+    return u._replace(netloc=u.netloc.rsplit("@", 1)[-1]).geturl()
+
+
+def _proxy_auth(proxy: str) -> tuple[str, str]:
+    u = urlsplit(proxy)
+    return unquote(u.username or ""), unquote(u.password or "")
+
+
+def _require_socks(proxy: str) -> None:
+    """SOCKS needs two optional packages: PySocks for the API calls (urllib3), python-socks for
+    the port-forward websockets (websocket-client)."""
+    import importlib.util
+
+    missing = [pkg for mod, pkg in (("socks", "PySocks"), ("python_socks", "python-socks")) if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise InvalidArgument(f"the SOCKS proxy {_without_credentials(proxy)} needs {' and '.join(missing)}: "
+                              f"pip install {' '.join(missing)}, or use an HTTP proxy")
 
 
 def _non_empty(path: str) -> bool:
@@ -81,7 +147,10 @@ class Kube:
                 chosen = loader.current_context or {}
                 self.context = chosen.get("name", "")
                 self.namespace = (chosen.get("context") or {}).get("namespace") or "default"
+                cluster = merged.config["clusters"].get_with_name((chosen.get("context") or {}).get("cluster"), safe=True)
+                kubeconfig_proxy = (cluster.value.get("cluster") or {}).get("proxy-url") if cluster else None
             else:
+                kubeconfig_proxy = None
                 config.load_incluster_config(client_configuration=cfg)
                 self.context = "in-cluster"
                 try:
@@ -94,6 +163,15 @@ class Kube:
         except (OSError, ValueError) as e:
             raise InvalidArgument(f"cannot read the kubeconfig ({_one_line(str(e))}); check --kubeconfig") from None
         cfg.retries = 1  # a refused connection is reported, not retried for seconds
+        # One proxy decision for the REST calls and the port-forward websockets alike.
+        self.proxy = proxy_for(cfg.host, kubeconfig_proxy)
+        cfg.proxy, cfg.no_proxy = self.proxy, None
+        if self.proxy and urlsplit(self.proxy).scheme.startswith("socks"):
+            _require_socks(self.proxy)
+        if self.proxy and not cfg.proxy_headers and urlsplit(self.proxy).username:
+            from urllib3 import make_headers
+
+            cfg.proxy_headers = make_headers(proxy_basic_auth=":".join(_proxy_auth(self.proxy)))
         self.config = cfg
         self.host = cfg.host
         self.api = client.ApiClient(cfg)
@@ -114,11 +192,10 @@ class Kube:
             resp = self.api.call_api(method, url, header_params=headers, body=body, _request_timeout=self.timeout)
             data = resp.read()
         except ApiException as e:
-            raise Unavailable(f"cannot reach the Kubernetes API server at {self.host} ({_one_line(str(e.reason))}); "
-                              "check the context and your network") from None
+            raise self._unreachable(f"cannot reach the Kubernetes API server at {self.host}", _one_line(str(e.reason)),
+                                    "the context") from None
         except Exception as e:  # urllib3/ssl/socket errors: the server is not reachable
-            raise Unavailable(f"cannot reach the Kubernetes API server at {self.host} ({_reason(e)}); "
-                              "check the context and your network") from None
+            raise self._unreachable(f"cannot reach the Kubernetes API server at {self.host}", _reason(e), "the context") from None
         if 200 <= resp.status < 300:
             try:
                 return json.loads(data)
@@ -181,11 +258,21 @@ class Kube:
         if getattr(cfg, "tls_server_name", None):
             sslopt["server_hostname"] = cfg.tls_server_name
         opts: dict[str, Any] = {"header": header, "timeout": timeout}
-        if cfg.proxy:
-            from urllib.parse import urlparse
-
-            proxy = urlparse(cfg.proxy)
-            opts.update(http_proxy_host=proxy.hostname, http_proxy_port=proxy.port, proxy_type=proxy.scheme or "http")
+        if self.proxy:
+            proxy = urlsplit(self.proxy)
+            scheme = proxy.scheme or "http"
+            opts.update(http_proxy_host=proxy.hostname, http_proxy_port=proxy.port or _DEFAULT_PROXY_PORT.get(scheme, 80),
+                        proxy_type="http" if scheme in ("http", "https") else scheme)
+            if proxy.username:
+                opts["http_proxy_auth"] = _proxy_auth(self.proxy)
+            # Decided above, NO_PROXY included: keep websocket-client from reading it again (it would
+            # bypass a kubeconfig's proxy-url that kubectl uses regardless). ".invalid" matches no server.
+            opts["http_no_proxy"] = ["nsinspect.invalid"]
+        else:
+            # Decided above: direct.  Without a proxy host websocket-client would read HTTPS_PROXY
+            # itself (and proxy a loopback server that kubectl reaches directly); a proxy whose
+            # no-proxy list holds every host is its documented way to say "no proxy".
+            opts.update(http_proxy_host="direct.invalid", http_proxy_port=1, http_no_proxy=["*"])
         ws = websocket.WebSocket(sslopt=sslopt, skip_utf8_validation=True, enable_multithread=True)
         try:
             ws.connect(url, **opts)
@@ -193,10 +280,22 @@ class Kube:
             body = e.resp_body.decode("utf-8", "replace") if isinstance(e.resp_body, bytes) else str(e.resp_body or "")
             raise status_error(e.status_code, _message(body), ("create", "pods/portforward", namespace)) from None
         except Exception as e:
-            raise Unavailable(f"cannot open a port-forward to {namespace}/{pod} through {self.host} ({_reason(e)}); "
-                              "check the API server and that the pod runs") from None
+            raise self._unreachable(f"cannot open a port-forward to {namespace}/{pod} through {self.host}", _reason(e),
+                                    "the API server and that the pod runs") from None
         ws.settimeout(None)
         return ws
+
+    def _unreachable(self, what: str, reason: str, check: str) -> Unavailable:
+        """``what`` failed for ``reason``: one sentence, naming the proxy (never its credentials) if one is used."""
+        if not self.proxy:
+            return Unavailable(f"{what} ({reason}); check {check} and your network")
+        shown = _without_credentials(self.proxy)
+        reason = reason.replace(self.proxy, shown)
+        _, password = _proxy_auth(self.proxy)
+        if password:
+            reason = reason.replace(password, "***")
+        return Unavailable(f"{what} via the proxy {shown} ({reason}); check {check}, the proxy settings "
+                           "(HTTPS_PROXY, NO_PROXY, or the cluster's proxy-url) and your network")
 
     def close(self) -> None:
         try:
