@@ -247,3 +247,14 @@ def test_a_socks_proxy_without_its_packages_is_one_sentence(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("socks", "python_socks") else real(name, *a))
     with pytest.raises(InvalidArgument, match=r"socks5://h:1080 needs PySocks and python-socks: pip install PySocks python-socks"):
         api._require_socks("socks5://me:pw@h:1080")
+
+
+def test_proxy_errors_never_show_its_credentials():
+    from nsinspect.cluster.api import Kube
+
+    k = Kube.__new__(Kube)  # only the error wording is under test here
+    k.proxy = "http://me:s3cr%3At@px:3128"
+    e = k._unreachable("cannot reach X", "ProxyError('http://me:s3cr%3At@px:3128': refused) for me:s3cr%3At", "the context")
+    assert "s3cr" not in str(e) and "via the proxy http://px:3128 (ProxyError('http://px:3128': refused)" in str(e)
+    k.proxy = None
+    assert str(k._unreachable("cannot reach X", "refused", "the context")) == "cannot reach X (refused); check the context and your network"

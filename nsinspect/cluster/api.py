@@ -290,10 +290,10 @@ class Kube:
         if not self.proxy:
             return Unavailable(f"{what} ({reason}); check {check} and your network")
         shown = _without_credentials(self.proxy)
-        reason = reason.replace(self.proxy, shown)
-        _, password = _proxy_auth(self.proxy)
-        if password:
-            reason = reason.replace(password, "***")
+        netloc = urlsplit(self.proxy).netloc
+        if "@" in netloc:  # should a library quote the proxy's address, never with its user:password
+            userinfo = netloc.rsplit("@", 1)[0]
+            reason = reason.replace(userinfo + "@", "").replace(userinfo, "***")
         return Unavailable(f"{what} via the proxy {shown} ({reason}); check {check}, the proxy settings "
                            "(HTTPS_PROXY, NO_PROXY, or the cluster's proxy-url) and your network")
 
