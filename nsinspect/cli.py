@@ -44,7 +44,9 @@ class App:
     kubeconfig: str | None = None
     context: str | None = None
     agent_namespace: str = "nsinspect-system"
-    cluster: bool = False  # cluster mode forced (kubectl-nsinspect, --kubeconfig, --context)
+    as_user: str | None = None  # --as: impersonate this user (cluster mode)
+    as_groups: tuple[str, ...] = ()  # --as-group, repeatable
+    cluster: bool = False  # cluster mode forced (kubectl-nsinspect, --kubeconfig, --context, --as)
     _engine: Any = field(default=None, repr=False)
 
     def mode(self) -> str:
@@ -69,18 +71,23 @@ class App:
 
                 self._engine = AgentEngine(self.agent)
             elif mode == "cluster":
-                from nsinspect.cluster.api import Kube
                 from nsinspect.cluster.engine import ClusterEngine
 
                 from nsinspect.engine import validate_name
 
                 validate_name(self.agent_namespace, "agent namespace")
-                self._engine = ClusterEngine(Kube(self.kubeconfig, self.context), self.agent_namespace)
+                self._engine = ClusterEngine(self.kube(), self.agent_namespace)
             else:
                 from nsinspect.engine import LocalEngine
 
                 self._engine = LocalEngine(self.proc_root, self.runtime_endpoint, self.host_root)
         return self._engine
+
+    def kube(self) -> Any:
+        """The signed-in Kubernetes API client of cluster mode."""
+        from nsinspect.cluster.api import Kube
+
+        return Kube(self.kubeconfig, self.context, as_user=self.as_user, as_groups=self.as_groups)
 
     def namespace(self, given: str | None) -> str:
         """-n, else the context's namespace in cluster mode, else "default"."""
@@ -152,6 +159,8 @@ output_option = click.option(
 @click.option("--local", is_flag=True, help="Read this machine (local mode) even when a Kubernetes configuration is found.")
 @click.option("--kubeconfig", metavar="PATH", help="Cluster mode: the kubeconfig (default: $KUBECONFIG, then ~/.kube/config).")
 @click.option("--context", metavar="NAME", help="Cluster mode: the kubeconfig context (default: the current one).")
+@click.option("--as", "as_user", metavar="USER", help="Cluster mode: act as this user (Kubernetes impersonation, as kubectl --as).")
+@click.option("--as-group", "as_groups", metavar="GROUP", multiple=True, help="Cluster mode: act as a member of this group (repeatable; needs --as).")
 @click.option(
     "--agent-namespace",
     envvar="NSINSPECT_AGENT_NAMESPACE",
@@ -163,7 +172,8 @@ output_option = click.option(
 @click.pass_context
 def cli(
     ctx: click.Context, proc_root: str, runtime_endpoint: str | None, agent: str | None, host_root: str | None,
-    local: bool, kubeconfig: str | None, context: str | None, agent_namespace: str,
+    local: bool, kubeconfig: str | None, context: str | None, as_user: str | None, as_groups: tuple[str, ...],
+    agent_namespace: str,
 ) -> None:
     """Which Linux namespaces do the containers of a pod really share?
 
@@ -178,13 +188,14 @@ def cli(
         ctx.get_parameter_source(p) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
         for p in ("proc_root", "runtime_endpoint", "host_root")
     )
-    forced_cluster = bool(kubeconfig or context) or bool(isinstance(ctx.obj, dict) and ctx.obj.get("kubectl"))
-    if sum((bool(agent), local, bool(kubeconfig or context))) > 1:
-        raise InvalidArgument("choose one mode: --agent ADDR, --local, or --kubeconfig/--context (cluster)")
+    cluster_options = bool(kubeconfig or context or as_user or as_groups)
+    forced_cluster = cluster_options or bool(isinstance(ctx.obj, dict) and ctx.obj.get("kubectl"))
+    if sum((bool(agent), local, cluster_options)) > 1:
+        raise InvalidArgument("choose one mode: --agent ADDR, --local, or --kubeconfig/--context/--as (cluster)")
     ctx.obj = App(
         proc_root=proc_root, runtime_endpoint=runtime_endpoint or None, agent=agent, host_root=host_root,
         local=local or (node_side and not forced_cluster), kubeconfig=kubeconfig, context=context,
-        agent_namespace=agent_namespace, cluster=forced_cluster,
+        as_user=as_user, as_groups=tuple(as_groups), agent_namespace=agent_namespace, cluster=forced_cluster,
     )
 
 
@@ -322,9 +333,7 @@ def deploy(app: App, do_apply: bool, image: str | None) -> None:
         return
     if app.agent or app.local:
         raise InvalidArgument("--apply needs the cluster; drop --agent/--local")
-    from nsinspect.cluster.api import Kube
-
-    for line in d.apply(Kube(app.kubeconfig, app.context), objects):
+    for line in d.apply(app.kube(), objects):
         click.echo(f"{line} applied")
 
 
@@ -364,7 +373,7 @@ def agent(app: App, listen: str, cache_ttl: float, workers: int, probe: bool, ve
 # Options of the group that kubectl users put anywhere (kubectl's habit), and command options
 # they put before the command: both are moved to where click expects them.
 _GLOBAL_WITH_VALUE = ("--proc", "-r", "--runtime-endpoint", "--agent", "--host-root", "--kubeconfig", "--context",
-                      "--agent-namespace")
+                      "--as", "--as-group", "--agent-namespace")
 _GLOBAL_FLAGS = ("--local",)
 _COMMAND_WITH_VALUE = ("-n", "--namespace", "-o", "--output", "-c", "--container")
 _COMMAND_FLAGS = ("-A", "--all-namespaces")

@@ -28,7 +28,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-EVERYTHING = {("get", "pods", "*"), ("list", "pods", "*"), ("create", "pods/portforward", "*"), ("patch", "*", "*")}
+EVERYTHING = {("get", "pods", "*"), ("list", "pods", "*"), ("create", "pods/portforward", "*"), ("patch", "*", "*"),
+              ("impersonate", "users", "*"), ("impersonate", "groups", "*")}
 AGENT_NS = "nsinspect-system"
 PROXIED_NAME = "api.stub.invalid"  # a server name only ConnectProxy resolves (to 127.0.0.1)
 AGENT_LABEL = ("app.kubernetes.io/name", "nsinspect-agent")
@@ -58,6 +59,8 @@ class StubAPI:
         self.applied: list[tuple[str, dict]] = []
         self.log: list[tuple[str, str]] = []  # (method, path) of each request
         self.peers: list[tuple[str, int]] = []  # (path, client's port) of each request
+        self.grants_of: dict[str, set[tuple[str, str, str]]] = {}  # whom one may impersonate: user, or "group:NAME"
+        self.impersonated: list[tuple[str, tuple[str, ...]]] = []  # (user, groups) of each impersonated request
         self.on_forward: Callable[[tuple[str, str]], None] | None = None  # called when a stream first carries data
         self.pages = 0  # list pages served
         self.streams = self.streams_max = 0  # port-forward streams open now, and at most
@@ -166,14 +169,34 @@ def _handler(api: StubAPI) -> type:
             self.wfile.write(data)
 
         def _user(self) -> tuple[str, set] | None:
+            """Who asks, with their grants: the token's user, or whom it impersonates (if it may)."""
             scheme, _, token = self.headers.get("Authorization", "").partition(" ")
             token = token.strip() if scheme.lower() == "bearer" else ""  # the scheme is case-insensitive (RFC 7235)
-            return api.users.get(token)
+            user = api.users.get(token)
+            if user is None:
+                self._send(401, status(401, "Unauthorized", "Unauthorized"))
+                return None
+            as_user, as_groups = self.headers.get("Impersonate-User"), self.headers.get_all("Impersonate-Group") or []
+            if as_groups and not as_user:
+                self._send(400, status(400, "BadRequest", "requested [Impersonate-Group] without impersonating a user"))
+                return None
+            if not as_user:
+                return user
+            for resource, names in (("users", [as_user]), ("groups", as_groups)):
+                for name in names:
+                    if ("impersonate", resource, "*") not in user[1]:
+                        self._send(403, status(403, "Forbidden", f'{resource} "{name}" is forbidden: User "{user[0]}" cannot '
+                                                                 f'impersonate resource "{resource}" in API group "" at the cluster scope'))
+                        return None
+            api.impersonated.append((as_user, tuple(as_groups)))
+            grants = set(api.grants_of.get(as_user, set()))
+            for g in as_groups:
+                grants |= api.grants_of.get("group:" + g, set())
+            return as_user, grants
 
         def _allowed(self, verb: str, resource: str, namespace: str) -> bool:
             user = self._user()
             if user is None:
-                self._send(401, status(401, "Unauthorized", "Unauthorized"))
                 return False
             grants = user[1]
             for v, r, ns in grants:

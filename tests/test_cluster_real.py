@@ -221,6 +221,40 @@ def test_rbac_refusals_name_the_missing_verb(api, tmp_path, grants, args, verb):
     assert "RBAC" in r.stderr
 
 
+def test_impersonation_as_kubectl_does_it(api, tmp_path):
+    """--as/--as-group (anywhere on the line, kubectl-style) or the kubeconfig user's as/as-groups:
+    every request, the port-forward's too, is made as that identity, with one header per group."""
+    student = {("get", "pods", "lab"), ("list", "pods", "nsinspect-system")}
+    api.grants_of["student"] = student
+    api.grants_of["group:lab-tools"] = {("create", "pods/portforward", "nsinspect-system")}
+    # The student alone lacks the port-forward: the refusal names what is missing, for the student.
+    r = kube(api, "pod", "namespace-demo", "--as", "student")
+    assert_one_sentence_error(r, 5)
+    assert "you may not create pods/portforward in namespace 'nsinspect-system'" in r.stderr
+    api.impersonated.clear()
+    r = run_cli("pod", "namespace-demo", "--kubeconfig", str(api.kc), "--as=student", "--as-group", "lab-tools",
+                "--as-group", "students", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    assert api.impersonated and set(api.impersonated) == {("student", ("lab-tools", "students"))}
+    assert len(api.impersonated) >= 3  # get pod, list agents, the port-forward
+    # The kubeconfig's as/as-groups, as kubectl reads them; flags win over them.
+    cfg = json.loads(api.kc.read_text())
+    cfg["users"][0]["user"].update({"as": "student", "as-groups": ["lab-tools"]})
+    kc = tmp_path / "as-kc"
+    kc.write_text(json.dumps(cfg))
+    api.impersonated.clear()
+    assert run_cli("--kubeconfig", str(kc), "pod", "namespace-demo").returncode == 0
+    assert set(api.impersonated) == {("student", ("lab-tools",))}
+    # Someone who may not impersonate: one sentence naming the impersonate verb.
+    api.user("plain", "bob", set(EVERYTHING) - {("impersonate", "users", "*")})
+    r = kube(api, "pod", "namespace-demo", "--as", "student", token_file=api.kubeconfig(tmp_path / "bob", token="plain", namespace="lab"))
+    assert_one_sentence_error(r, 5)
+    assert "you may not impersonate users" in r.stderr and "impersonate verb" in r.stderr
+    # --as-group alone, or --as with --local: usage errors.
+    assert_one_sentence_error(kube(api, "pod", "namespace-demo", "--as-group", "x"), 2)
+    assert_one_sentence_error(run_cli("--local", "--as", "student", "pods"), 2)
+
+
 def test_unknown_credentials(api, tmp_path):
     kc = api.kubeconfig(tmp_path / "nobody", token="wrong")
     r = kube(api, "pod", "namespace-demo", token_file=kc)

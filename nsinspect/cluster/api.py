@@ -120,7 +120,8 @@ def configured(kubeconfig: str | None = None) -> bool:
 class Kube:
     """A signed-in API client: ``get_pod``, ``list_pods``, ``portforward``, ``apply``."""
 
-    def __init__(self, kubeconfig: str | None = None, context: str | None = None, timeout: tuple[float, float] = REQUEST_TIMEOUT):
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None, timeout: tuple[float, float] = REQUEST_TIMEOUT,
+                 as_user: str | None = None, as_groups: tuple[str, ...] = ()):
         from kubernetes import client, config
         from kubernetes.config.config_exception import ConfigException
         from kubernetes.config.kube_config import KubeConfigLoader, KubeConfigMerger
@@ -149,8 +150,10 @@ class Kube:
                 self.namespace = (chosen.get("context") or {}).get("namespace") or "default"
                 cluster = merged.config["clusters"].get_with_name((chosen.get("context") or {}).get("cluster"), safe=True)
                 kubeconfig_proxy = (cluster.value.get("cluster") or {}).get("proxy-url") if cluster else None
+                user = merged.config["users"].get_with_name((chosen.get("context") or {}).get("user"), safe=True)
+                kubeconfig_as = (user.value.get("user") or {}) if user else {}
             else:
-                kubeconfig_proxy = None
+                kubeconfig_proxy, kubeconfig_as = None, {}
                 config.load_incluster_config(client_configuration=cfg)
                 self.context = "in-cluster"
                 try:
@@ -172,6 +175,13 @@ class Kube:
             from urllib3 import make_headers
 
             cfg.proxy_headers = make_headers(proxy_basic_auth=":".join(_proxy_auth(self.proxy)))
+        # Impersonation, as kubectl: --as/--as-group, else the kubeconfig user's as/as-groups.
+        if as_user or as_groups:
+            self.impersonate = (as_user or "", tuple(as_groups))
+        else:
+            self.impersonate = (str(kubeconfig_as.get("as") or ""), tuple(map(str, kubeconfig_as.get("as-groups") or ())))
+        if self.impersonate[1] and not self.impersonate[0]:
+            raise InvalidArgument("--as-group needs --as USER (the API server impersonates groups only along with a user)")
         self.config = cfg
         self.host = cfg.host
         self.api = client.ApiClient(cfg)
@@ -189,6 +199,12 @@ class Kube:
             method, url, headers, body, _ = self.api.param_serialize(
                 method, path, query_params=query or None, header_params=headers, body=body, auth_settings=["BearerToken"]
             )
+            if self.impersonate[0]:
+                from urllib3 import HTTPHeaderDict
+
+                headers = HTTPHeaderDict(headers)  # one Impersonate-Group line per group, as the API server reads them
+                for k, v in self._impersonation():
+                    headers.add(k, v)
             resp = self.api.call_api(method, url, header_params=headers, body=body, _request_timeout=self.timeout)
             data = resp.read()
         except ApiException as e:
@@ -242,7 +258,8 @@ class Kube:
         url = self.host.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + path + "?" + urlencode({"ports": port})
         headers: dict[str, str] = {}
         self.api.update_params_for_auth(headers, [], ["BearerToken"], path, "GET", None)
-        header = [f"{k}: {v}" for k, v in headers.items()] + [f"Sec-WebSocket-Protocol: {PORTFORWARD_PROTOCOL}"]
+        header = [f"{k}: {v}" for k, v in [*headers.items(), *self._impersonation()]]
+        header.append(f"Sec-WebSocket-Protocol: {PORTFORWARD_PROTOCOL}")
         cfg = self.config
         sslopt: dict[str, Any] = {"cert_reqs": ssl.CERT_NONE}
         if url.startswith("wss://") and cfg.verify_ssl:
@@ -285,6 +302,12 @@ class Kube:
         ws.settimeout(None)
         return ws
 
+    def _impersonation(self) -> list[tuple[str, str]]:
+        user, groups = self.impersonate
+        if not user:
+            return []
+        return [("Impersonate-User", user)] + [("Impersonate-Group", g) for g in groups]
+
     def _unreachable(self, what: str, reason: str, check: str) -> Unavailable:
         """``what`` failed for ``reason``: one sentence, naming the proxy (never its credentials) if one is used."""
         if not self.proxy:
@@ -310,6 +333,12 @@ def status_error(status: int, message: str, what: tuple[str, str, str]) -> Excep
     where = f"in namespace {namespace!r}" if namespace else "at cluster scope (all namespaces)"
     if status == 401:
         return PermissionDenied("the API server did not accept your credentials (401 Unauthorized); log in again or pick another --context")
+    if status == 403 and "cannot impersonate" in message:
+        kind = "groups" if 'resource "groups"' in message else "users"
+        return PermissionDenied(
+            f"you may not impersonate {kind} ({message}); drop --as/--as-group (or the kubeconfig's as:), "
+            "or ask a cluster admin for the impersonate verb"
+        )
     if status == 403:
         return PermissionDenied(
             f"you may not {verb} {resource} {where} (RBAC: verb {verb!r} on resource {resource!r} is missing); "
