@@ -57,8 +57,7 @@ class StubAPI:
         self.backends: dict[tuple[str, str], dict[int, tuple[str, int]]] = {}  # pod -> {port: real address}
         self.users: dict[str, tuple[str, set[tuple[str, str, str]]]] = {"admin-token": ("admin", set(EVERYTHING))}
         self.applied: list[tuple[str, dict]] = []
-        self.log: list[tuple[str, str]] = []  # (method, path) of each request
-        self.peers: list[tuple[str, int]] = []  # (path, client's port) of each request
+        self.log: list[tuple[str, str, int]] = []  # (method, path, client's port) of each request
         self.grants_of: dict[str, set[tuple[str, str, str]]] = {}  # whom one may impersonate: user, or "group:NAME"
         self.impersonated: list[tuple[str, tuple[str, ...]]] = []  # (user, groups) of each impersonated request
         self.on_forward: Callable[[tuple[str, str]], None] | None = None  # called when a stream first carries data
@@ -211,8 +210,7 @@ def _handler(api: StubAPI) -> type:
             url = urlparse(self.path)
             parts = [unquote(p) for p in url.path.strip("/").split("/")]
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            api.log.append(("GET", url.path))
-            api.peers.append((url.path, self.client_address[1]))
+            api.log.append(("GET", url.path, self.client_address[1]))
             if parts[:3] == ["api", "v1", "pods"] and len(parts) == 3:
                 if self._allowed("list", "pods", "*"):
                     self._send(200, self._list(None, query))
@@ -238,7 +236,7 @@ def _handler(api: StubAPI) -> type:
 
         def do_PATCH(self) -> None:
             url = urlparse(self.path)
-            api.log.append(("PATCH", url.path))
+            api.log.append(("PATCH", url.path, self.client_address[1]))
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if self.headers.get("Content-Type") != "application/apply-patch+yaml":
                 self._send(415, status(415, "UnsupportedMediaType", "apply needs application/apply-patch+yaml"))

@@ -417,13 +417,13 @@ def test_through_a_proxy_as_kubectl_would(ctrd, agent, tmp_path):
 
         def ask(kubeconfig, env):
             proxy.seen.clear()
-            api.peers.clear()
+            api.log.clear()
             return run_cli("--kubeconfig", str(kubeconfig), "pod", "hostnet", "-o", "json", env=env)
 
         r = ask(kc, {"HTTPS_PROXY": proxy.url, "NO_PROXY": "10.0.0.0/8"})
         assert r.returncode == 0 and json.loads(r.stdout)["pod"]["name"] == "hostnet", r.stderr
-        assert any(path.endswith("/portforward") for path, _ in api.peers)
-        assert all(p in proxy.ports for _, p in api.peers)  # every request, the port-forward's too, came through it
+        assert any(path.endswith("/portforward") for _, path, _ in api.log)
+        assert all(p in proxy.ports for _, _, p in api.log)  # every request, the port-forward's too, came through it
         assert proxy.seen and all(target == f"{PROXIED_NAME}:{port}" and ok for target, ok in proxy.seen)
         # NO_PROXY names the server: no proxy (so the name does not resolve).
         r = ask(kc, {"HTTPS_PROXY": proxy.url, "NO_PROXY": ".stub.invalid"})
@@ -437,7 +437,7 @@ def test_through_a_proxy_as_kubectl_would(ctrd, agent, tmp_path):
         cfg["clusters"][0]["cluster"]["proxy-url"] = proxy.url
         (tmp_path / "via-kc").write_text(json.dumps(cfg))
         r = ask(tmp_path / "via-kc", {"NO_PROXY": "*"})
-        assert r.returncode == 0 and api.peers and all(p in proxy.ports for _, p in api.peers), r.stderr
+        assert r.returncode == 0 and api.log and all(p in proxy.ports for _, _, p in api.log), r.stderr
         # Refused credentials, and a proxy that is not there: one sentence, the password never shown.
         r = ask(kc, {"HTTPS_PROXY": proxy.url.replace("s3cr", "nope"), "NO_PROXY": ""})
         assert_one_sentence_error(r, 4)

@@ -117,50 +117,64 @@ def configured(kubeconfig: str | None = None) -> bool:
     return any(_non_empty(p) for p in kubeconfig_paths(kubeconfig)) or in_cluster()
 
 
+def _load_kubeconfig(files: list[str], context: str | None, cfg: Any) -> tuple[str, str, str | None, dict[str, Any]]:
+    """Load the kubeconfig into ``cfg``: (context name, its namespace, the cluster's proxy-url, the user entry).
+
+    What load_kube_config does, kept in hand to read the chosen context without merging and
+    parsing the files a second time, and with kubectl's rules for a list: empty files are skipped,
+    and the first file that names a current-context wins (the client's merger would fail on an
+    empty file and let the last one win)."""
+    from kubernetes.config.config_exception import ConfigException
+    from kubernetes.config.kube_config import KubeConfigLoader, KubeConfigMerger
+
+    if not any(os.path.exists(p) for p in files):
+        raise InvalidArgument(f"no kubeconfig at {', '.join(files)}; pass --kubeconfig PATH, or --local to read this node")
+    merged = KubeConfigMerger(os.pathsep.join(p for p in files if _non_empty(p)))
+    if merged.config is None:
+        raise ConfigException(f"no configuration in {', '.join(files)}")
+    current = [c["current-context"] for c in merged.config_files.values() if (c or {}).get("current-context")]
+    if current:
+        merged.config.value["current-context"] = current[0]
+    loader = KubeConfigLoader(config_dict=merged.config, active_context=context, config_base_path=None)
+    loader.load_and_set(cfg)
+    chosen = loader.current_context or {}
+    ctx = chosen.get("context") or {}
+    cluster = merged.config["clusters"].get_with_name(ctx.get("cluster"), safe=True)
+    user = merged.config["users"].get_with_name(ctx.get("user"), safe=True)
+    return (chosen.get("name", ""), ctx.get("namespace") or "default",
+            (cluster.value.get("cluster") or {}).get("proxy-url") if cluster else None,
+            (user.value.get("user") or {}) if user else {})
+
+
+def _load_in_cluster(cfg: Any) -> tuple[str, str, None, dict[str, Any]]:
+    """The pod's service account into ``cfg``: the same four answers as _load_kubeconfig."""
+    from kubernetes import config
+
+    config.load_incluster_config(client_configuration=cfg)
+    try:
+        with open(os.path.join(SA_DIR, "namespace")) as f:
+            namespace = f.read().strip() or "default"
+    except OSError:
+        namespace = "default"
+    return "in-cluster", namespace, None, {}
+
+
 class Kube:
     """A signed-in API client: ``get_pod``, ``list_pods``, ``portforward``, ``apply``."""
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, timeout: tuple[float, float] = REQUEST_TIMEOUT,
                  as_user: str | None = None, as_groups: tuple[str, ...] = ()):
-        from kubernetes import client, config
+        from kubernetes import client
         from kubernetes.config.config_exception import ConfigException
-        from kubernetes.config.kube_config import KubeConfigLoader, KubeConfigMerger
 
         self.timeout = timeout
         cfg = client.Configuration()
         try:
             files = kubeconfig_paths(kubeconfig)
             if kubeconfig or context or not in_cluster() or any(os.path.exists(p) for p in files):
-                if not any(os.path.exists(p) for p in files):
-                    raise InvalidArgument(f"no kubeconfig at {', '.join(files)}; pass --kubeconfig PATH, or --local to read this node")
-                # What load_kube_config does, kept in hand to read the chosen context's namespace
-                # without merging and parsing the files a second time, and with kubectl's rules for a
-                # list: empty files are skipped, and the first file that names a current-context wins
-                # (the client's merger would fail on an empty file and let the last one win).
-                merged = KubeConfigMerger(os.pathsep.join(p for p in files if _non_empty(p)))
-                if merged.config is None:
-                    raise ConfigException(f"no configuration in {', '.join(files)}")
-                current = [c["current-context"] for c in merged.config_files.values() if (c or {}).get("current-context")]
-                if current:
-                    merged.config.value["current-context"] = current[0]
-                loader = KubeConfigLoader(config_dict=merged.config, active_context=context, config_base_path=None)
-                loader.load_and_set(cfg)
-                chosen = loader.current_context or {}
-                self.context = chosen.get("name", "")
-                self.namespace = (chosen.get("context") or {}).get("namespace") or "default"
-                cluster = merged.config["clusters"].get_with_name((chosen.get("context") or {}).get("cluster"), safe=True)
-                kubeconfig_proxy = (cluster.value.get("cluster") or {}).get("proxy-url") if cluster else None
-                user = merged.config["users"].get_with_name((chosen.get("context") or {}).get("user"), safe=True)
-                kubeconfig_as = (user.value.get("user") or {}) if user else {}
+                self.context, self.namespace, kubeconfig_proxy, kubeconfig_user = _load_kubeconfig(files, context, cfg)
             else:
-                kubeconfig_proxy, kubeconfig_as = None, {}
-                config.load_incluster_config(client_configuration=cfg)
-                self.context = "in-cluster"
-                try:
-                    with open(os.path.join(SA_DIR, "namespace")) as f:
-                        self.namespace = f.read().strip() or "default"
-                except OSError:
-                    self.namespace = "default"
+                self.context, self.namespace, kubeconfig_proxy, kubeconfig_user = _load_in_cluster(cfg)
         except ConfigException as e:
             raise InvalidArgument(f"cannot use the Kubernetes configuration ({_one_line(str(e))}); check --kubeconfig and --context") from None
         except (OSError, ValueError) as e:
@@ -179,7 +193,7 @@ class Kube:
         if as_user or as_groups:
             self.impersonate = (as_user or "", tuple(as_groups))
         else:
-            self.impersonate = (str(kubeconfig_as.get("as") or ""), tuple(map(str, kubeconfig_as.get("as-groups") or ())))
+            self.impersonate = (str(kubeconfig_user.get("as") or ""), tuple(map(str, kubeconfig_user.get("as-groups") or ())))
         if self.impersonate[1] and not self.impersonate[0]:
             raise InvalidArgument("--as-group needs --as USER (the API server impersonates groups only along with a user)")
         self.config = cfg
