@@ -10,8 +10,9 @@ if [ "$(id -u)" != 0 ]; then
     exit 2
 fi
 
-# Debian packages: the runtime the suite starts, the tools it compares with, a C compiler for the benchmark floor.
-packages=(containerd runc containernetworking-plugins busybox-static util-linux iproute2 gcc openssl)
+# Debian packages: the runtime the suite starts, the tools it compares with, a C compiler for the benchmark floor,
+# patchelf to run newer suites' runc on this glibc (scripts/runtimes.py).
+packages=(containerd runc containernetworking-plugins busybox-static util-linux iproute2 gcc openssl patchelf)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,5 +29,9 @@ python3 -m pip install -q --root-user-action=ignore --disable-pip-version-check 
 if [ -f scripts/gen_protos.py ]; then
     python3 scripts/gen_protos.py --check
 fi
+
+# The containerd builds of the runtime matrix (1.6 from this machine, 1.7 from trixie, 2.x from sid), fetched
+# by package name into a cache kept between runs; the suite would fetch them too, this shows it up front.
+python3 scripts/runtimes.py fetch
 
 exec python3 -m pytest "$@"

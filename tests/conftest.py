@@ -6,16 +6,37 @@ import pytest
 # helpers.py sits beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cri_env import Containerd, ContainerSpec, require_runtime_tools, run_pod  # noqa: E402
+from cri_env import Containerd, ContainerSpec, require_runtime, run_pod  # noqa: E402
 from helpers import require_root  # noqa: E402
+
+# The real-runtime tests run once per containerd build (scripts/runtimes.py); select with
+# --runtime ID (repeatable) or -m containerd_1_6 / containerd_1_7 / containerd_2.
+RUNTIMES = {"1.6": "containerd_1_6", "1.7": "containerd_1_7", "2.x": "containerd_2"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runtime", action="append", choices=list(RUNTIMES), default=None,
+                     help="run the real-runtime tests against this containerd build only (repeatable; default: all)")
+
+
+def pytest_configure(config):
+    for rid, mark in RUNTIMES.items():
+        config.addinivalue_line("markers", f"{mark}: a real-runtime test on containerd {rid} (scripts/runtimes.py)")
+
+
+def pytest_generate_tests(metafunc):
+    if "ctrd" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("runtime") or list(RUNTIMES)
+        params = [pytest.param(rid, marks=getattr(pytest.mark, RUNTIMES[rid]), id=f"containerd-{rid}") for rid in chosen]
+        metafunc.parametrize("ctrd", params, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
-def ctrd():
-    """A private containerd with the course's pods, shared by the pod and agent tests."""
+def ctrd(request):
+    """A private containerd of one build with the course's pods, shared by the pod, agent and cluster tests."""
     require_root()
-    require_runtime_tools()
-    env = Containerd.create()
+    require_runtime(request.param)
+    env = Containerd.create(request.param)
     from nsinspect.cri.client import RuntimeClient
 
     client = RuntimeClient.connect(env.endpoint)
@@ -38,5 +59,3 @@ def ctrd():
     yield env
     client.close()
     env.destroy()
-
-

@@ -90,7 +90,8 @@ def build_image_tar(dest: Path) -> Path:
     return out
 
 
-CONFIG = """version = 2
+# containerd 1.x reads a version-2 configuration; 2.x moved the CRI plugin's options (version 3).
+CONFIG_V2 = """version = 2
 root = "{d}/root"
 state = "{d}/state"
 [grpc]
@@ -109,8 +110,37 @@ state = "{d}/state"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "{runc}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
+    conf_dir = "{d}/cni"
+"""
+
+CONFIG_V3 = """version = 3
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  level = "warn"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{image}"
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = "{runc}"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
     conf_dir = "{d}/cni"
 """
 
@@ -130,15 +160,16 @@ CNI = {
 }
 
 
-def require_runtime_tools() -> None:
-    """containerd, runc and ctr, or a skip -- never a skip under CI."""
+def require_runtime(rid: str | None = None):
+    """The containerd build ``rid`` (fetched on first use), or a skip -- never a skip under CI."""
     import pytest
 
-    for tool in ("containerd", "runc", "ctr"):
-        if not any(os.access(os.path.join(d, tool), os.X_OK) for d in os.environ["PATH"].split(":") + ["/usr/sbin"]):
-            if os.environ.get("CI"):
-                pytest.fail(f"{tool} is missing; CI must run the runtime tests (scripts/test.sh installs it)")
-            pytest.skip(f"{tool} is missing")
+    try:
+        return runtime(rid)
+    except (RuntimeError, ValueError, OSError, subprocess.CalledProcessError) as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"containerd {rid} is not available ({e}); CI must run the runtime tests")
+        pytest.skip(f"containerd {rid} is not available: {e}")
 
 
 def free_port() -> int:
@@ -188,11 +219,23 @@ class Agent:
         return self.proc.returncode
 
 
+def runtime(rid: str | None = None):
+    """The containerd build ``rid`` (scripts/runtimes.py: 1.6, 1.7, 2.x; default $NSINSPECT_RUNTIME or 1.6),
+    fetched from Debian's archive on first use."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import runtimes
+    finally:
+        sys.path.pop(0)
+    return runtimes.ensure(rid or os.environ.get("NSINSPECT_RUNTIME") or "1.6")
+
+
 @dataclass
 class Containerd:
     """A private containerd: ``start()``, use ``endpoint``, ``stop()``."""
 
     dir: Path
+    runtime: object = None  # scripts/runtimes.Runtime
     proc: subprocess.Popen | None = None
     log: Path | None = None
 
@@ -204,14 +247,23 @@ class Containerd:
     def endpoint(self) -> str:
         return f"unix://{self.socket}"
 
+    @property
+    def version(self) -> str:
+        return self.runtime.version
+
+    def ctr(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run([self.runtime.tool("ctr"), "-a", self.socket, *args], **kw)
+
     @classmethod
-    def create(cls) -> Containerd:
+    def create(cls, rid: str | None = None) -> Containerd:
+        rt = runtime(rid)
         d = Path(tempfile.mkdtemp(prefix="nsinspect-ctrd-"))
         (d / "cni").mkdir()
-        (d / "config.toml").write_text(CONFIG.format(d=d, image=IMAGE))
+        config = CONFIG_V3 if rt.major >= 2 else CONFIG_V2
+        (d / "config.toml").write_text(config.format(d=d, image=IMAGE, runc=rt.runc))
         cni = json.loads(json.dumps(CNI).replace("{d}", str(d)))
         (d / "cni" / "10-nsinspect-test.conflist").write_text(json.dumps(cni))
-        env = cls(d)
+        env = cls(d, rt)
         env.start()
         env.import_image()
         return env
@@ -220,17 +272,18 @@ class Containerd:
         self.log = self.dir / "containerd.log"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                ["containerd", "--config", str(self.dir / "config.toml")],
+                [self.runtime.tool("containerd"), "--config", str(self.dir / "config.toml")],
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                env=self.runtime.env(),  # its own shim and runc first
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"containerd exited: {self.log.read_text()[-2000:]}")
             if os.path.exists(self.socket):
-                r = subprocess.run(["ctr", "-a", self.socket, "version"], capture_output=True)
+                r = self.ctr("version", capture_output=True)
                 if r.returncode == 0 and self._cri_ready():
                     return
             time.sleep(0.1)
@@ -247,11 +300,7 @@ class Containerd:
 
     def import_image(self) -> None:
         tar = build_image_tar(self.dir)
-        subprocess.run(
-            ["ctr", "-a", self.socket, "-n", "k8s.io", "images", "import", "--all-platforms", str(tar)],
-            check=True,
-            capture_output=True,
-        )
+        self.ctr("-n", "k8s.io", "images", "import", "--all-platforms", str(tar), check=True, capture_output=True)
 
     def stop(self) -> None:
         """Stop the daemon only (shims and pods stay up, as in a real containerd restart)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cri_env import Agent, Containerd, ContainerSpec, remove_pod, require_runtime_tools, run_pod
+from cri_env import Agent, Containerd, ContainerSpec, remove_pod, require_runtime, run_pod
 from helpers import assert_one_sentence_error, require_root, run_cli, truth
 
 pytestmark = pytest.mark.runtime
@@ -203,11 +203,11 @@ def test_unix_socket_listener(ctrd, tmp_path):
 
 
 @pytest.fixture()
-def own_containerd():
-    """A containerd of its own: this test stops and restarts it."""
+def own_containerd(ctrd):
+    """A containerd of its own, of the same build as ``ctrd``: this test stops and restarts it."""
     require_root()
-    require_runtime_tools()
-    env = Containerd.create()
+    require_runtime(ctrd.runtime.id)
+    env = Containerd.create(ctrd.runtime.id)
     from nsinspect.cri.client import RuntimeClient
 
     client = RuntimeClient.connect(env.endpoint)
