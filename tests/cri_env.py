@@ -407,39 +407,45 @@ def run_pod(
     os.makedirs(sandbox_config.log_directory, exist_ok=True)
     sandbox_id = stub.RunPodSandbox(pb.RunPodSandboxRequest(config=sandbox_config), timeout=60).pod_sandbox_id
     pod = Pod(name, namespace, uid, sandbox_id, {}, sandbox_config)
-
-    def create(spec: ContainerSpec, container_opts) -> str:
-        config = pb.ContainerConfig(
-            metadata=pb.ContainerMetadata(name=spec.name, attempt=0),
-            image=pb.ImageSpec(image=IMAGE),
-            command=spec.command,
-            envs=[pb.KeyValue(key="SECRET_TOKEN", value=b"do-not-leak-" + spec.name.encode())],
-            labels=dict(labels, **{f"{KUBE}.container.name": spec.name}),
-            log_path=f"{spec.name}/0.log",
-            linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(namespace_options=container_opts)),
-        )
-        cid = stub.CreateContainer(
-            pb.CreateContainerRequest(pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox_config), timeout=60
-        ).container_id
-        stub.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
-        pod.containers[spec.name] = cid
-        if spec.wait_exit:
-            wait_exited(client, cid)
-        return cid
-
     for spec in init or []:
         spec.wait_exit = True
-        create(spec, opts)
+        add_container(client, pod, spec)
     for spec in containers or [ContainerSpec(name)]:
-        create(spec, opts)
+        add_container(client, pod, spec)
     for spec in ephemeral or []:
-        eo = pb.NamespaceOption()
-        eo.CopyFrom(opts)
-        if spec.target:
-            eo.pid = pb.TARGET
-            eo.target_id = pod.containers[spec.target]
-        create(spec, eo)
+        add_container(client, pod, spec)
     return pod
+
+
+def add_container(client, pod: Pod, spec: ContainerSpec) -> str:
+    """Create and start one container in a running pod, as kubelet does (an ephemeral one when
+    ``spec.target`` names the container whose pid namespace it joins)."""
+    from nsinspect.cri.v1 import api_pb2 as pb
+
+    sandbox_config = pod.config
+    opts = pb.NamespaceOption()
+    opts.CopyFrom(sandbox_config.linux.security_context.namespace_options)
+    if spec.target:
+        opts.pid = pb.TARGET
+        opts.target_id = pod.containers[spec.target]
+    config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name=spec.name, attempt=0),
+        image=pb.ImageSpec(image=IMAGE),
+        command=spec.command,
+        envs=[pb.KeyValue(key="SECRET_TOKEN", value=b"do-not-leak-" + spec.name.encode())],
+        labels=dict(sandbox_config.labels, **{f"{KUBE}.container.name": spec.name}),
+        log_path=f"{spec.name}/0.log",
+        linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(namespace_options=opts)),
+    )
+    stub = client.stub
+    cid = stub.CreateContainer(
+        pb.CreateContainerRequest(pod_sandbox_id=pod.sandbox_id, config=config, sandbox_config=sandbox_config), timeout=60
+    ).container_id
+    stub.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
+    pod.containers[spec.name] = cid
+    if spec.wait_exit:
+        wait_exited(client, cid)
+    return cid
 
 
 def wait_exited(client, cid: str, timeout: float = 30) -> None:

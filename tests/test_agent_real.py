@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cri_env import Agent, Containerd, ContainerSpec, remove_pod, require_runtime, run_pod
+from cri_env import Agent, Containerd, ContainerSpec, add_container, remove_pod, require_runtime, run_pod
 from helpers import assert_one_sentence_error, require_root, run_cli, truth
 
 pytestmark = pytest.mark.runtime
@@ -188,6 +188,52 @@ def test_new_pod_is_found_at_once(ctrd, agent):
         assert all(m["namespaces"] == truth(m["pid"]) for m in json.loads(r.stdout)["members"] if m["pid"])
     finally:
         remove_pod(ctrd.client, pod.sandbox_id)
+
+
+def _members_until(agent, name: str, done, timeout: float = 10) -> dict[str, dict]:
+    """The agent's members of pod ``name`` (by container name), polled until ``done(members)``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = run_cli("--agent", agent.address, "pod", name, "-n", "lab", "-o", "json")
+        assert r.returncode == 0, r.stderr
+        members = {m["name"]: m for m in json.loads(r.stdout)["members"]}
+        if done(members) or time.monotonic() > deadline:
+            return members
+        time.sleep(0.2)
+
+
+def test_members_that_exit_appear_and_go_are_followed(ctrd, agent):
+    """A running pod's life as the agent sees it: a member whose process dies shows exited with no
+    namespaces, an ephemeral container added later joins its target, a removed container is gone --
+    on every runtime of the matrix, whose events and status fields differ."""
+    from nsinspect.cri.v1 import api_pb2 as pb
+
+    client = ctrd.client
+    pod = run_pod(client, "lifecycle", containers=[ContainerSpec("web"), ContainerSpec("worker")])
+    try:
+        members = _members_until(agent, "lifecycle", lambda ms: True)
+        assert {n: m["state"] for n, m in members.items()} == {"lifecycle": "ready", "web": "running", "worker": "running"}
+        worker_pid = members["worker"]["pid"]
+        os.kill(worker_pid, signal.SIGKILL)
+        members = _members_until(agent, "lifecycle", lambda ms: ms["worker"]["state"] == "exited")
+        assert members["worker"]["state"] == "exited" and members["worker"]["pid"] is None
+        assert members["worker"]["namespaces"] == {}
+        assert members["web"]["namespaces"] == truth(members["web"]["pid"])
+
+        add_container(client, pod, ContainerSpec("debugger", target="web"))
+        members = _members_until(agent, "lifecycle", lambda ms: "debugger" in ms and ms["debugger"]["pid"])
+        dbg = members["debugger"]
+        assert dbg["role"] == "ephemeral" and dbg["namespaces"] == truth(dbg["pid"])
+        assert dbg["namespaces"]["pid"] == members["web"]["namespaces"]["pid"]
+        local = json.loads(run_cli("-r", ctrd.endpoint, "pod", "lifecycle", "-n", "lab", "-o", "json").stdout)
+        assert {m["name"]: (m["role"], m["state"], m["pid"]) for m in local["members"]} == {
+            n: (m["role"], m["state"], m["pid"]) for n, m in members.items()}
+
+        client.stub.RemoveContainer(pb.RemoveContainerRequest(container_id=pod.containers["worker"]), timeout=30)
+        members = _members_until(agent, "lifecycle", lambda ms: "worker" not in ms)
+        assert set(members) == {"lifecycle", "web", "debugger"}
+    finally:
+        remove_pod(client, pod.sandbox_id)
 
 
 def test_unix_socket_listener(ctrd, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,28 @@ N = NamespaceId(4, 1)
 )
 def test_state_of(inos, state):
     assert state_of(inos, N) == state
+
+
+# Verbose info captured from each containerd of the runtime matrix (tests/fixtures/cri, trimmed to the
+# keys nsinspect reads plus a planted secret; "keys" lists every top-level key that runtime sent).
+FIXTURES = sorted((Path(__file__).parent / "fixtures" / "cri").glob("containerd-*.json"))
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_each_runtime_build_s_verbose_info(path):
+    captured = json.loads(path.read_text())
+    sandbox, web, debugger = (captured[k] for k in ("sandbox", "web", "debugger"))
+    for blob in (sandbox, web, debugger):
+        assert {"pid", "runtimeSpec", "config"} <= set(blob["keys"])  # what every build must still send
+    sb = info.parse({"info": json.dumps(sandbox)})
+    pod_options = {"network": "POD", "pid": "CONTAINER", "ipc": "POD"}  # proto3 drops zeros: POD is 0
+    assert sb.pid == sandbox["pid"] and sb.options == pod_options and sb.privileged is False
+    assert sb.spec_namespaces["net"].startswith("/var/run/netns/cni-") and sb.spec_namespaces["pid"] == ""
+    assert "cgroup" not in sb.spec_namespaces  # the sandbox gets no cgroup namespace of its own
+    app = info.parse({"info": json.dumps(web)})
+    assert app.pid == web["pid"] and app.target_id == "" and app.options == pod_options
+    assert info.joined_pid(app.spec_namespaces["net"]) == sandbox["pid"]
+    dbg = info.parse({"info": json.dumps(debugger)})
+    assert dbg.options == dict(pod_options, pid="TARGET") and dbg.target_id == debugger["config"]["linux"]["security_context"]["namespace_options"]["target_id"]
+    assert info.joined_pid(dbg.spec_namespaces["pid"]) == web["pid"]
+    assert "do-not-leak" not in repr((sb, app, dbg))
