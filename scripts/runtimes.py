@@ -90,10 +90,10 @@ def _system() -> Runtime:
 
 
 # -- a private apt for the newer suites ------------------------------------------------------------
-def debian_mirror() -> tuple[str, str]:
+def debian_mirror(etc: str = "/etc/apt") -> tuple[str, str]:
     """(URI, keyring) of the Debian archive this machine's apt already uses (deb822 or one-line)."""
     entries: list[tuple[str, list[str], str]] = []
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+    for path in sorted(glob.glob(f"{etc}/sources.list.d/*.sources")):
         for stanza in Path(path).read_text().split("\n\n"):
             fields: dict[str, str] = {}
             for line in stanza.splitlines():
@@ -102,7 +102,7 @@ def debian_mirror() -> tuple[str, str]:
                     fields[k.strip().lower()] = v.strip()
             if "deb" in fields.get("types", "").split() and fields.get("uris"):
                 entries.append((fields["uris"].split()[0], fields.get("suites", "").split(), fields.get("signed-by", "")))
-    for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
+    for path in [f"{etc}/sources.list", *sorted(glob.glob(f"{etc}/sources.list.d/*.list"))]:
         if os.path.exists(path):
             for line in Path(path).read_text().splitlines():
                 m = re.match(r"deb\s+(?:\[([^\]]*)\]\s+)?(\S+)\s+(\S+)", line.strip())
