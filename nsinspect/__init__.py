@@ -1,7 +1,8 @@
-"""nsinspect: which Linux namespaces do the containers of a pod really share?"""
+"""nsinspect: which Linux namespaces do the containers of a pod really share?
+
+One engine, three front doors (``engine.Engine``): this node (``node/``), a node's agent over gRPC
+(``agent/``), and a cluster through the Kubernetes API (``cluster/``).  ``model`` is what they answer,
+``sharing`` the rules they judge by, ``render`` how the CLI (``cli``) prints it.
+"""
 
 __version__ = "0.1.0"
-
-# The agent listens here by default, on loopback inside its pod (``nsinspect agent``).
-AGENT_PORT = 9870
-AGENT_LISTEN = f"127.0.0.1:{AGENT_PORT}"

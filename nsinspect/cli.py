@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from nsinspect import AGENT_LISTEN, __version__
+from nsinspect import __version__
+from nsinspect.agent import AGENT_LISTEN
 from nsinspect.errors import InvalidArgument, NotFound, NsinspectError, PermissionDenied, Unavailable
 from nsinspect.model import NS_TYPES
 
@@ -67,18 +68,17 @@ class App:
         if self._engine is None:
             mode = mode or self.mode()
             if mode == "agent":
-                from nsinspect.client import AgentEngine
+                from nsinspect.agent.client import AgentEngine
 
                 self._engine = AgentEngine(self.agent)
             elif mode == "cluster":
                 from nsinspect.cluster.engine import ClusterEngine
-
-                from nsinspect.engine import validate_name
+                from nsinspect.node.engine import validate_name
 
                 validate_name(self.agent_namespace, "agent namespace")
                 self._engine = ClusterEngine(self.kube(), self.agent_namespace)
             else:
-                from nsinspect.engine import LocalEngine
+                from nsinspect.node.engine import LocalEngine
 
                 self._engine = LocalEngine(self.proc_root, self.runtime_endpoint, self.host_root)
         return self._engine
@@ -310,7 +310,7 @@ def check(app: App, name: str, namespace: str | None, expects: tuple[str, ...], 
 
     STATE is shared, private, host or mixed.
     """
-    from nsinspect.engine import parse_expectations
+    from nsinspect.node.engine import parse_expectations
 
     wanted = parse_expectations(expects)
     result = app.engine().check(name, app.namespace(namespace), wanted)
@@ -350,7 +350,7 @@ def agent(app: App, listen: str, cache_ttl: float, workers: int, probe: bool, ve
     """Run the node agent: this node's answers over gRPC (read-only), for --agent and cluster mode."""
     if app.agent:
         raise InvalidArgument("--agent asks an agent; to run one, drop --agent (nsinspect agent --listen ADDR)")
-    from nsinspect import agent as agent_mod
+    from nsinspect.agent import server as agent_mod
 
     if probe:
         if agent_mod.probe(listen):
@@ -363,7 +363,7 @@ def agent(app: App, listen: str, cache_ttl: float, workers: int, probe: bool, ve
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from nsinspect.engine import LocalEngine
+    from nsinspect.node.engine import LocalEngine
 
     engine = LocalEngine(app.proc_root, app.runtime_endpoint, app.host_root, parallel=False, cache_ttl=cache_ttl)
     agent_mod.serve(engine, listen, workers=workers)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
-_NO_NAMESPACES: Mapping[str, "NamespaceId"] = MappingProxyType({})
+_NO_NAMESPACES: Mapping[str, NamespaceId] = MappingProxyType({})
 _NO_STRINGS: Mapping[str, str] = MappingProxyType({})
 
 # The eight namespace types, in the order lsns and /proc/<pid>/ns list them.

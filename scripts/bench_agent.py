@@ -38,7 +38,7 @@ def client_main(address: str, calls: int, method: str, names: list[str], seed: i
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from nsinspect.v1 import agent_pb2, agent_pb2_grpc
+    from nsinspect.agent.v1 import agent_pb2, agent_pb2_grpc
 
     def make_call(i: int):
         channel = grpc.insecure_channel(address)
@@ -145,6 +145,7 @@ def main() -> int:
         print("bench_agent.py starts containerd: run it as root.", file=sys.stderr)
         return 2
     from cri_env import Agent, Containerd, ContainerSpec, run_pod
+
     from nsinspect.cri.client import RuntimeClient
 
     env = Containerd.create()

@@ -36,9 +36,9 @@ def trim(info: dict) -> dict:
 
 
 def capture(rid: str) -> dict:
+    from cri_env import Containerd, ContainerSpec, run_pod
     from google.protobuf.json_format import MessageToDict
 
-    from cri_env import Containerd, ContainerSpec, run_pod
     from nsinspect.cri.client import RuntimeClient
     from nsinspect.cri.v1 import api_pb2 as pb
 

@@ -201,7 +201,7 @@ class Agent:
             time.sleep(0.1)
 
     def healthy(self) -> bool:
-        from nsinspect.agent import probe
+        from nsinspect.agent.server import probe
 
         return probe(self.address)
 

@@ -44,11 +44,12 @@ def run_cli_as(uid: int, *args: str) -> subprocess.CompletedProcess[str]:
     """
     import tempfile
 
+    import yaml  # noqa: F401
+
     import nsinspect.cli
-    import nsinspect.engine  # noqa: F401
+    import nsinspect.node.engine  # noqa: F401
     import nsinspect.render.data  # noqa: F401
     import nsinspect.render.table  # noqa: F401
-    import yaml  # noqa: F401
 
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         child = os.fork()

@@ -417,7 +417,7 @@ class Fleet:
         except Exception:
             self.stop()
             raise
-        for node, agent in zip(self.nodes, self.agents):
+        for node, agent in zip(self.nodes, self.agents, strict=True):
             self.api.add_agent(node, agent.address)
             for p in runtime_pods:
                 name = p.name if node == self.nodes[0] else f"{p.name}-{node}"

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from cri_env import Agent, Containerd, ContainerSpec, add_container, remove_pod, require_runtime, run_pod
 from helpers import assert_one_sentence_error, require_root, run_cli, truth
 
@@ -33,8 +32,8 @@ def agent(ctrd):
 
 @pytest.fixture(scope="module")
 def stub(agent):
-    from nsinspect.v1 import agent_pb2 as pb
-    from nsinspect.v1 import agent_pb2_grpc as pb_grpc
+    from nsinspect.agent.v1 import agent_pb2 as pb
+    from nsinspect.agent.v1 import agent_pb2_grpc as pb_grpc
 
     channel = grpc.insecure_channel(agent.address)
     yield pb, pb_grpc.InspectorStub(channel)
@@ -87,7 +86,7 @@ THIRD_PARTY = """
 import json, os, sys
 sys.path.insert(0, os.getcwd())
 import grpc
-from nsinspect.v1 import agent_pb2 as pb, agent_pb2_grpc
+from nsinspect.agent.v1 import agent_pb2 as pb, agent_pb2_grpc
 assert pb.__file__.startswith(os.getcwd()), pb.__file__
 stub = agent_pb2_grpc.InspectorStub(grpc.insecure_channel(sys.argv[1]))
 reply = stub.GetPod(pb.GetPodRequest(namespace="lab", name="namespace-demo"), timeout=10)
@@ -110,10 +109,10 @@ def test_a_client_built_from_proto_alone(ctrd, agent, tmp_path):
     """A third party's client: code generated from proto/ alone, in another directory and process."""
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={tmp_path}",
-         f"--grpc_python_out={tmp_path}", str(ROOT / "proto" / "nsinspect" / "v1" / "agent.proto")],
+         f"--grpc_python_out={tmp_path}", str(ROOT / "proto" / "nsinspect" / "agent" / "v1" / "agent.proto")],
         check=True,
     )
-    for pkg in ("nsinspect", "nsinspect/v1"):  # make it a package, so no installed nsinspect can shadow it
+    for pkg in ("nsinspect", "nsinspect/agent", "nsinspect/agent/v1"):  # make it a package, so no installed nsinspect can shadow it
         (tmp_path / pkg / "__init__.py").touch()
     (tmp_path / "client.py").write_text(THIRD_PARTY)
     r = subprocess.run([sys.executable, "-I", "client.py", agent.address], cwd=tmp_path, capture_output=True, text=True, timeout=60)

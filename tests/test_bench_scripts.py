@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import require_root
 
 ROOT = Path(__file__).resolve().parent.parent

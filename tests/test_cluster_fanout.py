@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from cri_env import free_port
 from helpers import run_cli
 from kube_stub import AGENT_NS, Fleet

@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-
 from cri_env import Agent
 from helpers import assert_one_sentence_error, run_cli, truth
 from kube_stub import EVERYTHING, PROXIED_NAME, ConnectProxy, StubAPI, pod_object

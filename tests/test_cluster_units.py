@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import assert_one_sentence_error, run_cli
 from kube_stub import EVERYTHING, StubAPI
+
 from nsinspect.cli import normalize_argv
-from nsinspect.declared import compare, spec_of
+from nsinspect.cluster.spec import compare, spec_of
 from nsinspect.model import INFERRED_EPHEMERAL, NS_TYPES, Member, NamespaceId, PodInfo, PodView, Process, ProcessId, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,7 +159,8 @@ def test_krew_manifest_matches_its_archive_and_the_launcher_runs(tmp_path):
     launcher = tmp_path / "x" / "kubectl-nsinspect"
     r = subprocess.run([str(launcher), "--help"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "NSINSPECT_PYTHON": sys.executable})
     assert r.returncode == 0 and "Usage: kubectl nsinspect" in r.stdout, r.stderr
-    r = subprocess.run([str(launcher), "--help"], capture_output=True, text=True, env={"PATH": "/nonexistent", "NSINSPECT_PYTHON": "/nonexistent/python3"})
+    gone = {"PATH": "/nonexistent", "NSINSPECT_PYTHON": "/nonexistent/python3"}
+    r = subprocess.run([str(launcher), "--help"], capture_output=True, text=True, env=gone)
     assert r.returncode == 4 and "pip install nsinspect" in r.stderr
 
 

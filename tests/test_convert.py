@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from helpers import require_root
 
-from nsinspect import convert
-from nsinspect.engine import LocalEngine
-from nsinspect.v1 import agent_pb2 as pb
+from nsinspect.agent import convert
+from nsinspect.agent.v1 import agent_pb2 as pb
+from nsinspect.node.engine import LocalEngine
 
 pytestmark = pytest.mark.runtime
 

@@ -9,7 +9,7 @@ import pytest
 
 from nsinspect.cri import info
 from nsinspect.model import NamespaceId
-from nsinspect.pods import state_of
+from nsinspect.node.pods import state_of
 
 # The shape containerd 1.6 returns (captured here, trimmed); the env holds a secret.
 CONTAINERD = {
@@ -102,6 +102,7 @@ def test_each_runtime_build_s_verbose_info(path):
     assert app.pid == web["pid"] and app.target_id == "" and app.options == pod_options
     assert info.joined_pid(app.spec_namespaces["net"]) == sandbox["pid"]
     dbg = info.parse({"info": json.dumps(debugger)})
-    assert dbg.options == dict(pod_options, pid="TARGET") and dbg.target_id == debugger["config"]["linux"]["security_context"]["namespace_options"]["target_id"]
+    assert dbg.options == dict(pod_options, pid="TARGET")
+    assert dbg.target_id == debugger["config"]["linux"]["security_context"]["namespace_options"]["target_id"]
     assert info.joined_pid(dbg.spec_namespaces["pid"]) == web["pid"]
     assert "do-not-leak" not in repr((sb, app, dbg))

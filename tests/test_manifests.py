@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cri_env import Agent
 from helpers import require_root, run_cli, truth
 

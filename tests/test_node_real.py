@@ -11,7 +11,6 @@ import threading
 import time
 
 import pytest
-
 from helpers import (
     NS_TYPES,
     assert_one_sentence_error,
@@ -24,8 +23,9 @@ from helpers import (
     spawn_tree,
     truth,
 )
-from nsinspect import discover, procfs
-from nsinspect.procfs import ProcFS
+
+from nsinspect.node import discover, procfs
+from nsinspect.node.procfs import ProcFS
 
 pytestmark = pytest.mark.root
 

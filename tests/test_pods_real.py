@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-
 from cri_env import ContainerSpec, remove_pod, run_pod
 from helpers import NS_TYPES, assert_one_sentence_error, node_truth, run_cli, truth
 

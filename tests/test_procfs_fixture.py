@@ -6,11 +6,11 @@ import json
 import sys
 
 import pytest
-
 from helpers import NS_TYPES, assert_one_sentence_error, make_proc, run_cli
-from nsinspect import discover
+
 from nsinspect.errors import InvalidArgument, NoSuchProcess
-from nsinspect.procfs import ProcFS, parse_ns_link, parse_stat
+from nsinspect.node import discover
+from nsinspect.node.procfs import ProcFS, parse_ns_link, parse_stat
 from nsinspect.render import dump_json
 from nsinspect.render.data import node_json, to_data
 

@@ -74,7 +74,7 @@ def proxy_for(server: str, kubeconfig_proxy: str | None = None, environ: Any = N
             return None
         if ip is not None and "/" in entry:
             try:
-                if ip in ipaddress.ip_network(entry, strict=False):
+                if ip in ipaddress.ip_network(entry, strict=True):
                     return None
             except ValueError:
                 pass

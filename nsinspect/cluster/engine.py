@@ -17,9 +17,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any
 
-from nsinspect import AGENT_PORT
-from nsinspect.declared import compare, spec_of
-from nsinspect.engine import evaluate, only_container, validate_name, validate_pid
+from nsinspect.agent import AGENT_PORT
+from nsinspect.cluster.spec import compare, spec_of
 from nsinspect.errors import InvalidArgument, NotFound, NsinspectError, Unavailable
 from nsinspect.model import (
     NS_TYPES,
@@ -32,6 +31,7 @@ from nsinspect.model import (
     ProcessView,
     Verdict,
 )
+from nsinspect.node.engine import evaluate, only_container, validate_name, validate_pid
 
 AGENT_NAMESPACE = "nsinspect-system"
 AGENT_SELECTOR = "app.kubernetes.io/name=nsinspect-agent"
@@ -102,7 +102,7 @@ class ClusterEngine:
     @contextmanager
     def _session(self, node: str, agent: dict[str, Any]) -> Iterator[Any]:
         """An AgentEngine talking to ``agent`` through a port-forward; errors say which node and pod."""
-        from nsinspect.client import AgentEngine, AgentUnreachable
+        from nsinspect.agent.client import AgentEngine, AgentUnreachable
         from nsinspect.cluster.tunnel import Tunnel
 
         name, port = _meta(agent).get("name", ""), agent_port(agent)

@@ -15,9 +15,9 @@ from typing import Any
 
 import grpc
 
+from nsinspect.cri.endpoints import _socket_path, candidates
 from nsinspect.cri.v1 import api_pb2 as pb
 from nsinspect.cri.v1 import api_pb2_grpc as pb_grpc
-from nsinspect.cri.endpoints import _socket_path, candidates
 from nsinspect.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 
 MAX_MESSAGE = 16 << 20

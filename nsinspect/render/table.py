@@ -15,10 +15,10 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from nsinspect.declared import explain as explain_verdict
+from nsinspect.cluster.spec import explain as explain_verdict
 from nsinspect.model import NS_TYPES, CheckView, ClusterPodsView, Member, NodeView, PodsView, PodView, ProcessView, ScanStats
-from nsinspect.render.data import pod_ok
 from nsinspect.render.columns import DIM, RESET, format_columns
+from nsinspect.render.data import pod_ok
 from nsinspect.render.text import safe
 
 _UNLIMITED = 1 << 16

@@ -1,6 +1,6 @@
 """The engine: one object that answers every question about this node.
 
-The CLI in local mode and the agent both call it; the agent client (``nsinspect.client``)
+The CLI in local mode and the agent both call it; the agent client (``nsinspect.agent.client``)
 offers the same methods over gRPC, so the CLI never knows which one it has.
 """
 
@@ -10,11 +10,11 @@ import os
 import time
 from typing import Any
 
-from nsinspect import discover
 from nsinspect.cri import endpoints
 from nsinspect.errors import InvalidArgument, NotFound, Unavailable
 from nsinspect.model import NS_TYPES, STATES, CheckView, Expectation, NodeView, PodsView, PodView, ProcessView
-from nsinspect.procfs import ProcFS
+from nsinspect.node import discover
+from nsinspect.node.procfs import ProcFS
 
 
 def default_host_root(proc_root: str) -> str | None:
@@ -85,7 +85,7 @@ class LocalEngine:
 
     def _connect(self) -> Any:
         from nsinspect.cri.client import RuntimeClient
-        from nsinspect.pods import PidCache
+        from nsinspect.node.pods import PidCache
 
         client = RuntimeClient.connect(self.runtime_endpoint, self.host_root)
         self._cache = self._cache or PidCache()
@@ -118,7 +118,7 @@ class LocalEngine:
 
     def _build(self, sandboxes: list[Any] | None, facts: Any = None, node_ns: Any = None) -> list[PodView]:
         """PodViews of these sandboxes: from ``facts`` when given (the agent), else asked for now."""
-        from nsinspect import pods
+        from nsinspect.node import pods
 
         if node_ns is None:
             node_ns = self._node_ns if facts is not None and self._node_ns else discover.node_namespaces(self.proc)
@@ -154,7 +154,7 @@ class LocalEngine:
         return time.monotonic() - self._checked_at < self.cache_ttl
 
     def _refresh(self) -> Any:
-        from nsinspect import pods
+        from nsinspect.node import pods
 
         taken = time.monotonic()
         for retry in (False, True):
@@ -178,7 +178,7 @@ class LocalEngine:
 
     def _pod_views(self, namespace: str | None = None, node_ns: Any = None) -> list[PodView]:
         """Every ready pod (of one Kubernetes namespace) on this node."""
-        from nsinspect.pods import L_NAMESPACE
+        from nsinspect.node.pods import L_NAMESPACE
 
         if not self.cache_ttl:
             labels = {L_NAMESPACE: namespace} if namespace else None
@@ -230,7 +230,7 @@ class LocalEngine:
         view = discover.process_view(self.proc, pid)._replace(node=self.node_name)
         if self._optional_runtime() is None:
             return view
-        from nsinspect.pods import find_member
+        from nsinspect.node.pods import find_member
 
         found = find_member(self._pod_views(node_ns=view.node_namespaces), view.namespaces)
         if found is None:
@@ -264,7 +264,7 @@ class LocalEngine:
         return view
 
     def _pod_now(self, name: str, namespace: str, uid: str) -> PodView:
-        from nsinspect.pods import L_NAME, L_NAMESPACE, L_UID
+        from nsinspect.node.pods import L_NAME, L_NAMESPACE, L_UID
 
         client = self.runtime()
         labels = {L_NAME: name, L_NAMESPACE: namespace}
@@ -326,7 +326,7 @@ def _choose(sandboxes: list[Any]) -> Any:
 
 
 def _with_uid(sandboxes: list[Any], uid: str) -> list[Any]:
-    from nsinspect.pods import L_UID
+    from nsinspect.node.pods import L_UID
 
     return [sb for sb in sandboxes if sb.labels.get(L_UID, sb.metadata.uid) == uid] if uid else sandboxes
 

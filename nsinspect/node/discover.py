@@ -3,14 +3,14 @@
 ``node_view``: every namespace of every process (the lsns view);
 ``process_view``: one process and its eight namespaces;
 ``node_namespaces``: the node's own namespace of each type.
-Pods and containers are attached on top by ``nsinspect.pods``.
+Pods and containers are attached on top by ``nsinspect.node.pods``.
 """
 
 from __future__ import annotations
 
 from nsinspect.errors import AccessDenied, NoSuchProcess
 from nsinspect.model import NS_TYPES, ContainerRef, Namespace, NamespaceId, NodeView, PodView, ProcessView
-from nsinspect.procfs import ProcFS
+from nsinspect.node.procfs import ProcFS
 
 
 def node_namespaces(proc: ProcFS) -> dict[str, NamespaceId]:

@@ -1,4 +1,4 @@
-"""The model to and from the agent's protobuf messages (``proto/nsinspect/v1/agent.proto``).
+"""The model to and from the agent's protobuf messages (``proto/nsinspect/agent/v1/agent.proto``).
 
 The one module that knows both: the model stays free of protobuf, the renderers take the
 model, and an answer that went through the agent renders byte for byte as a local one.
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from nsinspect.agent.v1 import agent_pb2 as pb
 from nsinspect.model import (
     NS_TYPES,
     ContainerRef,
@@ -27,7 +28,6 @@ from nsinspect.model import (
     ScanStats,
     Verdict,
 )
-from nsinspect.v1 import agent_pb2 as pb
 
 # -- small records --------------------------------------------------------------------------------
 

@@ -30,7 +30,6 @@ from nsinspect.model import (
 )
 
 
-
 def _state(status: dict[str, Any] | None) -> str:
     """A container status's state in a word or two: running, waiting (Reason), terminated (Reason)."""
     if not status:

@@ -1,7 +1,7 @@
 """The agent's client: the engine's questions, asked over gRPC.
 
 ``AgentEngine`` has the methods of ``LocalEngine`` and returns the same model (via
-``nsinspect.convert``), so the CLI renders an agent's answer through the one renderer path.
+``nsinspect.agent.convert``), so the CLI renders an agent's answer through the one renderer path.
 gRPC status codes come back as the errors the CLI maps to exit codes.
 """
 
@@ -11,17 +11,15 @@ from typing import Any
 
 import grpc
 
-from nsinspect import convert
-from nsinspect.engine import evaluate
+from nsinspect.agent import ERROR_MARK, MAX_RESPONSE, convert
+from nsinspect.agent.v1 import agent_pb2 as pb
+from nsinspect.agent.v1 import agent_pb2_grpc
 from nsinspect.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from nsinspect.model import NS_TYPES, CheckView, NodeView, PodsView, PodView, ProcessView
-from nsinspect.v1 import agent_pb2 as pb
-from nsinspect.v1 import agent_pb2_grpc
+from nsinspect.node.engine import evaluate
 
 CALL_TIMEOUT = 15.0
 NODE_TIMEOUT = 60.0  # GetNode scans every process of the node
-MAX_RESPONSE = 64 << 20
-ERROR_MARK = "nsinspect-error"  # trailing metadata the agent sets: this status carries its own sentence
 
 _ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,

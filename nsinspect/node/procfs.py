@@ -198,7 +198,7 @@ def _scan_chunk(procfd: int, pids: list[int], types: tuple[str, ...], describe: 
             raise
         finally:
             close(nsfd)
-        for seen, ino in zip(agg, inos):
+        for seen, ino in zip(agg, inos, strict=True):
             if ino is None:
                 continue
             entry = seen.get(ino)
@@ -223,7 +223,7 @@ def _scan_chunk(procfd: int, pids: list[int], types: tuple[str, ...], describe: 
 def _merge(into: _Chunk, other: _Chunk) -> _Chunk:
     agg, processes, vanished, denied, descs = into
     descs.update(other[4])
-    for seen, theirs in zip(agg, other[0]):
+    for seen, theirs in zip(agg, other[0], strict=True):
         for ino, (count, low) in theirs.items():
             entry = seen.get(ino)
             if entry is None:
@@ -303,7 +303,7 @@ class ProcFS:
             raise _classify(e, pid) from None
         finally:
             os.close(nsfd)
-        return {t: (NamespaceId(dev, ino) if ino is not None else None) for t, ino in zip(types, inos)}
+        return {t: (NamespaceId(dev, ino) if ino is not None else None) for t, ino in zip(types, inos, strict=True)}
 
     def start_time(self, pid: int) -> int:
         try:
@@ -391,7 +391,7 @@ class ProcFS:
         agg, processes, vanished, denied, descs = result
         procs: dict[int, Process | None] = {}
         out: dict[str, dict[int, tuple[int, int, Process | None]]] = {}
-        for t, seen in zip(types, agg):
+        for t, seen in zip(types, agg, strict=True):
             rows = out[t] = {}
             for ino, (count, low) in seen.items():
                 if low not in procs:

@@ -43,7 +43,7 @@ from nsinspect.model import (
     ProcessId,
     Verdict,
 )
-from nsinspect.procfs import ProcFS
+from nsinspect.node.procfs import ProcFS
 
 L_NAME, L_NAMESPACE, L_UID, L_CONTAINER = (
     "io.kubernetes.pod.name",
@@ -362,7 +362,9 @@ def expectations(options: Mapping[str, str], cgroup2: bool, privileged: bool, ep
     return exp
 
 
-def verdicts(members: list[Member], options: Mapping[str, str], node_ns: Mapping[str, NamespaceId], cgroup2: bool, privileged: bool) -> dict[str, Verdict]:
+def verdicts(
+    members: list[Member], options: Mapping[str, str], node_ns: Mapping[str, NamespaceId], cgroup2: bool, privileged: bool
+) -> dict[str, Verdict]:
     running = [m for m in members if m.running]
     ephemeral = any(m.role == EPHEMERAL and m.running for m in members)
     exp = expectations(options, cgroup2, privileged, ephemeral)

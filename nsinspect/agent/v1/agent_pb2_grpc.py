@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from nsinspect.v1 import agent_pb2 as nsinspect_dot_v1_dot_agent__pb2
+from nsinspect.agent.v1 import agent_pb2 as nsinspect_dot_agent_dot_v1_dot_agent__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in nsinspect/v1/agent_pb2_grpc.py depends on'
+        + ' but the generated code in nsinspect/agent/v1/agent_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,23 +36,23 @@ class InspectorStub:
         """
         self.GetNode = channel.unary_unary(
                 '/nsinspect.v1.Inspector/GetNode',
-                request_serializer=nsinspect_dot_v1_dot_agent__pb2.GetNodeRequest.SerializeToString,
-                response_deserializer=nsinspect_dot_v1_dot_agent__pb2.NodeView.FromString,
+                request_serializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.GetNodeRequest.SerializeToString,
+                response_deserializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.NodeView.FromString,
                 _registered_method=True)
         self.GetProcess = channel.unary_unary(
                 '/nsinspect.v1.Inspector/GetProcess',
-                request_serializer=nsinspect_dot_v1_dot_agent__pb2.GetProcessRequest.SerializeToString,
-                response_deserializer=nsinspect_dot_v1_dot_agent__pb2.ProcessView.FromString,
+                request_serializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.GetProcessRequest.SerializeToString,
+                response_deserializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.ProcessView.FromString,
                 _registered_method=True)
         self.ListPods = channel.unary_unary(
                 '/nsinspect.v1.Inspector/ListPods',
-                request_serializer=nsinspect_dot_v1_dot_agent__pb2.ListPodsRequest.SerializeToString,
-                response_deserializer=nsinspect_dot_v1_dot_agent__pb2.PodList.FromString,
+                request_serializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.ListPodsRequest.SerializeToString,
+                response_deserializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.PodList.FromString,
                 _registered_method=True)
         self.GetPod = channel.unary_unary(
                 '/nsinspect.v1.Inspector/GetPod',
-                request_serializer=nsinspect_dot_v1_dot_agent__pb2.GetPodRequest.SerializeToString,
-                response_deserializer=nsinspect_dot_v1_dot_agent__pb2.PodView.FromString,
+                request_serializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.GetPodRequest.SerializeToString,
+                response_deserializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.PodView.FromString,
                 _registered_method=True)
 
 
@@ -92,23 +92,23 @@ def add_InspectorServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetNode': grpc.unary_unary_rpc_method_handler(
                     servicer.GetNode,
-                    request_deserializer=nsinspect_dot_v1_dot_agent__pb2.GetNodeRequest.FromString,
-                    response_serializer=nsinspect_dot_v1_dot_agent__pb2.NodeView.SerializeToString,
+                    request_deserializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.GetNodeRequest.FromString,
+                    response_serializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.NodeView.SerializeToString,
             ),
             'GetProcess': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProcess,
-                    request_deserializer=nsinspect_dot_v1_dot_agent__pb2.GetProcessRequest.FromString,
-                    response_serializer=nsinspect_dot_v1_dot_agent__pb2.ProcessView.SerializeToString,
+                    request_deserializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.GetProcessRequest.FromString,
+                    response_serializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.ProcessView.SerializeToString,
             ),
             'ListPods': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPods,
-                    request_deserializer=nsinspect_dot_v1_dot_agent__pb2.ListPodsRequest.FromString,
-                    response_serializer=nsinspect_dot_v1_dot_agent__pb2.PodList.SerializeToString,
+                    request_deserializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.ListPodsRequest.FromString,
+                    response_serializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.PodList.SerializeToString,
             ),
             'GetPod': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPod,
-                    request_deserializer=nsinspect_dot_v1_dot_agent__pb2.GetPodRequest.FromString,
-                    response_serializer=nsinspect_dot_v1_dot_agent__pb2.PodView.SerializeToString,
+                    request_deserializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.GetPodRequest.FromString,
+                    response_serializer=nsinspect_dot_agent_dot_v1_dot_agent__pb2.PodView.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,8 +136,8 @@ class Inspector:
             request,
             target,
             '/nsinspect.v1.Inspector/GetNode',
-            nsinspect_dot_v1_dot_agent__pb2.GetNodeRequest.SerializeToString,
-            nsinspect_dot_v1_dot_agent__pb2.NodeView.FromString,
+            nsinspect_dot_agent_dot_v1_dot_agent__pb2.GetNodeRequest.SerializeToString,
+            nsinspect_dot_agent_dot_v1_dot_agent__pb2.NodeView.FromString,
             options,
             channel_credentials,
             insecure,
@@ -163,8 +163,8 @@ class Inspector:
             request,
             target,
             '/nsinspect.v1.Inspector/GetProcess',
-            nsinspect_dot_v1_dot_agent__pb2.GetProcessRequest.SerializeToString,
-            nsinspect_dot_v1_dot_agent__pb2.ProcessView.FromString,
+            nsinspect_dot_agent_dot_v1_dot_agent__pb2.GetProcessRequest.SerializeToString,
+            nsinspect_dot_agent_dot_v1_dot_agent__pb2.ProcessView.FromString,
             options,
             channel_credentials,
             insecure,
@@ -190,8 +190,8 @@ class Inspector:
             request,
             target,
             '/nsinspect.v1.Inspector/ListPods',
-            nsinspect_dot_v1_dot_agent__pb2.ListPodsRequest.SerializeToString,
-            nsinspect_dot_v1_dot_agent__pb2.PodList.FromString,
+            nsinspect_dot_agent_dot_v1_dot_agent__pb2.ListPodsRequest.SerializeToString,
+            nsinspect_dot_agent_dot_v1_dot_agent__pb2.PodList.FromString,
             options,
             channel_credentials,
             insecure,
@@ -217,8 +217,8 @@ class Inspector:
             request,
             target,
             '/nsinspect.v1.Inspector/GetPod',
-            nsinspect_dot_v1_dot_agent__pb2.GetPodRequest.SerializeToString,
-            nsinspect_dot_v1_dot_agent__pb2.PodView.FromString,
+            nsinspect_dot_agent_dot_v1_dot_agent__pb2.GetPodRequest.SerializeToString,
+            nsinspect_dot_agent_dot_v1_dot_agent__pb2.PodView.FromString,
             options,
             channel_credentials,
             insecure,

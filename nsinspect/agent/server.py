@@ -22,18 +22,15 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from nsinspect import AGENT_LISTEN as DEFAULT_LISTEN
-from nsinspect import convert
-from nsinspect.client import ERROR_MARK, target
-from nsinspect.engine import LocalEngine
+from nsinspect.agent import AGENT_LISTEN as DEFAULT_LISTEN
+from nsinspect.agent import ERROR_MARK, MAX_REQUEST, MAX_RESPONSE, SERVICE, convert
+from nsinspect.agent.client import target
+from nsinspect.agent.v1 import agent_pb2 as pb
+from nsinspect.agent.v1 import agent_pb2_grpc
 from nsinspect.errors import InvalidArgument, NotFound, NsinspectError, PermissionDenied, Unavailable
 from nsinspect.model import NS_TYPES
-from nsinspect.v1 import agent_pb2 as pb
-from nsinspect.v1 import agent_pb2_grpc
+from nsinspect.node.engine import LocalEngine
 
-SERVICE = "nsinspect.v1.Inspector"
-MAX_REQUEST = 64 << 10  # requests are a few names; anything bigger is refused by gRPC itself
-MAX_RESPONSE = 64 << 20  # GetNode on a very busy node
 GRACE_SECONDS = 5.0
 
 _CODES: tuple[tuple[type[NsinspectError], grpc.StatusCode], ...] = (
@@ -43,7 +40,7 @@ _CODES: tuple[tuple[type[NsinspectError], grpc.StatusCode], ...] = (
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 )
 
-log = logging.getLogger("nsinspect.agent")
+log = logging.getLogger("nsinspect.agent.server")
 
 
 class Inspector(agent_pb2_grpc.InspectorServicer):
