@@ -11,24 +11,19 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from nsinspect import __version__
 from nsinspect.agent import AGENT_LISTEN
-from nsinspect.errors import InvalidArgument, NotFound, NsinspectError, PermissionDenied, Unavailable
+from nsinspect.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_OK, InvalidArgument, NsinspectError, Unavailable
 from nsinspect.model import NS_TYPES
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_PERMISSION = 0, 1, 2, 3, 4, 5
-EXIT_INTERNAL = 70  # a bug in nsinspect (EX_SOFTWARE); distinct from a failed check
+if TYPE_CHECKING:
+    from nsinspect.engine import Engine, Progress
 
-_EXIT_CODES: tuple[tuple[type[NsinspectError], int], ...] = (
-    (InvalidArgument, EXIT_USAGE),
-    (NotFound, EXIT_NOT_FOUND),
-    (Unavailable, EXIT_UNAVAILABLE),
-    (PermissionDenied, EXIT_PERMISSION),
-)
+EXIT_USAGE, EXIT_UNAVAILABLE = InvalidArgument.exit_code, Unavailable.exit_code
 
 OUTPUT_FORMATS = ("table", "wide", "json", "yaml")
 
@@ -48,7 +43,7 @@ class App:
     as_user: str | None = None  # --as: impersonate this user (cluster mode)
     as_groups: tuple[str, ...] = ()  # --as-group, repeatable
     cluster: bool = False  # cluster mode forced (kubectl-nsinspect, --kubeconfig, --context, --as)
-    _engine: Any = field(default=None, repr=False)
+    _engine: Engine | None = field(default=None, repr=False)
 
     def mode(self) -> str:
         """local, agent or cluster (README, "Modes"): --agent, then --local (or node-side options),
@@ -63,17 +58,18 @@ class App:
 
         return "cluster" if configured(self.kubeconfig) else "local"
 
-    def engine(self, mode: str | None = None) -> Any:
-        """The inspection engine: in-process (local mode), an agent over gRPC, or the cluster."""
+    def engine(self, mode: str | None = None) -> Engine:
+        """The inspection engine: in-process (local mode), an agent over gRPC, or the cluster.
+        Every command asks it the same way, whichever it is."""
         if self._engine is None:
             mode = mode or self.mode()
             if mode == "agent":
                 from nsinspect.agent.client import AgentEngine
 
-                self._engine = AgentEngine(self.agent)
+                self._engine = AgentEngine(self.agent or "")
             elif mode == "cluster":
                 from nsinspect.cluster.engine import ClusterEngine
-                from nsinspect.node.engine import validate_name
+                from nsinspect.engine import validate_name
 
                 validate_name(self.agent_namespace, "agent namespace")
                 self._engine = ClusterEngine(self.kube(), self.agent_namespace)
@@ -89,13 +85,7 @@ class App:
 
         return Kube(self.kubeconfig, self.context, as_user=self.as_user, as_groups=self.as_groups)
 
-    def namespace(self, given: str | None) -> str:
-        """-n, else the context's namespace in cluster mode, else "default"."""
-        if given:
-            return given
-        return self.engine().namespace if self.mode() == "cluster" else "default"
-
-    def node_engine(self, node_name: str | None) -> Any:
+    def node_engine(self, node_name: str | None) -> Engine:
         """For node and pid: this machine (or --agent), unless --node names a node of the cluster."""
         if node_name:
             if self.agent or self.local:
@@ -215,7 +205,7 @@ def node(app: App, types: tuple[str, ...], node_name: str | None, fmt: str) -> N
     """Every namespace on this node, as lsns shows it (plus POD and CONTAINER)."""
     wanted = tuple(t for t in NS_TYPES if t in types) if types else NS_TYPES
     engine = app.node_engine(node_name)
-    app.emit(engine.node(wanted, node=node_name) if node_name else engine.node(wanted), fmt)
+    app.emit(engine.node(wanted, node=node_name), fmt)
 
 
 @cli.command()
@@ -226,7 +216,7 @@ def node(app: App, types: tuple[str, ...], node_name: str | None, fmt: str) -> N
 def pid(app: App, pid: int, node_name: str | None, fmt: str) -> None:
     """One process: its 8 namespaces, which are the node's, and its pod."""
     engine = app.node_engine(node_name)
-    app.emit(engine.process(pid, node=node_name) if node_name else engine.process(pid), fmt)
+    app.emit(engine.process(pid, node=node_name), fmt)
 
 
 namespace_option = click.option(
@@ -247,11 +237,7 @@ def pods(app: App, namespace: str | None, all_namespaces: bool, fmt: str) -> int
     the context's namespace (or -n, or -A), asked of every node's agent at once."""
     if namespace and all_namespaces:
         raise InvalidArgument("use either -n NAMESPACE or -A, not both")
-    if app.mode() != "cluster":
-        app.emit(app.engine().pods(None if all_namespaces else namespace), fmt)
-        return EXIT_OK
-    engine = app.engine()
-    view = engine.pods(None if all_namespaces else (namespace or engine.namespace), progress=_progress_bar())
+    view = app.engine().pods(namespace or None, all_namespaces, progress=_progress_bar())
     app.emit(view, fmt)
     if view.failed:
         n = len(view.failed)
@@ -261,7 +247,7 @@ def pods(app: App, namespace: str | None, all_namespaces: bool, fmt: str) -> int
     return EXIT_OK
 
 
-def _progress_bar() -> Any:
+def _progress_bar() -> Progress | None:
     """A progress callback drawing a bar on stderr (a terminal only, and only for more than a few nodes)."""
     if not sys.stderr.isatty() or os.environ.get("NSINSPECT_NO_PROGRESS"):
         return None
@@ -296,7 +282,7 @@ def _progress_bar() -> Any:
 def pod(app: App, name: str, namespace: str | None, container: str | None, fmt: str) -> None:
     """The comparison: the pod's members x 8 namespace types, and actual vs expected sharing
     (and, in cluster mode, what the pod's spec declares)."""
-    app.emit(app.engine().pod(name, app.namespace(namespace), container, detail=(fmt == "wide")), fmt)
+    app.emit(app.engine().pod(name, namespace or None, container, detail=(fmt == "wide")), fmt)
 
 
 @cli.command()
@@ -310,10 +296,10 @@ def check(app: App, name: str, namespace: str | None, expects: tuple[str, ...], 
 
     STATE is shared, private, host or mixed.
     """
-    from nsinspect.node.engine import parse_expectations
+    from nsinspect.engine import parse_expectations
 
     wanted = parse_expectations(expects)
-    result = app.engine().check(name, app.namespace(namespace), wanted)
+    result = app.engine().check(name, namespace or None, wanted)
     app.emit(result, fmt)
     return EXIT_OK if result.ok else EXIT_CHECK_FAILED
 
@@ -363,9 +349,9 @@ def agent(app: App, listen: str, cache_ttl: float, workers: int, probe: bool, ve
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from nsinspect.node.engine import LocalEngine
+    from nsinspect.node.cached import CachedEngine
 
-    engine = LocalEngine(app.proc_root, app.runtime_endpoint, app.host_root, parallel=False, cache_ttl=cache_ttl)
+    engine = CachedEngine(app.proc_root, app.runtime_endpoint, app.host_root, parallel=False, ttl=cache_ttl)
     agent_mod.serve(engine, listen, workers=workers)
     return EXIT_OK
 
@@ -459,7 +445,6 @@ def main(argv: list[str] | None = None, prog_name: str = "nsinspect", kubectl: b
 def _fail(e: NsinspectError) -> None:
     from nsinspect.render.text import safe
 
-    code = next((c for cls, c in _EXIT_CODES if isinstance(e, cls)), EXIT_INTERNAL)
     click.echo(f"nsinspect: {safe(str(e))}", err=True)
-    sys.exit(code)
+    sys.exit(e.exit_code)
 

@@ -20,7 +20,7 @@ _NO_STRINGS: Mapping[str, str] = MappingProxyType({})
 # The eight namespace types, in the order lsns and /proc/<pid>/ns list them.
 NS_TYPES: tuple[str, ...] = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 
-# Sharing states over the running members of a pod (PRODUCT.md, "Sharing states").
+# Sharing states over the running members of a pod (README, "Sharing states").
 HOST, SHARED, PRIVATE, MIXED = "host", "shared", "private", "mixed"
 STATES: tuple[str, ...] = (SHARED, PRIVATE, HOST, MIXED)
 
@@ -165,6 +165,7 @@ class Verdict(NamedTuple):
     reason: str = ""  # why that is expected, in words
     declared: str | None = None
     declared_reason: str = ""  # the spec fields behind ``declared``
+    disagreement: str = ""  # why the sources disagree, in one sentence (``sharing.explain``); "" when they agree
 
     @property
     def ok(self) -> bool:
@@ -228,11 +229,26 @@ class PodView(NamedTuple):
     lsns: tuple[Namespace, ...] = ()  # the pod's namespaces as lsns rows (wide output only: needs a full scan)
     spec: PodSpec | None = None  # what the pod's spec declares (cluster mode)
 
+    @property
+    def ok(self) -> bool:
+        """Every type whose members run agrees (kernel, runtime and, when known, spec)."""
+        return all(s.ok or s.actual is None for s in self.sharing.values())
+
 
 class PodsView(NamedTuple):
+    """``pods`` on one node."""
+
     pods: list[PodView]
     node: str = ""
     runtime: str = ""
+
+    @property
+    def nodes(self) -> list[NodeResult]:
+        return []  # one node answered: itself (ClusterPodsView lists every node asked)
+
+    @property
+    def failed(self) -> list[NodeResult]:
+        return []
 
 
 class NodeResult(NamedTuple):

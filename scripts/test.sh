@@ -25,10 +25,10 @@ fi
 
 python3 -m pip install -q --root-user-action=ignore --disable-pip-version-check '.[test]'
 
-# Generated protobuf code must match its .proto files.
-if [ -f scripts/gen_protos.py ]; then
-    python3 scripts/gen_protos.py --check
-fi
+# Generated protobuf code must match its .proto files; lint and types must be clean (pinned in the test extra).
+python3 scripts/gen_protos.py --check
+python3 -m ruff check .
+python3 -m mypy
 
 # The containerd builds of the runtime matrix (1.6 from this machine, 1.7 from trixie, 2.x from sid), fetched
 # by package name into a cache kept between runs; the suite would fetch them too, this shows it up front.

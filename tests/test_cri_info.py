@@ -9,7 +9,7 @@ import pytest
 
 from nsinspect.cri import info
 from nsinspect.model import NamespaceId
-from nsinspect.node.pods import state_of
+from nsinspect.sharing import state_of
 
 # The shape containerd 1.6 returns (captured here, trimmed); the env holds a secret.
 CONTAINERD = {

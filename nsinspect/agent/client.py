@@ -1,6 +1,6 @@
 """The agent's client: the engine's questions, asked over gRPC.
 
-``AgentEngine`` has the methods of ``LocalEngine`` and returns the same model (via
+``AgentEngine`` is an ``nsinspect.engine.Engine`` that returns the model (via
 ``nsinspect.agent.convert``), so the CLI renders an agent's answer through the one renderer path.
 gRPC status codes come back as the errors the CLI maps to exit codes.
 """
@@ -14,19 +14,14 @@ import grpc
 from nsinspect.agent import ERROR_MARK, MAX_RESPONSE, convert
 from nsinspect.agent.v1 import agent_pb2 as pb
 from nsinspect.agent.v1 import agent_pb2_grpc
-from nsinspect.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from nsinspect.engine import DEFAULT_NAMESPACE, Progress, evaluate, this_node_only
+from nsinspect.errors import BY_GRPC_CODE, InvalidArgument, Unavailable
 from nsinspect.model import NS_TYPES, CheckView, NodeView, PodsView, PodView, ProcessView
-from nsinspect.node.engine import evaluate
 
 CALL_TIMEOUT = 15.0
 NODE_TIMEOUT = 60.0  # GetNode scans every process of the node
 
-_ERRORS = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-}
+
 
 
 class AgentUnreachable(Unavailable):
@@ -70,8 +65,8 @@ class AgentEngine:
     def _error(self, e: grpc.RpcError) -> Exception:
         code, details = e.code(), e.details() or ""
         ours = any(k == ERROR_MARK for k, _v in (e.trailing_metadata() or ()))
-        if ours and code in _ERRORS:
-            return _ERRORS[code](details)
+        if ours and code.name in BY_GRPC_CODE:
+            return BY_GRPC_CODE[code.name](details)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return AgentUnreachable(
                 f"the nsinspect agent at {self.address} did not answer in time; check its log and the node's load",
@@ -90,21 +85,25 @@ class AgentEngine:
         return Unavailable(f"the nsinspect agent at {self.address} failed ({code.name}: {_short(details)})")
 
     # -- the engine's questions -------------------------------------------------------------
-    def node(self, types: tuple[str, ...] = NS_TYPES) -> NodeView:
+    def node(self, types: tuple[str, ...] = NS_TYPES, node: str | None = None) -> NodeView:
+        this_node_only(node)
         req = pb.GetNodeRequest(types=[] if tuple(types) == NS_TYPES else list(types))
         return convert.from_node(self._call("GetNode", req, NODE_TIMEOUT))
 
-    def process(self, pid: int) -> ProcessView:
+    def process(self, pid: int, node: str | None = None) -> ProcessView:
+        this_node_only(node)
         return convert.from_process(self._call("GetProcess", pb.GetProcessRequest(pid=pid)))
 
-    def pods(self, namespace: str | None = None) -> PodsView:
+    def pods(self, namespace: str | None = None, all_namespaces: bool = False, progress: Progress | None = None) -> PodsView:
+        namespace = None if all_namespaces else namespace
         return convert.from_pods(self._call("ListPods", pb.ListPodsRequest(namespace=namespace or "")))
 
-    def pod(self, name: str, namespace: str, container: str | None = None, detail: bool = False, uid: str = "") -> PodView:
+    def pod(self, name: str, namespace: str | None = None, container: str | None = None, detail: bool = False, uid: str = "") -> PodView:
+        namespace = DEFAULT_NAMESPACE if namespace is None else namespace
         req = pb.GetPodRequest(namespace=namespace, name=name, uid=uid, container=container or "", detail=detail)
         return convert.from_pod(self._call("GetPod", req, NODE_TIMEOUT if detail else None))
 
-    def check(self, name: str, namespace: str, expects: list[tuple[str, str]]) -> CheckView:
+    def check(self, name: str, namespace: str | None, expects: list[tuple[str, str]]) -> CheckView:
         return evaluate(self.pod(name, namespace), expects)
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ from nsinspect.model import (
     ScanStats,
     Verdict,
 )
+from nsinspect.sharing import explained
 
 # -- small records --------------------------------------------------------------------------------
 
@@ -189,19 +190,19 @@ def from_pod(m: pb.PodView) -> PodView:
     info = PodInfo(
         p.namespace, p.name, p.uid, p.sandbox_id, p.node, p.state, p.created_at, dict(p.options), p.hostname, dict(p.labels)
     )
-    sharing = {
-        t: Verdict(
+    verdicts = {
+        t: explained(Verdict(  # the sentence is not on the wire: the rules make it again
             m.sharing[t].actual if m.sharing[t].HasField("actual") else None,
             m.sharing[t].expected if m.sharing[t].HasField("expected") else None,
             m.sharing[t].reason,
-        )
+        ))
         for t in NS_TYPES
         if t in m.sharing
     }
     return PodView(
         info,
         [_from_member(x) for x in m.members],
-        sharing,
+        verdicts,
         _ns_dict(m.node_namespaces),
         m.runtime,
         tuple(m.notes),

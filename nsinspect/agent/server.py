@@ -27,23 +27,16 @@ from nsinspect.agent import ERROR_MARK, MAX_REQUEST, MAX_RESPONSE, SERVICE, conv
 from nsinspect.agent.client import target
 from nsinspect.agent.v1 import agent_pb2 as pb
 from nsinspect.agent.v1 import agent_pb2_grpc
-from nsinspect.errors import InvalidArgument, NotFound, NsinspectError, PermissionDenied, Unavailable
+from nsinspect.errors import InvalidArgument, NsinspectError, Unavailable
 from nsinspect.model import NS_TYPES
 from nsinspect.node.engine import LocalEngine
 
 GRACE_SECONDS = 5.0
 
-_CODES: tuple[tuple[type[NsinspectError], grpc.StatusCode], ...] = (
-    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-)
-
 log = logging.getLogger("nsinspect.agent.server")
 
 
-class Inspector(agent_pb2_grpc.InspectorServicer):
+class Inspector(agent_pb2_grpc.InspectorServicer):  # type: ignore[misc]  # generated without types
     """The service: each method validates, asks the engine, converts."""
 
     def __init__(self, engine: LocalEngine):
@@ -57,7 +50,7 @@ class Inspector(agent_pb2_grpc.InspectorServicer):
         try:
             out = fn()
         except NsinspectError as e:
-            code = next(c for cls, c in _CODES if isinstance(e, cls))
+            code = grpc.StatusCode[e.grpc_code]
             if code == grpc.StatusCode.UNAVAILABLE:
                 self._runtime_state(down=True, why=str(e))
             log.debug("%s: %s: %s", what, code.name, e)
@@ -219,7 +212,7 @@ def probe(address: str, timeout: float = 3.0) -> bool:
     channel = grpc.insecure_channel(target(address))
     try:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=timeout)
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
     except grpc.RpcError:
         return False
     finally:

@@ -235,7 +235,8 @@ class Kube:
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"
-        return self.request("GET", path, what=("get", "pods", namespace))
+        pod: dict[str, Any] = self.request("GET", path, what=("get", "pods", namespace))
+        return pod
 
     def list_pods(self, namespace: str | None = None, labels: str = "", fields: str = "") -> list[dict[str, Any]]:
         """Pods, in pages of LIST_PAGE (as kubectl reads big lists), following ``metadata.continue``."""

@@ -21,7 +21,7 @@ def manifests(image: str | None = None) -> list[dict[str, Any]]:
 
     root = resources.files("nsinspect") / "manifests"
     order = yaml.safe_load((root / "kustomization.yaml").read_text())["resources"]
-    objects = []
+    objects: list[dict[str, Any]] = []
     for name in order:
         objects.extend(o for o in yaml.safe_load_all((root / name).read_text()) if o)
     if image:

@@ -6,19 +6,20 @@ pod -> node -> agent: read the pod from the API server, find the nsinspect agent
 answer (``declared.compare``).  ``pods`` fans out to every node that runs a listed pod, with
 bounded concurrency; a node that cannot be asked is reported, not fatal.
 
-Same methods and model as ``LocalEngine`` and ``AgentEngine``, so the CLI renders all three alike.
+An ``nsinspect.engine.Engine``, like ``LocalEngine`` and ``AgentEngine``: the CLI asks all three alike.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
 
 from nsinspect.agent import AGENT_PORT
 from nsinspect.cluster.spec import compare, spec_of
+from nsinspect.engine import Progress, evaluate, validate_name, validate_pid
 from nsinspect.errors import InvalidArgument, NotFound, NsinspectError, Unavailable
 from nsinspect.model import (
     NS_TYPES,
@@ -31,14 +32,15 @@ from nsinspect.model import (
     ProcessView,
     Verdict,
 )
-from nsinspect.node.engine import evaluate, only_container, validate_name, validate_pid
+from nsinspect.node.engine import only_container
+
+if TYPE_CHECKING:
+    from nsinspect.agent.client import AgentEngine
 
 AGENT_NAMESPACE = "nsinspect-system"
 AGENT_SELECTOR = "app.kubernetes.io/name=nsinspect-agent"
 CONCURRENCY = 16  # nodes asked at once by `pods`
 DEPLOY_HINT = "deploy it with: nsinspect deploy --apply (or nsinspect deploy | kubectl apply -f -)"
-
-Progress = Callable[[int, int, str], None]  # (nodes done, nodes in all, the node just done)
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +76,8 @@ class ClusterEngine:
     @property
     def namespace(self) -> str:
         """The context's namespace: the default for -n."""
-        return self.kube.namespace
+        namespace: str = self.kube.namespace
+        return namespace
 
     # -- finding and reaching agents -----------------------------------------------------------
     def _agents(self, node: str | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -100,7 +103,7 @@ class ClusterEngine:
                           f"{self.agent_namespace}); {DEPLOY_HINT}, or pass --agent-namespace")
 
     @contextmanager
-    def _session(self, node: str, agent: dict[str, Any]) -> Iterator[Any]:
+    def _session(self, node: str, agent: dict[str, Any]) -> Iterator[AgentEngine]:
         """An AgentEngine talking to ``agent`` through a port-forward; errors say which node and pod."""
         from nsinspect.agent.client import AgentEngine, AgentUnreachable
         from nsinspect.cluster.tunnel import Tunnel
@@ -128,11 +131,12 @@ class ClusterEngine:
             engine.close()
             tunnel.close()
 
-    def _on_node(self, node: str) -> Any:
+    def _on_node(self, node: str) -> AbstractContextManager[AgentEngine]:
         return self._session(node, self._pick(node, self._agents(node).get(node, [])))
 
     # -- the engine's questions ----------------------------------------------------------------
-    def pod(self, name: str, namespace: str, container: str | None = None, detail: bool = False, uid: str = "") -> PodView:
+    def pod(self, name: str, namespace: str | None = None, container: str | None = None, detail: bool = False, uid: str = "") -> PodView:
+        namespace = self.namespace if namespace is None else namespace
         validate_name(name, "pod name")
         validate_name(namespace, "namespace")
         if container is not None:
@@ -158,11 +162,13 @@ class ClusterEngine:
             view = view._replace(notes=(*view.notes, f"the agent calls its node {view.pod.node!r}; the API server says {spec.node!r}"))
         return only_container(view, container)
 
-    def check(self, name: str, namespace: str, expects: list[tuple[str, str]]) -> CheckView:
+    def check(self, name: str, namespace: str | None, expects: list[tuple[str, str]]) -> CheckView:
         return evaluate(self.pod(name, namespace), expects)
 
-    def pods(self, namespace: str | None = None, progress: Progress | None = None) -> ClusterPodsView:
-        if namespace:
+    def pods(self, namespace: str | None = None, all_namespaces: bool = False, progress: Progress | None = None) -> ClusterPodsView:
+        """The pods of the context's namespace (or ``namespace``, or every one), asked of their nodes' agents."""
+        namespace = None if all_namespaces else (self.namespace if namespace is None else namespace)
+        if namespace is not None:
             validate_name(namespace, "namespace")
         listed = self.kube.list_pods(namespace)
         by_node: dict[str, list[dict[str, Any]]] = {}
@@ -224,14 +230,14 @@ class ClusterEngine:
             why = f"node {node} did not answer" + (f": {result.error}" if result and result.error else "")
         return empty._replace(notes=(why,))
 
-    def node(self, types: tuple[str, ...] = NS_TYPES, node: str = "") -> NodeView:
+    def node(self, types: tuple[str, ...] = NS_TYPES, node: str | None = None) -> NodeView:
         if not node:
             raise InvalidArgument("in cluster mode, name the node: nsinspect node --node NAME (or --local for this machine)")
         validate_name(node, "node name")
         with self._on_node(node) as agent:
             return agent.node(types)
 
-    def process(self, pid: int, node: str = "") -> ProcessView:
+    def process(self, pid: int, node: str | None = None) -> ProcessView:
         if not node:
             raise InvalidArgument("in cluster mode, name the node: nsinspect pid PID --node NAME (or --local for this machine)")
         validate_name(node, "node name")

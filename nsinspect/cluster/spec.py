@@ -3,30 +3,26 @@
 ``spec_of`` reads a Pod object (the API server's JSON, as a dict) into ``model.PodSpec``;
 ``compare`` lays it over a node's ``PodView``: roles come from the spec instead of being
 inferred, containers the runtime does not have are listed, and each namespace type gets a
-``declared`` state, so a mismatch between spec and runtime is shown as plainly as one between
-runtime and kernel.  Pure functions over the model: no Kubernetes client, no gRPC.
+``declared`` state (by ``sharing``'s rules), so a mismatch between spec and runtime is shown as
+plainly as one between runtime and kernel.  Pure functions over the model: no Kubernetes client, no gRPC.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from nsinspect import sharing
 from nsinspect.model import (
     APP,
     EPHEMERAL,
-    HOST,
     INFERRED_ROLES,
     INIT,
-    MIXED,
-    PRIVATE,
     ROLE_ORDER,
     SANDBOX,
-    SHARED,
     ContainerDecl,
     Member,
     PodSpec,
     PodView,
-    Verdict,
 )
 
 
@@ -73,31 +69,6 @@ def spec_of(pod: dict[str, Any]) -> PodSpec:
     )
 
 
-def declared(spec: PodSpec, ephemeral_targets: bool) -> dict[str, tuple[str, str]]:
-    """The sharing state the spec asks for, per type it governs (net, ipc, uts, pid, user), and why.
-
-    mnt, cgroup and time are not in the spec: the runtime and the node decide them."""
-    out = {
-        "net": (HOST, "spec.hostNetwork: true") if spec.host_network else (SHARED, "spec.hostNetwork is not set"),
-        "uts": (HOST, "spec.hostNetwork: true (uts follows the network)") if spec.host_network
-        else (SHARED, "spec.hostNetwork is not set (uts follows the network)"),
-        "ipc": (HOST, "spec.hostIPC: true") if spec.host_ipc else (SHARED, "spec.hostIPC is not set"),
-    }
-    if spec.host_pid:
-        out["pid"] = (HOST, "spec.hostPID: true")
-    elif spec.share_process_namespace:
-        out["pid"] = (SHARED, "spec.shareProcessNamespace: true")
-    elif ephemeral_targets:
-        out["pid"] = (MIXED, "no shareProcessNamespace, and an ephemeral container has a targetContainerName")
-    else:
-        out["pid"] = (PRIVATE, "spec.shareProcessNamespace is not set")
-    if spec.host_users is False:
-        out["user"] = (SHARED, "spec.hostUsers: false")
-    else:
-        out["user"] = (HOST, "spec.hostUsers is not set (true)" if spec.host_users is None else "spec.hostUsers: true")
-    return out
-
-
 def compare(view: PodView, spec: PodSpec) -> PodView:
     """``view`` (from a node: runtime + kernel) with the spec laid over it."""
     notes = [n for n in view.notes if n not in INFERRED_ROLES]  # roles are known now
@@ -134,21 +105,6 @@ def compare(view: PodView, spec: PodSpec) -> PodView:
             notes.append(f"container {decl.name!r} is in the spec but not in the runtime ({state})")
     members.sort(key=lambda m: (ROLE_ORDER[m.role], m.created_at == 0, m.created_at))
     ephemeral_running = any(m.role == EPHEMERAL and m.running and m.target_id for m in members)
-    want = declared(spec, ephemeral_running)
-    sharing = {}
-    for t, v in view.sharing.items():
-        d = want.get(t)
-        sharing[t] = v._replace(declared=d[0], declared_reason=d[1]) if d else v._replace(declared=None, declared_reason="")
     notes.insert(0, "roles from the pod's spec")
-    return view._replace(members=members, sharing=sharing, notes=tuple(notes), spec=spec)
-
-
-def explain(t: str, v: Verdict) -> str:
-    """Why a type's three sources disagree, in one sentence ('' when they agree)."""
-    parts = []
-    if v.declared is not None and v.expected is not None and v.declared != v.expected:
-        parts.append(f"the spec asks for {v.declared} ({v.declared_reason}), but the runtime was set up for "
-                     f"{v.expected} ({v.reason.split(';')[0]}): kubelet or the runtime did not apply the spec")
-    if v.actual is not None and v.expected is not None and v.actual != v.expected:
-        parts.append(f"the runtime was asked for {v.expected} ({v.reason}), but the kernel says {v.actual}")
-    return "; ".join(parts)
+    view = view._replace(members=members, notes=tuple(notes), spec=spec)
+    return view._replace(sharing=sharing.with_declared(view, spec, ephemeral_running))

@@ -99,7 +99,7 @@ class Tunnel:
         opened = [False, False]
         while True:
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
-                ready = [sock]
+                ready: list[Any] = [sock]
             else:
                 ready, _, _ = select.select([conn, sock], [], [])
             if conn in ready:

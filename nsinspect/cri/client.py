@@ -18,26 +18,32 @@ import grpc
 from nsinspect.cri.endpoints import _socket_path, candidates
 from nsinspect.cri.v1 import api_pb2 as pb
 from nsinspect.cri.v1 import api_pb2_grpc as pb_grpc
-from nsinspect.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from nsinspect.errors import InvalidArgument, NotFound, NsinspectError, PermissionDenied, Unavailable
 
 MAX_MESSAGE = 16 << 20
 PROBE_TIMEOUT = 2.0
 CALL_TIMEOUT = 10.0
 
 
+# The runtime's status codes, by name, as our errors: (class, sentence after "<what>: ").
+_RUNTIME_ERRORS: dict[str, tuple[type[NsinspectError], str]] = {
+    "NOT_FOUND": (NotFound, "not found ({detail})"),
+    "PERMISSION_DENIED": (PermissionDenied, "permission denied by the runtime; run nsinspect as root"),
+    "UNAUTHENTICATED": (PermissionDenied, "permission denied by the runtime; run nsinspect as root"),
+    "INVALID_ARGUMENT": (InvalidArgument, "rejected by the runtime ({detail})"),
+    "UNAVAILABLE": (Unavailable, "the container runtime does not answer ({reason}); check that it is running"),
+}
+
+
 def map_rpc_error(e: grpc.RpcError, what: str) -> Exception:
     code = e.code() if hasattr(e, "code") else None
     detail = e.details() if hasattr(e, "details") else str(e)
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFound(f"{what}: not found ({detail})")
-    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-        return PermissionDenied(f"{what}: permission denied by the runtime; run nsinspect as root")
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgument(f"{what}: rejected by the runtime ({detail})")
-    if code == grpc.StatusCode.UNAVAILABLE:
-        reason = detail.rsplit("error: ", 1)[-1].strip() if "error: " in detail else detail
-        return Unavailable(f"{what}: the container runtime does not answer ({reason[:100]}); check that it is running")
-    return Unavailable(f"{what}: the container runtime failed ({code.name if code else 'error'}: {detail[:160]}); check its log")
+    reason = detail.rsplit("error: ", 1)[-1].strip() if "error: " in detail else detail
+    known = _RUNTIME_ERRORS.get(code.name if code else "")
+    if known is None:
+        return Unavailable(f"{what}: the container runtime failed ({code.name if code else 'error'}: {detail[:160]}); check its log")
+    cls, sentence = known
+    return cls(f"{what}: " + sentence.format(detail=detail, reason=reason[:100]))
 
 
 class RuntimeClient:
@@ -101,7 +107,8 @@ class RuntimeClient:
             raise map_rpc_error(e, what) from None
 
     def version(self) -> pb.VersionResponse:
-        return self._call("Version", pb.VersionRequest(version="v1"), "Version")
+        reply: pb.VersionResponse = self._call("Version", pb.VersionRequest(version="v1"), "Version")
+        return reply
 
     def list_sandboxes(self, ready_only: bool = False, labels: dict[str, str] | None = None) -> list[pb.PodSandbox]:
         f = pb.PodSandboxFilter(label_selector=labels or {})
@@ -115,7 +122,8 @@ class RuntimeClient:
 
     def sandbox_status(self, sandbox_id: str, verbose: bool = True) -> pb.PodSandboxStatusResponse:
         req = pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=verbose)
-        return self._call("PodSandboxStatus", req, f"pod sandbox {sandbox_id[:13]}")
+        reply: pb.PodSandboxStatusResponse = self._call("PodSandboxStatus", req, f"pod sandbox {sandbox_id[:13]}")
+        return reply
 
     def _batch(self, method: str, requests: dict[str, Any], what: str) -> dict[str, Any]:
         """Many unary calls at once, pipelined on one connection; a NOT_FOUND answer maps to None."""

@@ -9,7 +9,7 @@ Pods and containers are attached on top by ``nsinspect.node.pods``.
 from __future__ import annotations
 
 from nsinspect.errors import AccessDenied, NoSuchProcess
-from nsinspect.model import NS_TYPES, ContainerRef, Namespace, NamespaceId, NodeView, PodView, ProcessView
+from nsinspect.model import NS_TYPES, ContainerRef, Namespace, NamespaceId, NodeView, PodRef, PodView, ProcessView
 from nsinspect.node.procfs import ProcFS
 
 
@@ -60,7 +60,7 @@ def process_view(proc: ProcFS, pid: int) -> ProcessView:
 
 def attach_pods(view: NodeView, pods: list[PodView]) -> NodeView:
     """Fill POD and CONTAINER: which pods' members are in each namespace (the node's own are not attributed)."""
-    owners: dict[tuple[str, int], tuple[list, list]] = {}
+    owners: dict[tuple[str, int], tuple[list[PodRef], list[ContainerRef]]] = {}
     for pv in pods:
         for m in pv.members:
             for t, ns in m.namespaces.items():

@@ -7,7 +7,7 @@ Steps for a set of sandboxes (``fetch``, then ``assemble``):
     ``cri.info`` keeps the pid and namespace facts only).
  3. Each running member's 8 namespaces from /proc/<pid>/ns, after checking that the pid is still
     the process the runtime meant (pid + start time; cached pids are revalidated the same way).
- 4. Roles (see ``assign_roles``) and sharing verdicts (``verdicts``).
+ 4. Roles (see ``assign_roles``) and sharing verdicts (``sharing.verdicts``).
 
 Without the API server some roles are inferred, and each inference is written into ``notes``.
 """
@@ -19,21 +19,17 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from nsinspect import sharing
 from nsinspect.cri import info as cri_info
 from nsinspect.errors import AccessDenied, NoSuchProcess, NotFound
 from nsinspect.model import (
     APP,
     EPHEMERAL,
-    HOST,
     INFERRED_EPHEMERAL,
     INFERRED_INIT,
     INIT,
-    MIXED,
-    NS_TYPES,
-    PRIVATE,
     ROLE_ORDER,
     SANDBOX,
-    SHARED,
     ContainerRef,
     Member,
     NamespaceId,
@@ -41,7 +37,6 @@ from nsinspect.model import (
     PodRef,
     PodView,
     ProcessId,
-    Verdict,
 )
 from nsinspect.node.procfs import ProcFS
 
@@ -114,7 +109,7 @@ def _member(
     proc: ProcFS, cache: PidCache, cid: str, name: str, role: str, state: str, status: Any, running: bool, **extra: Any
 ) -> tuple[Member, cri_info.VerboseInfo | None]:
     vi = None
-    process, namespaces = None, {}
+    process, namespaces = None, dict[str, NamespaceId]()
     if running:
         # fetch() validated the entry; _namespaces checks the identity again around its reads.
         cached = cache.peek(cid)
@@ -123,7 +118,7 @@ def _member(
             process, namespaces = _namespaces(proc, cached[0].pid)
             if process is None or process.id != cached[0]:
                 cache.forget(cid)
-                process, namespaces = None, {}
+                process, namespaces = None, dict[str, NamespaceId]()
         elif status is not None and status.info:
             vi = cri_info.parse(status.info)
             if vi.pid:
@@ -141,7 +136,7 @@ class Facts(NamedTuple):
     statuses: dict[str, Any]  # container id -> ContainerStatusResponse (verbose only where a pid was needed)
     sb_statuses: dict[str, Any]  # sandbox id -> PodSandboxStatusResponse
     taken_at: float = 0.0  # time.monotonic() when it was asked
-    index: Mapping[tuple[str, str], list[Any]] = MappingProxyType({})  # (namespace, name) -> its sandboxes
+    by_name: Mapping[tuple[str, str], list[Any]] = MappingProxyType({})  # (namespace, name) -> its sandboxes
     signature: frozenset[tuple[str, int]] = frozenset()  # (id, state) of every sandbox and container
 
     def same(self, other: Facts | None) -> bool:
@@ -226,7 +221,8 @@ def assemble(proc: ProcFS, cache: PidCache, facts: Facts, node: str, cgroup2: bo
     return views
 
 
-def _pod_view(proc, cache, sb, st, containers, statuses, node, cgroup2, node_ns) -> PodView:
+def _pod_view(proc: ProcFS, cache: PidCache, sb: Any, st: Any, containers: list[Any], statuses: dict[str, Any], node: str,
+              cgroup2: bool, node_ns: Mapping[str, NamespaceId]) -> PodView:
     status = st.status
     labels = dict(sb.labels)
     meta = sb.metadata
@@ -261,7 +257,8 @@ def _pod_view(proc, cache, sb, st, containers, statuses, node, cgroup2, node_ns)
         )
         raw.append((m, vi, s.started_at if s is not None else 0))
     members, notes = assign_roles(sandbox, raw, options)
-    return PodView(info, members, verdicts(members, options, node_ns, cgroup2, any_privileged(raw)), dict(node_ns), notes=tuple(notes))
+    verdicts = sharing.verdicts(members, options, node_ns, sharing.Node(cgroup2, any_privileged(raw)))
+    return PodView(info, members, verdicts, dict(node_ns), notes=tuple(notes))
 
 
 def any_privileged(raw: list[tuple[Member, Any, int]]) -> bool:
@@ -309,75 +306,6 @@ def assign_roles(sandbox: Member, raw: list[tuple[Member, Any, int]], options: M
         notes.append(INFERRED_EPHEMERAL)
     members.sort(key=lambda m: (ROLE_ORDER[m.role], m.created_at))
     return [sandbox, *members], notes
-
-
-def state_of(namespaces: list[NamespaceId], node: NamespaceId | None) -> str | None:
-    """The sharing state of one type over the running members (PRODUCT.md, "Sharing states")."""
-    if not namespaces:
-        return None
-    if node is not None and all(ns == node for ns in namespaces):
-        return HOST
-    distinct = set(namespaces)
-    if node in distinct:
-        return MIXED
-    if len(distinct) == 1:
-        return SHARED
-    if len(distinct) == len(namespaces):
-        return PRIVATE
-    return MIXED
-
-
-def expectations(options: Mapping[str, str], cgroup2: bool, privileged: bool, ephemeral_targets: bool) -> dict[str, tuple[str, str]]:
-    """What each type should be, and why, from the CRI NamespaceOption and the node."""
-    net_node = options.get("network") == "NODE"
-    pid = options.get("pid", "CONTAINER")
-    exp = {
-        "net": (HOST, "hostNetwork: the pod uses the node's network (CRI network=NODE)") if net_node
-        else (SHARED, "every container joins the sandbox's network namespace (CRI network=POD)"),
-        "ipc": (HOST, "hostIPC: the pod uses the node's IPC (CRI ipc=NODE)") if options.get("ipc") == "NODE"
-        else (SHARED, "every container joins the sandbox's IPC namespace (CRI ipc=POD)"),
-        "uts": (HOST, "follows the network: hostNetwork pods keep the node's hostname") if net_node
-        else (SHARED, "every container joins the sandbox's UTS namespace"),
-        "mnt": (PRIVATE, "every container has its own root filesystem"),
-        "time": (HOST, "time namespaces are not part of CRI: always the node's"),
-    }
-    if pid == "NODE":
-        exp["pid"] = (HOST, "hostPID: the pod sees every process of the node (CRI pid=NODE)")
-    elif pid == "POD":
-        exp["pid"] = (SHARED, "shareProcessNamespace: true (CRI pid=POD)")
-    elif ephemeral_targets:
-        exp["pid"] = (MIXED, "private per container, but an ephemeral container joins its target's (CRI pid=TARGET)")
-    else:
-        exp["pid"] = (PRIVATE, "each container has its own (CRI pid=CONTAINER); set spec.shareProcessNamespace: true to share")
-    if options.get("userns") == "POD":
-        exp["user"] = (SHARED, "hostUsers: false: the pod has its own user namespace (CRI userns=POD)")
-    else:
-        exp["user"] = (HOST, "hostUsers defaults to true: root in the container is root on the node")
-    if not cgroup2:
-        exp["cgroup"] = (HOST, "cgroup v1 node: containers stay in the node's cgroup namespace")
-    elif privileged:
-        exp["cgroup"] = (MIXED, "cgroup v2 node, but privileged containers keep the node's cgroup namespace")
-    else:
-        exp["cgroup"] = (PRIVATE, "cgroup v2 node: each container has its own cgroup namespace")
-    return exp
-
-
-def verdicts(
-    members: list[Member], options: Mapping[str, str], node_ns: Mapping[str, NamespaceId], cgroup2: bool, privileged: bool
-) -> dict[str, Verdict]:
-    running = [m for m in members if m.running]
-    ephemeral = any(m.role == EPHEMERAL and m.running for m in members)
-    exp = expectations(options, cgroup2, privileged, ephemeral)
-    out = {}
-    for t in NS_TYPES:
-        inos = [m.namespaces[t] for m in running if t in m.namespaces]
-        actual = state_of(inos, node_ns.get(t))
-        expected, reason = exp[t]
-        if actual is not None and len(inos) == 1 and actual in (SHARED, PRIVATE):
-            # One running member: shared and private cannot be told apart.
-            actual = expected if expected in (SHARED, PRIVATE) else actual
-        out[t] = Verdict(actual, expected, reason)
-    return out
 
 
 def find_member(pods: list[PodView], namespaces: Mapping[str, NamespaceId | None]) -> tuple[PodRef, ContainerRef] | None:

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 FORMATS = ("table", "wide", "json", "yaml")
 
 
@@ -34,7 +36,7 @@ def render(view: object, fmt: str, width: int | None = None, color: bool = False
     return render_table(view, wide=(fmt == "wide"), width=width, color=color)
 
 
-def dump_json(data: dict) -> str:
+def dump_json(data: dict[str, Any]) -> str:
     """JSON with one list item per line.
 
     ``json.dumps(indent=...)`` falls back to the pure-Python encoder, 4x slower on a node

@@ -1,4 +1,4 @@
-"""The model as plain data: the JSON/YAML contract of PRODUCT.md.
+"""The model as plain data: the JSON/YAML contract (README, "Commands").
 
 Keys shared with ``lsns -J`` keep lsns's names (ns, type, nprocs, pid, ppid, user, command).
 Nothing here is truncated or escaped: JSON escaping is the serializer's job.
@@ -208,13 +208,8 @@ def pod_row(pv: PodView) -> dict[str, Any]:
         "running": sum(1 for m in pv.members if m.running),
         "sharing": {t: {"actual": s.actual, "expected": s.expected, "ok": s.ok, "declared": s.declared}
                     for t, s in pv.sharing.items()},
-        "ok": pod_ok(pv),
+        "ok": pv.ok,
     }
-
-
-def pod_ok(pv: PodView) -> bool:
-    """Every type whose members run agrees (kernel, runtime and, when known, spec)."""
-    return all(s.ok or s.actual is None for s in pv.sharing.values())
 
 
 def pods(v: PodsView) -> dict[str, Any]:
@@ -238,7 +233,7 @@ def cluster_pods(v: ClusterPodsView) -> dict[str, Any]:
             "pods": len(v.pods),
             "nodes": len(v.nodes),
             "nodes_failed": len(v.failed),
-            "pods_not_ok": sum(1 for pv in v.pods if pv.members and not pod_ok(pv)),
+            "pods_not_ok": sum(1 for pv in v.pods if pv.members and not pv.ok),
         },
     }
 

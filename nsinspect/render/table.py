@@ -15,10 +15,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from nsinspect.cluster.spec import explain as explain_verdict
 from nsinspect.model import NS_TYPES, CheckView, ClusterPodsView, Member, NodeView, PodsView, PodView, ProcessView, ScanStats
 from nsinspect.render.columns import DIM, RESET, format_columns
-from nsinspect.render.data import pod_ok
 from nsinspect.render.text import safe
 
 _UNLIMITED = 1 << 16
@@ -216,7 +214,7 @@ def pod_table(v: PodView, wide: bool) -> RenderableType:
     parts: list[RenderableType] = [head, t, Text(legend, style="dim")]
     explain = []
     for nstype, verdict in v.sharing.items():
-        disagree = explain_verdict(nstype, verdict)
+        disagree = verdict.disagreement
         if disagree and verdict.actual is not None:
             explain.append(Text(f"{nstype}: ", style="bold").append(disagree, style="bold red"))
         elif verdict.actual == "host":
@@ -245,7 +243,7 @@ def _pod_cells(pv: PodView) -> list[RenderableType]:
     if not pv.members:
         row.append(Text("?", style="yellow"))
     else:
-        row.append(_mark(pod_ok(pv)))
+        row.append(_mark(pv.ok))
     return row
 
 
@@ -266,7 +264,7 @@ def cluster_pods_table(v: ClusterPodsView, wide: bool) -> RenderableType:
     for pv in v.pods:
         note = [T("; ".join(pv.notes), "dim")] if wide else []
         t.add_row(T(pv.pod.namespace), T(pv.pod.name), T(pv.pod.node or "-"), *_pod_cells(pv), *note)
-    bad = sum(1 for pv in v.pods if pv.members and not pod_ok(pv))
+    bad = sum(1 for pv in v.pods if pv.members and not pv.ok)
     asked = len(v.nodes) - len(v.failed)
     summary = Text(f"{len(v.pods)} pods in {where} on {len(v.nodes)} nodes; {asked} answered; "
                    f"{bad} pod{'s' if bad != 1 else ''} where kernel, runtime and spec disagree", style="bold")

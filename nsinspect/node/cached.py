@@ -1,0 +1,185 @@
+"""The agent's layer over ``LocalEngine``: answers from a snapshot of the runtime, kept fresh.
+
+``CachedEngine(ttl=...)`` keeps the runtime's view of every sandbox as a snapshot
+(``pods.Facts``), confirmed with ListPodSandbox + ListContainers when older than ``ttl`` seconds;
+statuses are asked only for what changed.  Answers built from a snapshot are reused while it stays
+current, for at most VIEW_MAX_AGE, and only after checking that every member's process is still
+the same one (pid and start time), so a dead process's namespaces are never shown.  A request
+that finds a member's process gone, or a pod the snapshot does not know, waits for a fresh
+snapshot.  The snapshot is dropped as soon as the runtime's connection breaks, so a stopped
+runtime is reported, not papered over.  Thread-safe: the agent serves from several threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, NamedTuple
+
+from nsinspect.errors import Unavailable
+from nsinspect.model import NamespaceId, PodView
+from nsinspect.node import discover
+from nsinspect.node.engine import LocalEngine, choose, not_found
+
+# A cached answer's namespaces are read again at least this often, even when nothing changed.
+# (Every request checks that each member's process is still the same one.)
+VIEW_MAX_AGE = 10.0
+
+
+class Answer(NamedTuple):
+    """Views built from one snapshot, and when their namespaces were read (monotonic)."""
+
+    facts: Any  # the pods.Facts they were built from
+    views: list[PodView]
+    at: float
+
+
+class CachedEngine(LocalEngine):
+    """``LocalEngine`` answering from a snapshot of the runtime no older than ``ttl`` seconds."""
+
+    def __init__(self, *args: Any, ttl: float = 1.0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.ttl = ttl
+        self._facts: Any = None  # pods.Facts of every sandbox
+        self._node_ns: dict[str, NamespaceId] = {}  # read with each new snapshot
+        self._answers: dict[tuple[str, str, str], Answer] = {}  # GetPod answers of this snapshot
+        self._all: Answer | None = None  # every ready pod, from this snapshot
+        self._checked_at = 0.0  # when the runtime last confirmed the snapshot (monotonic)
+        self._connect_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+
+    # -- the runtime ---------------------------------------------------------------------------
+    def runtime(self) -> Any:
+        client = self._client
+        if client is not None:
+            return client
+        with self._connect_lock:
+            return self._client or self._connect()
+
+    def _connect(self) -> Any:
+        client = super()._connect()
+        client.on_disconnect(self._runtime_lost)
+        return client
+
+    def _runtime_lost(self) -> None:
+        """The runtime's connection broke (called from a gRPC thread): distrust the snapshot."""
+        self._facts = None
+
+    def drop_runtime(self) -> None:
+        self._facts = None
+        super().drop_runtime()
+
+    def _build(self, sandboxes: list[Any], facts: Any = None, node_ns: dict[str, NamespaceId] | None = None) -> list[PodView]:
+        if node_ns is None and facts is not None and self._node_ns:
+            node_ns = self._node_ns
+        return super()._build(sandboxes, facts, node_ns)
+
+    # -- the snapshot ----------------------------------------------------------------------------
+    def _snapshot(self, not_before: float | None = None) -> Any:
+        """The runtime's view of every sandbox: no older than ttl, and taken after ``not_before``
+        (a monotonic time) when given.  Concurrent callers share one refresh."""
+        facts = self._facts
+        if facts is not None and self._fresh(not_before):
+            return facts
+        if facts is not None and not_before is None and not self._refresh_lock.acquire(blocking=False):
+            return facts  # someone is refreshing an expired snapshot: this one is at most a refresh older
+        if not_before is not None or facts is None:
+            self._refresh_lock.acquire()
+        try:
+            facts = self._facts
+            if facts is not None and self._fresh(not_before):
+                return facts
+            return self._refresh()
+        finally:
+            self._refresh_lock.release()
+
+    def _fresh(self, not_before: float | None) -> bool:
+        if not_before is not None:
+            return self._checked_at >= not_before
+        return time.monotonic() - self._checked_at < self.ttl
+
+    def _refresh(self) -> Any:
+        from nsinspect.node import pods
+
+        taken = time.monotonic()
+        for retry in (False, True):
+            try:
+                client = self.runtime()
+                facts = pods.fetch(client, self.proc, client.list_sandboxes(), self._cache, self._facts, taken)
+                break
+            except Unavailable:
+                # The old connection may be dead while the runtime is back (restarted): one fresh try.
+                self.drop_runtime()
+                if retry:
+                    raise
+        if facts.same(self._facts):
+            facts = self._facts  # nothing changed: the views built from it stay good
+        else:
+            self._node_ns = discover.node_namespaces(self.proc)
+            self._answers.clear()
+            self._facts = facts
+        self._checked_at = taken
+        return facts
+
+    def _usable(self, hit: Answer | None, facts: Any, now: float) -> bool:
+        """A cached answer holds while its snapshot is the current one, its namespaces were read
+        less than VIEW_MAX_AGE ago, and every member's process is still the same one."""
+        return hit is not None and hit.facts is facts and now - hit.at < VIEW_MAX_AGE and self._alive(hit.views, settled=True)
+
+    def _alive(self, views: list[PodView], settled: bool = False) -> bool:
+        """Is every member that the runtime says runs still the process we read?
+
+        ``settled``: these views were accepted after a fresh look, so a running member without a
+        readable process is how things are (hidden, exiting), not a sign of change."""
+        for v in views:
+            for m in v.members:
+                if m.process is not None:
+                    if not self.proc.is_alive(m.process.id):
+                        return False
+                elif m.state in ("running", "ready") and not settled:
+                    return False
+        return True
+
+    # -- LocalEngine's hooks, answered from the snapshot ---------------------------------------
+    def _pod_views(self, namespace: str | None = None, node_ns: dict[str, NamespaceId] | None = None) -> list[PodView]:
+        asked = time.monotonic()
+        facts = self._snapshot()
+        hit = self._all
+        if not self._usable(hit, facts, asked):
+            views = self._build([sb for sb in facts.sandboxes if sb.state == 0], facts)
+            if not self._alive(views):  # a pod changed since the snapshot: look again
+                facts = self._snapshot(not_before=asked)
+                views = self._build([sb for sb in facts.sandboxes if sb.state == 0], facts)
+            self._all = hit = Answer(facts, views, time.monotonic())
+        assert hit is not None
+        return [v for v in hit.views if not namespace or v.pod.namespace == namespace]
+
+    def _find_pod(self, name: str, namespace: str, uid: str) -> PodView:
+        asked = time.monotonic()
+        facts = self._snapshot()
+        key = (namespace, name, uid)
+        hit = self._answers.get(key)
+        # The answer built from this snapshot still holds while each member's process is the same
+        # one (pid and start time: one read of /proc/<pid>/stat each).  Its namespaces were read
+        # when this snapshot was taken, at most ttl ago.
+        if hit is not None and self._usable(hit, facts, asked):
+            return hit.views[0]
+        for attempt in (0, 1):
+            sandboxes = _with_uid(facts.by_name.get((namespace, name), []), uid)
+            views = self._build([choose(sandboxes)], facts) if sandboxes else []
+            # A member the snapshot says runs but whose process is gone: the pod changed
+            # (deleted, restarted).  Ask again rather than answer from the past.
+            if views and (attempt or not any(m.state in ("running", "ready") and not m.running for m in views[0].members)):
+                if facts is self._facts:
+                    self._answers[key] = Answer(facts, views[:1], time.monotonic())
+                return views[0]
+            if attempt == 0:
+                facts = self._snapshot(not_before=asked)
+        elsewhere = sorted({ns for (ns, n) in facts.by_name if n == name})
+        raise not_found(name, namespace, uid, elsewhere)
+
+
+def _with_uid(sandboxes: list[Any], uid: str) -> list[Any]:
+    from nsinspect.node.pods import L_UID
+
+    return [sb for sb in sandboxes if sb.labels.get(L_UID, sb.metadata.uid) == uid] if uid else sandboxes

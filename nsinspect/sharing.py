@@ -1,0 +1,219 @@
+"""The sharing rules, in one table: what each namespace type should be, and why.
+
+A pod asks for its namespaces twice: in its spec (``hostNetwork``, ``shareProcessNamespace``, ...)
+and, through kubelet, in the CRI ``NamespaceOption`` its runtime receives.  Both are normalized
+into one ``Ask``; the node adds what the pod cannot choose (``Node``: the cgroup version, a
+privileged member).  ``RULES`` maps (Ask, Node) to a state per type, with the sentence that
+explains it in the runtime's terms and, for the types the spec governs, in the spec's terms.
+``HINTS`` say what to set in the spec to get a state.  Everything that judges a pod — expected,
+declared, actual, the disagreement sentence, a check's hint — is computed here and stored in the
+model; renderers only print it.  Pure functions: no gRPC, no Kubernetes client, no terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+from nsinspect.model import EPHEMERAL, HOST, MIXED, NS_TYPES, PRIVATE, SHARED, Member, NamespaceId, PodSpec, PodView, Verdict
+
+
+class Ask(NamedTuple):
+    """What a pod asked for, in CRI's words (``NamespaceMode`` names)."""
+
+    network: str = "POD"  # POD | NODE
+    ipc: str = "POD"  # POD | NODE
+    pid: str = "CONTAINER"  # CONTAINER | POD | NODE | TARGET (an ephemeral container joined its target)
+    userns: str = "NODE"  # NODE | POD
+    host_users_set: bool = False  # the spec wrote hostUsers explicitly (only its wording depends on it)
+
+
+class Node(NamedTuple):
+    """What the node decides: the cgroup version, and whether a member runs privileged."""
+
+    cgroup2: bool = False
+    privileged: bool = False
+
+
+class Rule(NamedTuple):
+    state: str
+    when: Callable[[Ask, Node], bool]
+    runtime: str  # why, in the runtime's terms (the EXPECTED column's reason)
+    spec: str | None = None  # why, in the spec's terms (SPEC column); None: the spec says nothing of this type
+
+
+def _always(a: Ask, n: Node) -> bool:
+    return True
+
+
+# First matching rule of a type wins.
+RULES: dict[str, tuple[Rule, ...]] = {
+    "net": (
+        Rule(HOST, lambda a, n: a.network == "NODE", "hostNetwork: the pod uses the node's network (CRI network=NODE)",
+             "spec.hostNetwork: true"),
+        Rule(SHARED, _always, "every container joins the sandbox's network namespace (CRI network=POD)",
+             "spec.hostNetwork is not set"),
+    ),
+    "uts": (
+        Rule(HOST, lambda a, n: a.network == "NODE", "follows the network: hostNetwork pods keep the node's hostname",
+             "spec.hostNetwork: true (uts follows the network)"),
+        Rule(SHARED, _always, "every container joins the sandbox's UTS namespace",
+             "spec.hostNetwork is not set (uts follows the network)"),
+    ),
+    "ipc": (
+        Rule(HOST, lambda a, n: a.ipc == "NODE", "hostIPC: the pod uses the node's IPC (CRI ipc=NODE)", "spec.hostIPC: true"),
+        Rule(SHARED, _always, "every container joins the sandbox's IPC namespace (CRI ipc=POD)", "spec.hostIPC is not set"),
+    ),
+    "pid": (
+        Rule(HOST, lambda a, n: a.pid == "NODE", "hostPID: the pod sees every process of the node (CRI pid=NODE)",
+             "spec.hostPID: true"),
+        Rule(SHARED, lambda a, n: a.pid == "POD", "shareProcessNamespace: true (CRI pid=POD)",
+             "spec.shareProcessNamespace: true"),
+        Rule(MIXED, lambda a, n: a.pid == "TARGET",
+             "private per container, but an ephemeral container joins its target's (CRI pid=TARGET)",
+             "no shareProcessNamespace, and an ephemeral container has a targetContainerName"),
+        Rule(PRIVATE, _always, "each container has its own (CRI pid=CONTAINER); set spec.shareProcessNamespace: true to share",
+             "spec.shareProcessNamespace is not set"),
+    ),
+    "user": (
+        Rule(SHARED, lambda a, n: a.userns == "POD", "hostUsers: false: the pod has its own user namespace (CRI userns=POD)",
+             "spec.hostUsers: false"),
+        Rule(HOST, lambda a, n: a.host_users_set, "hostUsers defaults to true: root in the container is root on the node",
+             "spec.hostUsers: true"),
+        Rule(HOST, _always, "hostUsers defaults to true: root in the container is root on the node",
+             "spec.hostUsers is not set (true)"),
+    ),
+    "mnt": (
+        Rule(PRIVATE, _always, "every container has its own root filesystem"),
+    ),
+    "cgroup": (
+        Rule(HOST, lambda a, n: not n.cgroup2, "cgroup v1 node: containers stay in the node's cgroup namespace"),
+        Rule(MIXED, lambda a, n: n.privileged, "cgroup v2 node, but privileged containers keep the node's cgroup namespace"),
+        Rule(PRIVATE, _always, "cgroup v2 node: each container has its own cgroup namespace"),
+    ),
+    "time": (
+        Rule(HOST, _always, "time namespaces are not part of CRI: always the node's"),
+    ),
+}
+
+# What to set in the pod's spec to get a state (a failed check's hint).
+HINTS: dict[tuple[str, str], str] = {
+    ("pid", SHARED): "set spec.shareProcessNamespace: true",
+    ("pid", HOST): "set spec.hostPID: true",
+    ("net", HOST): "set spec.hostNetwork: true",
+    ("uts", HOST): "set spec.hostNetwork: true (uts follows the network)",
+    ("ipc", HOST): "set spec.hostIPC: true",
+    ("user", SHARED): "set spec.hostUsers: false (needs user-namespace support in the runtime)",
+    ("user", HOST): "remove spec.hostUsers: false",
+}
+
+
+def _rule(t: str, ask: Ask, node: Node) -> Rule:
+    return next(r for r in RULES[t] if r.when(ask, node))
+
+
+def ask_of_options(options: Mapping[str, str], ephemeral_targets: bool = False) -> Ask:
+    """The CRI NamespaceOption (``{"network": "POD", "pid": "CONTAINER", ...}``) as an Ask."""
+    pid = options.get("pid", "CONTAINER")
+    if pid not in ("NODE", "POD") and ephemeral_targets:
+        pid = "TARGET"
+    return Ask(options.get("network", "POD"), options.get("ipc", "POD"), pid, options.get("userns", "NODE"))
+
+
+def ask_of_spec(spec: PodSpec, ephemeral_targets: bool = False) -> Ask:
+    """The pod's spec as an Ask (what kubelet would send the runtime)."""
+    if spec.host_pid:
+        pid = "NODE"
+    elif spec.share_process_namespace:
+        pid = "POD"
+    else:
+        pid = "TARGET" if ephemeral_targets else "CONTAINER"
+    return Ask(
+        "NODE" if spec.host_network else "POD", "NODE" if spec.host_ipc else "POD", pid,
+        "POD" if spec.host_users is False else "NODE", spec.host_users is not None,
+    )
+
+
+def expected(ask: Ask, node: Node) -> dict[str, tuple[str, str]]:
+    """Per type: the state the runtime should have set up, and why."""
+    return {t: (r.state, r.runtime) for t in NS_TYPES for r in (_rule(t, ask, node),)}
+
+
+def declared(ask: Ask) -> dict[str, tuple[str, str]]:
+    """Per type the spec governs (net, uts, ipc, pid, user): the state it asks for, and the fields behind it.
+    mnt, cgroup and time are not in the spec: the runtime and the node decide them."""
+    out = {}
+    for t in NS_TYPES:
+        r = _rule(t, ask, Node())
+        if r.spec is not None:
+            out[t] = (r.state, r.spec)
+    return out
+
+
+def hint(t: str, want: str, verdict: Verdict) -> str:
+    """What to change to get ``want`` (a failed check's last words)."""
+    return HINTS.get((t, want), verdict.reason)
+
+
+def state_of(namespaces: list[NamespaceId], node: NamespaceId | None) -> str | None:
+    """The sharing state of one type over the running members (README, "Sharing states")."""
+    if not namespaces:
+        return None
+    if node is not None and all(ns == node for ns in namespaces):
+        return HOST
+    distinct = set(namespaces)
+    if node in distinct:
+        return MIXED
+    if len(distinct) == 1:
+        return SHARED
+    if len(distinct) == len(namespaces):
+        return PRIVATE
+    return MIXED
+
+
+def verdicts(members: list[Member], options: Mapping[str, str], node_ns: Mapping[str, NamespaceId], node: Node) -> dict[str, Verdict]:
+    """Each type's verdict over the running members: the kernel's state against the runtime's settings."""
+    running = [m for m in members if m.running]
+    ephemeral = any(m.role == EPHEMERAL and m.running for m in members)
+    exp = expected(ask_of_options(options, ephemeral), node)
+    out = {}
+    for t in NS_TYPES:
+        inos = [m.namespaces[t] for m in running if t in m.namespaces]
+        actual = state_of(inos, node_ns.get(t))
+        state, reason = exp[t]
+        if actual is not None and len(inos) == 1 and actual in (SHARED, PRIVATE):
+            # One running member: shared and private cannot be told apart.
+            actual = state if state in (SHARED, PRIVATE) else actual
+        out[t] = explained(Verdict(actual, state, reason))
+    return out
+
+
+def explain(v: Verdict) -> str:
+    """Why a type's three sources disagree, in one sentence ('' when they agree or nothing runs)."""
+    parts = []
+    if v.declared is not None and v.expected is not None and v.declared != v.expected:
+        parts.append(f"the spec asks for {v.declared} ({v.declared_reason}), but the runtime was set up for "
+                     f"{v.expected} ({v.reason.split(';')[0]}): kubelet or the runtime did not apply the spec")
+    if v.actual is not None and v.expected is not None and v.actual != v.expected:
+        parts.append(f"the runtime was asked for {v.expected} ({v.reason}), but the kernel says {v.actual}")
+    return "; ".join(parts)
+
+
+def explained(v: Verdict) -> Verdict:
+    return v._replace(disagreement=explain(v))
+
+
+def with_declared(view: PodView, spec: PodSpec, ephemeral_targets: bool) -> dict[str, Verdict]:
+    """The view's verdicts with the spec's states laid over them (types the spec is silent on: None)."""
+    want = declared(ask_of_spec(spec, ephemeral_targets))
+    out = {}
+    for t, v in view.sharing.items():
+        d = want.get(t)
+        v = v._replace(declared=d[0], declared_reason=d[1]) if d else v._replace(declared=None, declared_reason="")
+        out[t] = explained(v)
+    return out
+
+
+def with_explanations(view: PodView) -> PodView:
+    """The view with each verdict's disagreement sentence (re)computed, e.g. after it crossed the wire."""
+    return view._replace(sharing={t: explained(v) for t, v in view.sharing.items()})
