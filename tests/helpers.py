@@ -183,8 +183,16 @@ def _comm(pid: int) -> str:
 
 
 def lsns_flat() -> list[dict]:
-    """``lsns -J`` with its nested pid/user children flattened."""
-    data = json.loads(subprocess.run(["lsns", "-J"], check=True, capture_output=True, text=True).stdout)
+    """``lsns -J`` with its nested pid/user children flattened.
+
+    lsns exits 1 with no output when a process it is reading exits under it (other work on a busy
+    machine); such a run is repeated, a few times at most."""
+    for _ in range(5):
+        r = subprocess.run(["lsns", "-J"], capture_output=True, text=True)
+        if r.returncode == 0:
+            break
+    assert r.returncode == 0, f"lsns -J failed 5 times: {r.stderr}"
+    data = json.loads(r.stdout)
     out: list[dict] = []
 
     def walk(items: list[dict]) -> None:
