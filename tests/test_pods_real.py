@@ -7,7 +7,7 @@ import os
 import re
 
 import pytest
-from cri_env import ContainerSpec, remove_pod, run_pod
+from cri_env import USERNS_HOST_ID, USERNS_LENGTH, ContainerSpec, remove_pod, run_pod
 from helpers import NS_TYPES, assert_one_sentence_error, node_truth, run_cli, truth
 
 pytestmark = pytest.mark.runtime
@@ -194,8 +194,6 @@ def test_userns_pod(ctrd):
     request and runs it in the node's.  nsinspect shows each as the kernel has it."""
     from nsinspect.cri.v1 import api_pb2 as pb
 
-    from cri_env import USERNS_HOST_ID, USERNS_LENGTH
-
     rid = ctrd.runtime.id
     handlers = {h.name: h.features.user_namespaces for h in ctrd.client.stub.Status(pb.StatusRequest(), timeout=10).runtime_handlers}
     assert handlers == ({"": True, "runc": True} if rid == "2.x" else {}), handlers
@@ -224,7 +222,8 @@ def test_userns_pod(ctrd):
     assert all(m["uid_map"] == mapping and m["gid_map"] == mapping for m in running)
     assert data["pod"]["namespace_options"]["userns"] == "POD"
     assert data["pod"]["userns_mappings"] == {"uids": mapping, "gids": mapping}
-    evidence = f"root in the pod is uid {USERNS_HOST_ID} on the node (uid_map 0 {USERNS_HOST_ID} {USERNS_LENGTH}; gid_map 0 {USERNS_HOST_ID} {USERNS_LENGTH})"
+    one = f"0 {USERNS_HOST_ID} {USERNS_LENGTH}"
+    evidence = f"root in the pod is uid {USERNS_HOST_ID} on the node (uid_map {one}; gid_map {one})"
     assert (user["actual"], user["expected"], user["ok"], user["evidence"]) == ("shared", "shared", True, evidence)
     # The pod's root really is that uid on the node.
     assert all(_status_ids(m["pid"]) == (USERNS_HOST_ID, USERNS_HOST_ID) for m in running)

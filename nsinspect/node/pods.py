@@ -103,7 +103,10 @@ def _namespaces(proc: ProcFS, pid: int) -> tuple[Any, dict[str, NamespaceId], di
     try:
         process = proc.process(pid)
         links = proc.ns_links(pid)
-        uid_map, gid_map = proc.id_maps(pid)
+        try:
+            uid_map, gid_map = proc.id_maps(pid)
+        except (NoSuchProcess, AccessDenied):  # a kernel without user namespaces has no maps (or it is gone:
+            uid_map = gid_map = ()            # is_alive tells)
         if not proc.is_alive(process.id):
             return None, {}, _NO_MAPS
     except (NoSuchProcess, AccessDenied):
