@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from helpers import NS_TYPES, make_proc
 
+from nsinspect import sharing
 from nsinspect.model import IdRange, Member, NamespaceId, Process, ProcessId, outside_id
 from nsinspect.node import pods
 from nsinspect.node.procfs import ProcFS, parse_id_map
@@ -70,17 +71,17 @@ def member(name, uid_map=POD, gid_map=POD):
     ],
 )
 def test_user_evidence(members, requested, expected):
-    assert pods.user_evidence(members, requested) == expected
+    assert sharing.user_evidence(members, requested) == expected
 
 
 def test_verdict_carries_evidence_only_outside_the_node():
     node_ns = {t: NamespaceId(4, 100 + i) for i, t in enumerate(NS_TYPES)}
     own = {t: NamespaceId(4, 900 + i) for i, t in enumerate(NS_TYPES)}
     in_pod = [member("pause")._replace(namespaces=own), member("app")._replace(namespaces=dict(own, mnt=NamespaceId(4, 5)))]
-    v = pods.verdicts(in_pod, {"userns": "POD", "pid": "CONTAINER"}, node_ns, False, False, (POD, POD))["user"]
+    v = sharing.verdicts(in_pod, {"userns": "POD", "pid": "CONTAINER"}, node_ns, sharing.Node(), (POD, POD))["user"]
     assert (v.actual, v.expected, v.ok) == ("shared", "shared", True) and v.evidence.startswith("root in the pod is uid 65536")
     on_node = [m._replace(namespaces=dict(m.namespaces, user=node_ns["user"]), uid_map=NODE_MAP, gid_map=NODE_MAP) for m in in_pod]
-    v = pods.verdicts(on_node, {"userns": "NODE"}, node_ns, False, False)["user"]
+    v = sharing.verdicts(on_node, {"userns": "NODE"}, node_ns, sharing.Node())["user"]
     assert (v.actual, v.expected, v.evidence) == ("host", "host", "")
 
 
