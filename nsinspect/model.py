@@ -46,6 +46,23 @@ class NamespaceId(NamedTuple):
     ino: int
 
 
+class IdRange(NamedTuple):
+    """One line of a user namespace's id map (``/proc/<pid>/uid_map``, user_namespaces(7)), or one CRI
+    IDMapping: ``length`` ids from ``inside`` (container_id) are ``outside`` (host_id) onwards on the node."""
+
+    inside: int
+    outside: int
+    length: int
+
+
+def outside_id(ranges: tuple[IdRange, ...], inside: int) -> int | None:
+    """The node's id for an id inside the namespace; None when the map does not map it."""
+    for r in ranges:
+        if r.inside <= inside < r.inside + r.length:
+            return r.outside + inside - r.inside
+    return None
+
+
 class ProcessId(NamedTuple):
     """A process's identity: its pid and its start time (clock ticks after boot).
 
@@ -142,6 +159,9 @@ class Member(NamedTuple):
     finished_at: int = 0
     image: str = ""
     sidecar: bool = False  # an init container with restartPolicy Always (known from the pod spec only)
+    # The kernel's id maps of its user namespace (/proc/<pid>/uid_map, gid_map); () when not running.
+    uid_map: tuple[IdRange, ...] = ()
+    gid_map: tuple[IdRange, ...] = ()
 
     @property
     def pid(self) -> int | None:
@@ -166,6 +186,7 @@ class Verdict(NamedTuple):
     declared: str | None = None
     declared_reason: str = ""  # the spec fields behind ``declared``
     disagreement: str = ""  # why the sources disagree, in one sentence (``sharing.explain``); "" when they agree
+    evidence: str = ""  # what the kernel shows beyond inodes, in words (user: the id maps)
 
     @property
     def ok(self) -> bool:
@@ -187,6 +208,9 @@ class PodInfo(NamedTuple):
     options: Mapping[str, str] = _NO_STRINGS
     hostname: str = ""
     labels: Mapping[str, str] = _NO_STRINGS
+    # The id maps the runtime was asked for (CRI userns_options uids/gids, mode POD); () when none.
+    uid_mappings: tuple[IdRange, ...] = ()
+    gid_mappings: tuple[IdRange, ...] = ()
 
     @property
     def ref(self) -> PodRef:

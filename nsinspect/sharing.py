@@ -15,7 +15,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from nsinspect.model import EPHEMERAL, HOST, MIXED, NS_TYPES, PRIVATE, SHARED, Member, NamespaceId, PodSpec, PodView, Verdict
+from nsinspect.model import (
+    EPHEMERAL,
+    HOST,
+    MIXED,
+    NS_TYPES,
+    PRIVATE,
+    SHARED,
+    IdRange,
+    Member,
+    NamespaceId,
+    PodSpec,
+    PodView,
+    Verdict,
+    outside_id,
+)
+
+IdMaps = tuple[tuple[IdRange, ...], tuple[IdRange, ...]]  # (uid map, gid map)
 
 
 class Ask(NamedTuple):
@@ -171,7 +187,8 @@ def state_of(namespaces: list[NamespaceId], node: NamespaceId | None) -> str | N
     return MIXED
 
 
-def verdicts(members: list[Member], options: Mapping[str, str], node_ns: Mapping[str, NamespaceId], node: Node) -> dict[str, Verdict]:
+def verdicts(members: list[Member], options: Mapping[str, str], node_ns: Mapping[str, NamespaceId], node: Node,
+             requested_maps: IdMaps = ((), ())) -> dict[str, Verdict]:
     """Each type's verdict over the running members: the kernel's state against the runtime's settings."""
     running = [m for m in members if m.running]
     ephemeral = any(m.role == EPHEMERAL and m.running for m in members)
@@ -185,7 +202,45 @@ def verdicts(members: list[Member], options: Mapping[str, str], node_ns: Mapping
             # One running member: shared and private cannot be told apart.
             actual = state if state in (SHARED, PRIVATE) else actual
         out[t] = explained(Verdict(actual, state, reason))
-    return out
+    return with_evidence(out, members, requested_maps)
+
+
+def format_map(ranges: tuple[IdRange, ...]) -> str:
+    """An id map as /proc shows it, lines joined by commas: "0 65536 65536"."""
+    return ", ".join(f"{r.inside} {r.outside} {r.length}" for r in ranges) or "empty"
+
+
+def user_evidence(running: list[Member], requested: IdMaps) -> str:
+    """The id maps of members outside the node's user namespace, in one sentence: who root is on the
+    node, and whether the kernel's maps are the ones the runtime was asked for (CRI userns_options)."""
+    maps = {(m.uid_map, m.gid_map) for m in running if m.uid_map or m.gid_map}
+    if not maps:
+        return ""
+    if len(maps) > 1:
+        return "the members' id maps differ: " + "; ".join(
+            f"{m.name}: uid_map {format_map(m.uid_map)}, gid_map {format_map(m.gid_map)}" for m in running)
+    uid_map, gid_map = maps.pop()
+    root_uid, root_gid = outside_id(uid_map, 0), outside_id(gid_map, 0)
+    if root_uid is None:
+        who = "uid 0 is not mapped in the pod"
+    elif root_gid is not None and root_gid != root_uid:
+        who = f"root in the pod is uid {root_uid}, gid {root_gid} on the node"
+    else:
+        who = f"root in the pod is uid {root_uid} on the node"
+    text = f"{who} (uid_map {format_map(uid_map)}; gid_map {format_map(gid_map)})"
+    want_uid, want_gid = requested
+    if (want_uid or want_gid) and (want_uid, want_gid) != (uid_map, gid_map):
+        text += f", but the runtime was asked for uid_map {format_map(want_uid)}; gid_map {format_map(want_gid)}"
+    return text
+
+
+def with_evidence(verdicts: dict[str, Verdict], members: list[Member], requested: IdMaps) -> dict[str, Verdict]:
+    """The verdicts with the user type's evidence (the id maps) when the members are not in the node's
+    user namespace.  Made from the members' maps, so it is made again after crossing the wire."""
+    user = verdicts.get("user")
+    if user is None or user.actual in (None, HOST):
+        return verdicts
+    return dict(verdicts, user=user._replace(evidence=user_evidence([m for m in members if m.running], requested)))
 
 
 def explain(v: Verdict) -> str:

@@ -6,7 +6,7 @@ import pytest
 # helpers.py sits beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cri_env import Containerd, ContainerSpec, require_runtime, run_pod  # noqa: E402
+from cri_env import USERNS_HOST_ID, Containerd, ContainerSpec, require_runtime, run_pod  # noqa: E402
 from helpers import require_root  # noqa: E402
 
 # The real-runtime tests run once per containerd build (scripts/runtimes.py); select with
@@ -53,6 +53,9 @@ def ctrd(request):
             client, "debugged", containers=[ContainerSpec("web"), ContainerSpec("cache")],
             ephemeral=[ContainerSpec("debugger", target="web")],
         ),
+        # hostUsers: false, as kubelet asks for it (containerd 1.6 drops the request: see test_userns_pod).
+        "userns-demo": run_pod(client, "userns-demo", containers=[ContainerSpec("app"), ContainerSpec("sidecar")],
+                               userns_host_id=USERNS_HOST_ID),
     }
     env.client = client
     env.pods = pods

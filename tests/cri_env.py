@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "docker.io/nsinspect/busybox:test"
 APPLETS = ("sh", "sleep", "true", "cat", "ls", "ps", "hostname", "id", "readlink")
 KUBE = "io.kubernetes"
+USERNS_LENGTH = 65536  # kubelet's ids per pod (userNsUnitLength, the default idsPerPod)
+USERNS_HOST_ID = 65536  # the first range kubelet gives out (ids below 65536 are never a pod's)
 
 
 def _blob(layout: Path, data: bytes) -> tuple[str, int]:
@@ -258,6 +260,9 @@ class Containerd:
     def create(cls, rid: str | None = None) -> Containerd:
         rt = runtime(rid)
         d = Path(tempfile.mkdtemp(prefix="nsinspect-ctrd-"))
+        # mkdtemp's 0700 would stop a user-namespaced pod's root (uid 65536 on the node) on its way to its
+        # rootfs (runc: "remount-private ... permission denied"); containerd's own dirs are 0711 likewise.
+        d.chmod(0o711)
         (d / "cni").mkdir()
         config = CONFIG_V3 if rt.major >= 2 else CONFIG_V2
         (d / "config.toml").write_text(config.format(d=d, image=IMAGE, runc=rt.runc))
@@ -384,7 +389,11 @@ def run_pod(
     share_pid: bool = False,
     init: list[ContainerSpec] | None = None,
     ephemeral: list[ContainerSpec] | None = None,
+    userns_host_id: int | None = None,
 ) -> Pod:
+    """Run a pod as kubelet does.  ``userns_host_id`` makes it a ``hostUsers: false`` pod: kubelet's
+    userns manager sends mode POD with one uid and one gid mapping, container id 0 -> that host id
+    (a multiple of 65536), 65536 long, to the sandbox and to every container alike."""
     from nsinspect.cri.v1 import api_pb2 as pb
 
     uid = str(uuid.uuid4())
@@ -394,6 +403,9 @@ def run_pod(
         pid=pb.NODE if host_pid else (pb.POD if share_pid else pb.CONTAINER),
         ipc=pb.NODE if host_ipc else pb.POD,
     )
+    if userns_host_id is not None:
+        ids = [pb.IDMapping(host_id=userns_host_id, container_id=0, length=USERNS_LENGTH)]
+        opts.userns_options.CopyFrom(pb.UserNamespace(mode=pb.POD, uids=ids, gids=ids))
     labels = {f"{KUBE}.pod.name": name, f"{KUBE}.pod.namespace": namespace, f"{KUBE}.pod.uid": uid}
     sandbox_config = pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace=namespace, attempt=0),

@@ -126,6 +126,26 @@ def test_a_spec_the_runtime_did_not_apply_is_shown_and_explained(ctrd, api):
     assert any("'ghost' is in the spec but not in the runtime (waiting (ImagePullBackOff))" in n for n in d["notes"])
 
 
+def test_a_hostusers_false_pod_through_the_agent(ctrd, api):
+    """spec.hostUsers: false beside the kernel and the runtime: the id maps cross the agent; on containerd 1.6,
+    which dropped the request, the disagreement is shown and explained."""
+    api.add_pod(pod_object("userns-demo", "lab", NODE, [{"name": "app"}, {"name": "sidecar"}],
+                           uid=ctrd.pods["userns-demo"].uid, hostUsers=False))
+    d = as_json(kube(api, "pod", "userns-demo", "-o", "json"))
+    local = as_json(run_cli("-r", ctrd.endpoint, "pod", "userns-demo", "-n", "lab", "-o", "json"))
+    assert [(m["uid_map"], m["gid_map"]) for m in d["members"]] == [(m["uid_map"], m["gid_map"]) for m in local["members"]]
+    assert d["pod"]["userns_mappings"] == local["pod"]["userns_mappings"] and d["spec"]["hostUsers"] is False
+    user = d["sharing"]["user"]
+    assert user["declared"] == "shared" and user["evidence"] == local["sharing"]["user"]["evidence"]
+    table = kube(api, "pod", "userns-demo").stdout
+    if ctrd.runtime.id == "1.6":
+        assert (user["expected"], user["actual"], user["ok"]) == ("host", "host", False)
+        assert "the spec asks for shared (spec.hostUsers: false), but the runtime was set up for host" in table, table
+    else:
+        assert (user["expected"], user["actual"], user["ok"]) == ("shared", "shared", True)
+        assert "user: root in the pod is uid 65536 on the node" in table, table
+
+
 def test_container_filter_wide_yaml_and_check_in_cluster_mode(api):
     d = as_json(kube(api, "pod", "namespace-demo", "-c", "web", "-o", "json"))
     assert [m["name"] for m in d["members"]] == ["namespace-demo", "web"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
-from cri_env import ContainerSpec, remove_pod, run_pod
+from cri_env import USERNS_HOST_ID, USERNS_LENGTH, ContainerSpec, remove_pod, run_pod
 from helpers import NS_TYPES, assert_one_sentence_error, node_truth, run_cli, truth
 
 pytestmark = pytest.mark.runtime
@@ -177,3 +178,68 @@ def test_wide_shows_lsns_view_of_the_pod(ctrd):
 
     in_net = sum(1 for p in os.listdir("/proc") if p.isdigit() and readlink_ns(int(p), "net") == net)
     assert int(line.split()[2]) == in_net >= 3
+
+
+def _file_map(pid, name):
+    """/proc/<pid>/uid_map (or gid_map) as the JSON contract writes it, read here."""
+    with open(f"/proc/{pid}/{name}") as f:
+        rows = [line.split() for line in f if line.strip()]
+    return [{"inside": int(a), "outside": int(b), "length": int(c)} for a, b, c in rows]
+
+
+def test_userns_pod(ctrd):
+    """A hostUsers: false pod (CRI userns_options mode POD, as kubelet sends it to the sandbox and every
+    container).  containerd 2.x advertises user namespaces to kubelet and runs it in a user namespace of its
+    own; 1.7 advertises nothing (kubelet would refuse the pod) but, asked anyway, runs it so; 1.6 drops the
+    request and runs it in the node's.  nsinspect shows each as the kernel has it."""
+    from nsinspect.cri.v1 import api_pb2 as pb
+
+    rid = ctrd.runtime.id
+    handlers = {h.name: h.features.user_namespaces for h in ctrd.client.stub.Status(pb.StatusRequest(), timeout=10).runtime_handlers}
+    assert handlers == ({"": True, "runc": True} if rid == "2.x" else {}), handlers
+    data = pod_json(ctrd, "userns-demo")
+    node = node_truth()
+    running = [m for m in data["members"] if m["pid"]]
+    assert [m["name"] for m in running] == ["userns-demo", "app", "sidecar"]
+    for m in running:
+        assert m["namespaces"]["user"] == readlink_user(m["pid"]), m["name"]
+        assert m["uid_map"] == _file_map(m["pid"], "uid_map") and m["gid_map"] == _file_map(m["pid"], "gid_map")
+    user = data["sharing"]["user"]
+    check = nsi(ctrd, "check", "userns-demo", "-n", "lab", "--expect", "user=shared")
+    if rid == "1.6":
+        # containerd 1.6 drops userns_options: its status echoes none, and the members keep the node's
+        # user namespace (kubelet would not send it: the runtime advertises no user-namespace support).
+        st = ctrd.client.stub.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=ctrd.pods["userns-demo"].sandbox_id))
+        assert not st.status.linux.namespaces.options.HasField("userns_options")
+        assert all(m["namespaces"]["user"] == node["user"] for m in running)
+        assert all(m["uid_map"] == [{"inside": 0, "outside": 0, "length": 4294967295}] for m in running)
+        assert data["pod"]["namespace_options"]["userns"] == "NODE" and data["pod"]["userns_mappings"] is None
+        assert (user["actual"], user["expected"], user["ok"], user["evidence"]) == ("host", "host", True, None)
+        assert check.returncode == 1 and "hint: set spec.hostUsers: false" in check.stdout, check.stdout
+        return
+    mapping = [{"inside": 0, "outside": USERNS_HOST_ID, "length": USERNS_LENGTH}]
+    assert len({m["namespaces"]["user"] for m in running}) == 1 and running[0]["namespaces"]["user"] != node["user"]
+    assert all(m["uid_map"] == mapping and m["gid_map"] == mapping for m in running)
+    assert data["pod"]["namespace_options"]["userns"] == "POD"
+    assert data["pod"]["userns_mappings"] == {"uids": mapping, "gids": mapping}
+    one = f"0 {USERNS_HOST_ID} {USERNS_LENGTH}"
+    evidence = f"root in the pod is uid {USERNS_HOST_ID} on the node (uid_map {one}; gid_map {one})"
+    assert (user["actual"], user["expected"], user["ok"], user["evidence"]) == ("shared", "shared", True, evidence)
+    # The pod's root really is that uid on the node.
+    assert all(_status_ids(m["pid"]) == (USERNS_HOST_ID, USERNS_HOST_ID) for m in running)
+    assert check.returncode == 0, check.stdout + check.stderr
+    table = nsi(ctrd, "pod", "userns-demo", "-n", "lab")
+    assert table.returncode == 0 and f"user: {evidence}" in table.stdout, table.stdout
+    ino = running[0]["namespaces"]["user"]
+    assert re.search(rf"^ user +{ino} =a +{ino} =a +{ino} =a +shared +shared +✓$", table.stdout, re.M), table.stdout
+
+
+def readlink_user(pid):
+    return int(os.readlink(f"/proc/{pid}/ns/user")[len("user:["):-1])
+
+
+def _status_ids(pid):
+    """The process's real uid and gid as the node sees them (/proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])

@@ -14,6 +14,7 @@ from nsinspect.agent.v1 import agent_pb2 as pb
 from nsinspect.model import (
     NS_TYPES,
     ContainerRef,
+    IdRange,
     Member,
     Namespace,
     NamespaceId,
@@ -28,7 +29,7 @@ from nsinspect.model import (
     ScanStats,
     Verdict,
 )
-from nsinspect.sharing import explained
+from nsinspect.sharing import explained, with_evidence
 
 # -- small records --------------------------------------------------------------------------------
 
@@ -88,6 +89,15 @@ def _from_namespace(m: Any) -> Namespace:
     )
 
 
+def _ranges(target: Any, ranges: tuple[IdRange, ...]) -> None:
+    for r in ranges:
+        target.add(inside=r.inside, outside=r.outside, length=r.length)
+
+
+def _from_ranges(source: Any) -> tuple[IdRange, ...]:
+    return tuple(IdRange(r.inside, r.outside, r.length) for r in source)
+
+
 # -- views --------------------------------------------------------------------------------------
 
 
@@ -143,6 +153,8 @@ def _member(target: Any, x: Member) -> None:
     _ns_map(target.namespaces, x.namespaces)
     target.target_id, target.attempt, target.image = x.target_id, x.attempt, x.image
     target.created_at, target.finished_at = x.created_at, x.finished_at
+    _ranges(target.uid_map, x.uid_map)
+    _ranges(target.gid_map, x.gid_map)
 
 
 def _from_member(m: Any) -> Member:
@@ -158,6 +170,8 @@ def _from_member(m: Any) -> Member:
         m.created_at,
         m.finished_at,
         m.image,
+        uid_map=_from_ranges(m.uid_map),
+        gid_map=_from_ranges(m.gid_map),
     )
 
 
@@ -169,6 +183,8 @@ def to_pod(v: PodView) -> pb.PodView:
     info.state, info.created_at, info.hostname = p.state, p.created_at, p.hostname
     info.options.update(p.options)
     info.labels.update(p.labels)
+    _ranges(info.uid_mappings, p.uid_mappings)
+    _ranges(info.gid_mappings, p.gid_mappings)
     add = out.members.add
     for x in v.members:
         _member(add(), x)
@@ -188,7 +204,8 @@ def to_pod(v: PodView) -> pb.PodView:
 def from_pod(m: pb.PodView) -> PodView:
     p = m.pod
     info = PodInfo(
-        p.namespace, p.name, p.uid, p.sandbox_id, p.node, p.state, p.created_at, dict(p.options), p.hostname, dict(p.labels)
+        p.namespace, p.name, p.uid, p.sandbox_id, p.node, p.state, p.created_at, dict(p.options), p.hostname, dict(p.labels),
+        _from_ranges(p.uid_mappings), _from_ranges(p.gid_mappings),
     )
     verdicts = {
         t: explained(Verdict(  # the sentence is not on the wire: the rules make it again
@@ -199,10 +216,11 @@ def from_pod(m: pb.PodView) -> PodView:
         for t in NS_TYPES
         if t in m.sharing
     }
+    members = [_from_member(x) for x in m.members]
     return PodView(
         info,
-        [_from_member(x) for x in m.members],
-        verdicts,
+        members,
+        with_evidence(verdicts, members, (info.uid_mappings, info.gid_mappings)),  # made again from the maps
         _ns_dict(m.node_namespaces),
         m.runtime,
         tuple(m.notes),

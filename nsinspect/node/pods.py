@@ -31,6 +31,7 @@ from nsinspect.model import (
     ROLE_ORDER,
     SANDBOX,
     ContainerRef,
+    IdRange,
     Member,
     NamespaceId,
     PodInfo,
@@ -93,39 +94,47 @@ class PidCache:
         return len(self._entries)
 
 
-def _namespaces(proc: ProcFS, pid: int) -> tuple[Any, dict[str, NamespaceId]]:
-    """(process, its 8 namespaces), or (None, {}) if it is gone or hidden."""
+_NO_MAPS: dict[str, Any] = {}
+
+
+def _namespaces(proc: ProcFS, pid: int) -> tuple[Any, dict[str, NamespaceId], dict[str, Any]]:
+    """(process, its 8 namespaces, its user namespace's uid_map/gid_map), or (None, {}, {}) if it is
+    gone or hidden."""
     try:
         process = proc.process(pid)
         links = proc.ns_links(pid)
+        try:
+            uid_map, gid_map = proc.id_maps(pid)
+        except (NoSuchProcess, AccessDenied):  # a kernel without user namespaces has no maps (or it is gone:
+            uid_map = gid_map = ()            # is_alive tells)
         if not proc.is_alive(process.id):
-            return None, {}
+            return None, {}, _NO_MAPS
     except (NoSuchProcess, AccessDenied):
-        return None, {}
-    return process, {t: ns for t, ns in links.items() if ns is not None}
+        return None, {}, _NO_MAPS
+    return process, {t: ns for t, ns in links.items() if ns is not None}, {"uid_map": uid_map, "gid_map": gid_map}
 
 
 def _member(
     proc: ProcFS, cache: PidCache, cid: str, name: str, role: str, state: str, status: Any, running: bool, **extra: Any
 ) -> tuple[Member, cri_info.VerboseInfo | None]:
     vi = None
-    process, namespaces = None, dict[str, NamespaceId]()
+    process, namespaces, maps = None, dict[str, NamespaceId](), _NO_MAPS
     if running:
         # fetch() validated the entry; _namespaces checks the identity again around its reads.
         cached = cache.peek(cid)
         if cached is not None:
             vi = cached[1]
-            process, namespaces = _namespaces(proc, cached[0].pid)
+            process, namespaces, maps = _namespaces(proc, cached[0].pid)
             if process is None or process.id != cached[0]:
                 cache.forget(cid)
-                process, namespaces = None, dict[str, NamespaceId]()
+                process, namespaces, maps = None, dict[str, NamespaceId](), _NO_MAPS
         elif status is not None and status.info:
             vi = cri_info.parse(status.info)
             if vi.pid:
-                process, namespaces = _namespaces(proc, vi.pid)
+                process, namespaces, maps = _namespaces(proc, vi.pid)
                 if process is not None:
                     cache.put(cid, process.id, vi)
-    return Member(name, role, cid, state, process, namespaces, **extra), vi
+    return Member(name, role, cid, state, process, namespaces, **extra, **maps), vi
 
 
 class Facts(NamedTuple):
@@ -233,6 +242,9 @@ def _pod_view(proc: ProcFS, cache: PidCache, sb: Any, st: Any, containers: list[
         "ipc": cri_info.MODES.get(opts.ipc, "POD"),
         "userns": cri_info.MODES.get(opts.userns_options.mode, "POD") if opts.HasField("userns_options") else "NODE",
     }
+    userns = opts.userns_options  # what kubelet asked for a hostUsers: false pod: mode POD and one range each
+    uid_mappings = tuple(IdRange(m.container_id, m.host_id, m.length) for m in userns.uids)
+    gid_mappings = tuple(IdRange(m.container_id, m.host_id, m.length) for m in userns.gids)
     info = PodInfo(
         namespace=labels.get(L_NAMESPACE, meta.namespace),
         name=labels.get(L_NAME, meta.name),
@@ -243,6 +255,8 @@ def _pod_view(proc: ProcFS, cache: PidCache, sb: Any, st: Any, containers: list[
         created_at=sb.created_at,
         options=options,
         labels=labels,
+        uid_mappings=uid_mappings,
+        gid_mappings=gid_mappings,
     )
     sandbox, _ = _member(proc, cache, sb.id, info.name, SANDBOX, info.state, st, sb.state == 0, created_at=sb.created_at)
     raw = []
@@ -257,7 +271,8 @@ def _pod_view(proc: ProcFS, cache: PidCache, sb: Any, st: Any, containers: list[
         )
         raw.append((m, vi, s.started_at if s is not None else 0))
     members, notes = assign_roles(sandbox, raw, options)
-    verdicts = sharing.verdicts(members, options, node_ns, sharing.Node(cgroup2, any_privileged(raw)))
+    requested = (uid_mappings, gid_mappings)
+    verdicts = sharing.verdicts(members, options, node_ns, sharing.Node(cgroup2, any_privileged(raw)), requested)
     return PodView(info, members, verdicts, dict(node_ns), notes=tuple(notes))
 
 

@@ -18,7 +18,7 @@ import pwd
 import threading
 
 from nsinspect.errors import AccessDenied, InvalidArgument, NoSuchProcess
-from nsinspect.model import NS_TYPES, NamespaceId, Process, ProcessId, ScanStats
+from nsinspect.model import NS_TYPES, IdRange, NamespaceId, Process, ProcessId, ScanStats
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC
@@ -70,6 +70,19 @@ def parse_stat(data: bytes) -> tuple[str, str, int, int]:
 
 
 _user_cache: dict[int, str] = {}
+
+
+def parse_id_map(data: bytes) -> tuple[IdRange, ...]:
+    """``/proc/<pid>/uid_map`` or ``gid_map``: one "inside outside length" line per range."""
+    out = []
+    for line in data.split(b"\n"):
+        fields = line.split()
+        if len(fields) == 3:
+            try:
+                out.append(IdRange(int(fields[0]), int(fields[1]), int(fields[2])))
+            except ValueError:
+                continue
+    return tuple(out)
 
 
 def user_name(uid: int | None) -> str:
@@ -304,6 +317,13 @@ class ProcFS:
         finally:
             os.close(nsfd)
         return {t: (NamespaceId(dev, ino) if ino is not None else None) for t, ino in zip(types, inos, strict=True)}
+
+    def id_maps(self, pid: int) -> tuple[tuple[IdRange, ...], tuple[IdRange, ...]]:
+        """The uid and gid maps of the process's user namespace.  Raises NoSuchProcess or AccessDenied."""
+        try:
+            return parse_id_map(_read_at(self.fd, f"{pid}/uid_map")), parse_id_map(_read_at(self.fd, f"{pid}/gid_map"))
+        except OSError as e:
+            raise _classify(e, pid) from None
 
     def start_time(self, pid: int) -> int:
         try:

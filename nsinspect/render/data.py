@@ -12,6 +12,7 @@ from nsinspect.model import (
     CheckView,
     ClusterPodsView,
     ContainerRef,
+    IdRange,
     Member,
     NamespaceId,
     NodeView,
@@ -137,6 +138,10 @@ def process_view(v: ProcessView) -> dict[str, Any]:
     }
 
 
+def id_map(ranges: tuple[IdRange, ...]) -> list[dict[str, int]]:
+    return [{"inside": r.inside, "outside": r.outside, "length": r.length} for r in ranges]
+
+
 def member(m: Member) -> dict[str, Any]:
     return {
         "name": m.name,
@@ -150,6 +155,8 @@ def member(m: Member) -> dict[str, Any]:
         "attempt": m.attempt,
         "image": m.image,
         "sidecar": m.sidecar,
+        "uid_map": id_map(m.uid_map) if m.running else None,
+        "gid_map": id_map(m.gid_map) if m.running else None,
     }
 
 
@@ -173,7 +180,7 @@ def pod_spec(s: PodSpec | None) -> dict[str, Any] | None:
 
 def verdict(v: Verdict) -> dict[str, Any]:
     return {"actual": v.actual, "expected": v.expected, "ok": v.ok, "reason": v.reason,
-            "declared": v.declared, "declared_reason": v.declared_reason or None}
+            "declared": v.declared, "declared_reason": v.declared_reason or None, "evidence": v.evidence or None}
 
 
 def pod(v: PodView) -> dict[str, Any]:
@@ -187,6 +194,8 @@ def pod(v: PodView) -> dict[str, Any]:
             "node": p.node,
             "state": p.state,
             "namespace_options": dict(sorted(p.options.items())),
+            "userns_mappings": {"uids": id_map(p.uid_mappings), "gids": id_map(p.gid_mappings)}
+            if p.uid_mappings or p.gid_mappings else None,
         },
         "runtime": v.runtime,
         "members": [member(m) for m in v.members],

@@ -219,6 +219,8 @@ def pod_table(v: PodView, wide: bool) -> RenderableType:
             explain.append(Text(f"{nstype}: ", style="bold").append(disagree, style="bold red"))
         elif verdict.actual == "host":
             explain.append(Text(f"{nstype}: ", style="bold").append(verdict.reason))
+        if verdict.evidence:
+            explain.append(Text(f"{nstype}: ", style="bold").append(safe(verdict.evidence)))
     parts.extend(explain)
     parts.extend(Text(f"note: {safe(n)}", style="dim") for n in v.notes)
     if wide and v.lsns:

@@ -173,8 +173,18 @@ class ProcessView(_message.Message):
     node: str
     def __init__(self, process: _Optional[_Union[Process, _Mapping]] = ..., namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., node_namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., pod: _Optional[_Union[PodRef, _Mapping]] = ..., container: _Optional[_Union[ContainerRef, _Mapping]] = ..., node: _Optional[str] = ...) -> None: ...
 
+class IdRange(_message.Message):
+    __slots__ = ("inside", "outside", "length")
+    INSIDE_FIELD_NUMBER: _ClassVar[int]
+    OUTSIDE_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    inside: int
+    outside: int
+    length: int
+    def __init__(self, inside: _Optional[int] = ..., outside: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
 class Member(_message.Message):
-    __slots__ = ("name", "role", "id", "state", "process", "namespaces", "target_id", "attempt", "created_at", "finished_at", "image")
+    __slots__ = ("name", "role", "id", "state", "process", "namespaces", "target_id", "attempt", "created_at", "finished_at", "image", "uid_map", "gid_map")
     class NamespacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +203,8 @@ class Member(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    UID_MAP_FIELD_NUMBER: _ClassVar[int]
+    GID_MAP_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: str
     id: str
@@ -204,7 +216,9 @@ class Member(_message.Message):
     created_at: int
     finished_at: int
     image: str
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., id: _Optional[str] = ..., state: _Optional[str] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., target_id: _Optional[str] = ..., attempt: _Optional[int] = ..., created_at: _Optional[int] = ..., finished_at: _Optional[int] = ..., image: _Optional[str] = ...) -> None: ...
+    uid_map: _containers.RepeatedCompositeFieldContainer[IdRange]
+    gid_map: _containers.RepeatedCompositeFieldContainer[IdRange]
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., id: _Optional[str] = ..., state: _Optional[str] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., target_id: _Optional[str] = ..., attempt: _Optional[int] = ..., created_at: _Optional[int] = ..., finished_at: _Optional[int] = ..., image: _Optional[str] = ..., uid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ..., gid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ...) -> None: ...
 
 class Verdict(_message.Message):
     __slots__ = ("actual", "expected", "reason")
@@ -217,7 +231,7 @@ class Verdict(_message.Message):
     def __init__(self, actual: _Optional[str] = ..., expected: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PodInfo(_message.Message):
-    __slots__ = ("namespace", "name", "uid", "sandbox_id", "node", "state", "created_at", "options", "hostname", "labels")
+    __slots__ = ("namespace", "name", "uid", "sandbox_id", "node", "state", "created_at", "options", "hostname", "labels", "uid_mappings", "gid_mappings")
     class OptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -242,6 +256,8 @@ class PodInfo(_message.Message):
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    UID_MAPPINGS_FIELD_NUMBER: _ClassVar[int]
+    GID_MAPPINGS_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     name: str
     uid: str
@@ -252,7 +268,9 @@ class PodInfo(_message.Message):
     options: _containers.ScalarMap[str, str]
     hostname: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ..., sandbox_id: _Optional[str] = ..., node: _Optional[str] = ..., state: _Optional[str] = ..., created_at: _Optional[int] = ..., options: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    uid_mappings: _containers.RepeatedCompositeFieldContainer[IdRange]
+    gid_mappings: _containers.RepeatedCompositeFieldContainer[IdRange]
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ..., sandbox_id: _Optional[str] = ..., node: _Optional[str] = ..., state: _Optional[str] = ..., created_at: _Optional[int] = ..., options: _Optional[_Mapping[str, str]] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., uid_mappings: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ..., gid_mappings: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ...) -> None: ...
 
 class PodView(_message.Message):
     __slots__ = ("pod", "members", "sharing", "node_namespaces", "runtime", "notes", "lsns")
