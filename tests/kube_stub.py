@@ -12,12 +12,10 @@ would connect to the port inside the pod; a refused connection is reported on th
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import select
 import socket
 import ssl
-import struct
 import subprocess
 import tempfile
 import threading
@@ -27,7 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+import stub_portforward as pf
+
 EVERYTHING = {("get", "pods", "*"), ("list", "pods", "*"), ("create", "pods/portforward", "*"), ("patch", "*", "*"),
               ("impersonate", "users", "*"), ("impersonate", "groups", "*")}
 AGENT_NS = "nsinspect-system"
@@ -63,6 +62,8 @@ class StubAPI:
         self.on_forward: Callable[[tuple[str, str]], None] | None = None  # called when a stream first carries data
         self.pages = 0  # list pages served
         self.streams = self.streams_max = 0  # port-forward streams open now, and at most
+        self.wire = pf.Wire()  # how port-forwards go on the wire (the defaults: as the kubelet)
+        self.offered: list[str | None] = []  # the Sec-WebSocket-Protocol each port-forward offered
         self._lock = threading.Lock()
         # A real API server's listen backlog is large; socketserver's default (5) would drop the SYNs
         # of a 16-way fan-out and make the kernel retry them a second later.
@@ -265,137 +266,56 @@ def _handler(api: StubAPI) -> type:
                 items = items[start:start + limit]
             return {"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": items}
 
-        # -- pods/portforward ----------------------------------------------------------------------
+        # -- pods/portforward (tests/stub_portforward.py) --------------------------------------------
         def _portforward(self, ns: str, name: str, query: dict) -> None:
             if self.headers.get("Upgrade", "").lower() != "websocket":
-                self._send(400, status(400, "BadRequest", "port-forward needs a websocket upgrade"))
-                return
-            protocols = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")]
-            if "v4.channel.k8s.io" not in protocols:
-                self._send(400, status(400, "BadRequest", "no supported websocket protocol"))
+                self._send(400, status(400, "BadRequest", "Upgrade request required"))
                 return
             if (ns, name) not in api.pods:
                 self._send(404, status(404, "NotFound", f'pods "{name}" not found'))
                 return
+            offered = self.headers.get("Sec-WebSocket-Protocol")
+            api.offered.append(offered)
+            protocol = pf.choose(offered)
+            if protocol is None:  # wsstream's handshake refuses; x/net answers 403 without a body
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             port = int(query.get("ports", "0"))
-            accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"] + WS_GUID).encode()).digest()).decode()
-            self.send_response(101)
-            self.send_header("Upgrade", "websocket")
-            self.send_header("Connection", "Upgrade")
-            self.send_header("Sec-WebSocket-Accept", accept)
-            self.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
-            self.end_headers()
+            wire = api.wire
             self.wfile.flush()
             client = self.connection
-            port_bytes = struct.pack("<H", port)
-            send_frame(client, bytes((0,)) + port_bytes)
-            send_frame(client, bytes((1,)) + port_bytes)
+            client.sendall(pf.handshake_response(self.headers["Sec-WebSocket-Key"], protocol, wire))
+            session = pf.Session(client, port, wire, protocol)
+            self.close_connection = True
+            session.open()
             backend_addr = api.backends.get((ns, name), {}).get(port)
             try:
                 if backend_addr is None:
                     raise ConnectionRefusedError("connection refused")
                 backend = socket.create_connection(backend_addr, timeout=5)
                 backend.settimeout(None)
-            except OSError as e:
-                msg = (f"error forwarding port {port} to pod {name}, uid : failed to connect to localhost:{port} "
-                       f"inside namespace: {e.strerror or e}")
-                send_frame(client, bytes((1,)) + msg.encode())
-                send_frame(client, b"", opcode=8)
-                self.close_connection = True
+            except OSError:
+                uid = api.pods[(ns, name)]["metadata"]["uid"]
+                session.send_error(wire.error_text or pf.refused_text(port, pf.sandbox_id(uid), pf.netns_path(uid)))
+                session.close()
                 return
             with api._lock:
                 api.streams += 1
                 api.streams_max = max(api.streams_max, api.streams)
+            first = (lambda: api.on_forward((ns, name))) if api.on_forward is not None else None
             try:
-                self._pump(client, backend, (ns, name))
-            finally:
-                with api._lock:
-                    api.streams -= 1
-            try:
-                send_frame(client, b"", opcode=8)  # the closing handshake's answer, sent once the stream is gone
+                session.pump(backend, first)
             except OSError:
                 pass
-            self.close_connection = True
-
-        def _pump(self, client: socket.socket, backend: socket.socket, pod: tuple[str, str]) -> None:
-            reader = FrameReader(client)
-            first = True
-            try:
-                while True:
-                    if isinstance(client, ssl.SSLSocket) and client.pending():
-                        ready = [client]  # decrypted bytes wait in the TLS layer: select cannot see them
-                    else:
-                        ready, _, _ = select.select([client, backend], [], [])
-                    if client in ready:
-                        frame = reader.read()
-                        if frame is None or frame[0] == 8:
-                            return
-                        op, payload = frame
-                        if op == 9:
-                            send_frame(client, payload, opcode=10)
-                        elif op == 2 and payload and payload[0] == 0:
-                            if first and api.on_forward is not None:
-                                first = False
-                                api.on_forward(pod)
-                            backend.sendall(payload[1:])
-                    if backend in ready:
-                        data = backend.recv(65536)
-                        if not data:
-                            return  # the close frame follows, once the stream is counted out
-                        send_frame(client, b"\x00" + data)
-            except OSError:
-                return
             finally:
                 backend.close()
+                with api._lock:
+                    api.streams -= 1
+            session.close()  # the close frame, sent once the stream is counted out
 
     return Handler
-
-
-def send_frame(sock: socket.socket, payload: bytes, opcode: int = 2) -> None:
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-    sock.sendall(head + payload)
-
-
-class FrameReader:
-    """Client frames (masked, as RFC 6455 requires of clients), reassembled."""
-
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-
-    def _exact(self, n: int) -> bytes | None:
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                return None
-            buf += chunk
-        return buf
-
-    def read(self) -> tuple[int, bytes] | None:
-        head = self._exact(2)
-        if head is None:
-            return None
-        op, n = head[0] & 0x0F, head[1] & 0x7F
-        if not head[1] & 0x80:
-            raise ValueError("client frames must be masked")
-        if n == 126:
-            n = struct.unpack("!H", self._exact(2) or b"\0\0")[0]
-        elif n == 127:
-            n = struct.unpack("!Q", self._exact(8) or b"\0" * 8)[0]
-        mask = self._exact(4)
-        data = self._exact(n) if n else b""
-        if mask is None or data is None:
-            return None
-        # XOR with the repeated mask, as one big integer (fast for any size).
-        repeated = (mask * (n // 4 + 1))[:n]
-        unmasked = (int.from_bytes(data, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
-        return op, unmasked
 
 
 class Fleet:
