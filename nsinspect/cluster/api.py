@@ -22,7 +22,6 @@ from nsinspect.errors import InvalidArgument, NotFound, PermissionDenied, Unavai
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 REQUEST_TIMEOUT = (5.0, 20.0)  # connect, read (seconds)
-PORTFORWARD_PROTOCOL = "v4.channel.k8s.io"
 LIST_PAGE = 500  # pods per list request (kubectl's chunk size)
 
 
@@ -269,12 +268,14 @@ class Kube:
 
         import websocket
 
+        from nsinspect.cluster.tunnel import PROTOCOL, framing
+
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(pod, safe='')}/portforward"
         url = self.host.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + path + "?" + urlencode({"ports": port})
         headers: dict[str, str] = {}
         self.api.update_params_for_auth(headers, [], ["BearerToken"], path, "GET", None)
         header = [f"{k}: {v}" for k, v in [*headers.items(), *self._impersonation()]]
-        header.append(f"Sec-WebSocket-Protocol: {PORTFORWARD_PROTOCOL}")
+        header.append(f"Sec-WebSocket-Protocol: {PROTOCOL}")
         cfg = self.config
         sslopt: dict[str, Any] = {"cert_reqs": ssl.CERT_NONE}
         if url.startswith("wss://") and cfg.verify_ssl:
@@ -315,6 +316,11 @@ class Kube:
             raise self._unreachable(f"cannot open a port-forward to {namespace}/{pod} through {self.host}", _reason(e),
                                     "the API server and that the pod runs") from None
         ws.settimeout(None)
+        try:
+            framing(ws)  # a subprotocol we do not speak: say so now, not as a broken stream later
+        except Unavailable:
+            ws.shutdown()
+            raise
         return ws
 
     def _impersonation(self) -> list[tuple[str, str]]:

@@ -106,7 +106,7 @@ class ClusterEngine:
     def _session(self, node: str, agent: dict[str, Any]) -> Iterator[AgentEngine]:
         """An AgentEngine talking to ``agent`` through a port-forward; errors say which node and pod."""
         from nsinspect.agent.client import AgentEngine, AgentUnreachable
-        from nsinspect.cluster.tunnel import Tunnel
+        from nsinspect.cluster.tunnel import Tunnel, summary
 
         name, port = _meta(agent).get("name", ""), agent_port(agent)
         where = f"the nsinspect agent on node {node} (pod {self.agent_namespace}/{name})"
@@ -121,7 +121,7 @@ class ClusterEngine:
         except AgentUnreachable as e:
             if tunnel.failure is not None:
                 raise tunnel.failure from None
-            said = " ".join(tunnel.error.split())[:200]
+            said = summary(tunnel.error)
             if said:
                 raise Unavailable(f"{where} did not accept the connection ({said}); check that it runs: "
                                   f"kubectl -n {self.agent_namespace} logs {name}") from None

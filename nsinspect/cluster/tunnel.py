@@ -5,15 +5,24 @@ a fresh private directory (mode 0700, so no other local user can ride our creden
 a loopback TCP port would allow); every connection grpcio makes to it becomes one port-forward
 stream (``v4.channel.k8s.io``) to the agent's port, pumped by one thread.
 
-The protocol, per forwarded port: channel 0 carries data and channel 1 errors; the server
-opens each with a frame holding the port number (2 bytes, little endian); after that, every
-binary frame is the channel byte followed by payload.  kubelet reports a failure to connect
-inside the pod on channel 1 and closes the stream; the text is kept in ``error``.
+The protocol (docs/portforward.md has the upstream sources): per forwarded port, channel 0
+carries data and channel 1 errors, each message being the channel byte and then bytes (with
+``v4.base64.channel.k8s.io``: the channel as a digit and the bytes in base64).  The first two
+bytes of each channel are the port number, little endian.  kubelet reports a failure inside
+the pod as text on channel 1 and then closes; the text is kept in ``error``.
+
+Accepted as well, since proxies in between and other servers may do so: the port prefix split
+over messages or sharing one with data, the error prefix late, fragmented messages, pings,
+empty messages, other ports' channels (ignored), a close with any status, the connection ending
+without one, and a server that names no subprotocol (the binary framing, as kubelet's "").
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 import select
 import shutil
 import socket
@@ -24,10 +33,89 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nsinspect.errors import NsinspectError
+from nsinspect.errors import NsinspectError, Unavailable
 
+PROTOCOL = "v4.channel.k8s.io"  # what we ask for
+BINARY = {"v4.channel.k8s.io", "channel.k8s.io", ""}  # "": the server named none (kubelet's default framing)
+BASE64 = {"v4.base64.channel.k8s.io", "base64.channel.k8s.io"}
 DATA, ERROR = 0, 1
-CLOSE_WAIT = 1.0  # seconds to wait for the API server to answer a stream's close
+CLOSE_WAIT = 1.0  # seconds to wait for the API server to answer a stream's close (or to close after an error)
+ERROR_MAX = 4096  # characters of error-channel text kept
+NORMAL_CLOSE = (1000, 1001)  # normal closure, going away
+
+
+class StreamError(ValueError):
+    """The server broke the port-forward protocol."""
+
+
+def framing(ws: Any) -> bool:
+    """How the server frames channels, from the subprotocol it chose: False binary, True base64.
+
+    Raises Unavailable for a protocol we do not speak."""
+    headers = ws.getheaders() or {}
+    chosen = str(headers.get("sec-websocket-protocol", "")).strip()
+    if chosen in BINARY:
+        return False
+    if chosen in BASE64:
+        return True
+    raise Unavailable(f"the API server answered the port-forward with the websocket protocol {chosen[:80]!r}, which nsinspect "
+                      f"does not speak (it asked for {PROTOCOL}); a proxy in between may be rewriting the upgrade")
+
+
+class Channels:
+    """A port-forward's messages split into (channel, bytes), each channel's port prefix checked and removed.
+
+    A channel is a byte stream: its first two bytes are the port wherever the messages divide them."""
+
+    def __init__(self, port: int, base64_framing: bool = False):
+        self.port = port
+        self.base64 = base64_framing
+        self._prefix: dict[int, bytes | None] = {DATA: b"", ERROR: b""}  # None once read
+
+    def feed(self, message: bytes) -> tuple[int, bytes]:
+        """(channel, payload); the payload is empty while a prefix is incomplete.  Channels of
+        other ports come back as they are (callers ignore them, as kubelet's reader does)."""
+        if not message:
+            return DATA, b""
+        channel, payload = message[0], bytes(message[1:])
+        if self.base64:
+            channel = (channel - ord("0")) & 0xFF
+            try:
+                payload = base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                raise StreamError("a base64 port-forward message is not base64") from None
+        if channel not in self._prefix:
+            return channel, payload
+        seen = self._prefix[channel]
+        if seen is None:
+            return channel, payload
+        seen += payload
+        if len(seen) < 2:
+            self._prefix[channel] = seen
+            return channel, b""
+        self._prefix[channel] = None
+        got = int.from_bytes(seen[:2], "little")
+        if got != self.port:
+            raise StreamError(f"the API server's port-forward opened port {got}, not {self.port}")
+        return channel, seen[2:]
+
+    def encode(self, data: bytes) -> tuple[bytes, int]:
+        """A message carrying ``data`` on the data channel, and its websocket opcode."""
+        if self.base64:
+            return b"0" + base64.b64encode(data), 0x1  # text
+        return bytes((DATA,)) + data, 0x2  # binary
+
+
+def summary(text: str, limit: int = 240) -> str:
+    """Error-channel text on one line: kubelet's "error forwarding port P to pod ID, uid U: "
+    dropped (the caller names the pod), and if still long, the start and the end kept (Go
+    wraps causes in front, so the root cause is last)."""
+    said = " ".join(text.split())
+    said = re.sub(r"^error forwarding port \d+ to pod \S+, uid \S*\s*: ", "", said)
+    if len(said) > limit:
+        keep = (limit - 3) // 3
+        said = said[:keep] + " … " + said[-(limit - 3 - keep):]
+    return said
 
 
 class Tunnel:
@@ -82,6 +170,8 @@ class Tunnel:
             self._pump(conn, ws)
         except NsinspectError as e:
             self.failure, self.error = e, str(e)
+        except StreamError as e:
+            self.error = self.error or f"the port-forward stream broke: {e}"
         except Exception as e:  # the stream broke: grpcio sees the socket close and reports UNAVAILABLE
             self.error = self.error or f"the port-forward stream broke ({type(e).__name__}: {e})"
         finally:
@@ -96,38 +186,54 @@ class Tunnel:
         from websocket import ABNF, WebSocketConnectionClosedException
 
         sock = ws.sock
-        opened = [False, False]
+        channels = Channels(self.port, framing(ws))
+        ended_at: float | None = None  # when the error channel spoke: the server closes next
         while True:
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
-                ready: list[Any] = [sock]
-            else:
+                ready: list[Any] = [sock]  # decrypted bytes wait in the TLS layer: select cannot see them
+            elif ended_at is None:
                 ready, _, _ = select.select([conn, sock], [], [])
+            else:  # nothing more goes to a failed stream; what still comes is read, for a while
+                ready, _, _ = select.select([sock], [], [], max(0.0, ended_at + CLOSE_WAIT - time.monotonic()))
+                if not ready:
+                    return
             if conn in ready:
                 data = conn.recv(1 << 16)
                 if not data:
                     return  # grpcio closed its end
-                ws.send(bytes((DATA,)) + data, ABNF.OPCODE_BINARY)
+                message, opcode = channels.encode(data)
+                ws.send(message, opcode)
             if sock in ready:
                 try:
                     op, frame = ws.recv_data_frame(True)
                 except WebSocketConnectionClosedException:
-                    return
+                    return  # the connection ended without a close frame
                 if op == ABNF.OPCODE_CLOSE:
+                    self._closed_with(frame.data)
                     return
-                if op != ABNF.OPCODE_BINARY or not frame.data:
-                    continue
-                channel, payload = frame.data[0], frame.data[1:]
-                if channel not in (DATA, ERROR):
-                    raise ValueError(f"unexpected port-forward channel {channel}")
-                if not opened[channel]:
-                    opened[channel] = True
-                    if len(payload) != 2 or int.from_bytes(payload, "little") != self.port:
-                        raise ValueError("the port-forward stream opened for another port")
+                if op not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT):
+                    continue  # ping (answered by websocket-client) or pong
+                channel, payload = channels.feed(frame.data)
+                if not payload:
                     continue
                 if channel == DATA:
                     conn.sendall(payload)
-                else:
-                    self.error += payload.decode("utf-8", "replace")
+                elif channel == ERROR:
+                    self._said(payload.decode("utf-8", "replace"))
+                    ended_at = ended_at or time.monotonic()
+
+    def _said(self, text: str) -> None:
+        with self._lock:
+            self.error = (self.error + text)[:ERROR_MAX]
+
+    def _closed_with(self, data: bytes) -> None:
+        """A close frame's status, kept when it is not a normal end and nothing else was said."""
+        if len(data) < 2:
+            return
+        code = int.from_bytes(data[:2], "big")
+        reason = " ".join(data[2:].decode("utf-8", "replace").split())[:200]
+        if code not in NORMAL_CLOSE and not self.error:
+            self._said(f"the API server closed the port-forward with status {code}" + (f": {reason}" if reason else ""))
 
     def close(self) -> None:
         """Close every stream and wait (at most CLOSE_WAIT s) until the API server has let go of
