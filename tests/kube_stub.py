@@ -287,7 +287,7 @@ def _handler(api: StubAPI) -> type:
             self.wfile.flush()
             client = self.connection
             client.sendall(pf.handshake_response(self.headers["Sec-WebSocket-Key"], protocol, wire))
-            session = pf.Session(client, port, wire, protocol)
+            session = pf.Session(client, port, wire, protocol if wire.protocol is None else wire.protocol)
             self.close_connection = True
             session.open()
             backend_addr = api.backends.get((ns, name), {}).get(port)

@@ -65,6 +65,8 @@ class Wire:
     error_after: int = -1  # >= 0: after this many data bytes from the pod, fail (error text, then close)
     error_parts: int = 1  # the error text in this many messages
     error_text: str = ""  # instead of the kubelet's
+    hold_after_error: bool = False  # after the error text, no close: wait for the client's
+    announce: int | None = None  # the port number the prefixes carry, if not the one asked for
     close_status: int | None = 1000  # None: a close frame without a status
     close_reason: bytes = b""
     close_frame: bool = True  # False: the TCP connection just ends (an idle timeout, a dead proxy)
@@ -209,7 +211,7 @@ class Session:
         self._write(self._frames(channel, payload))
 
     def send_prefix(self, channel: int, with_data: bytes = b"") -> None:
-        port = struct.pack("<H", self.port)
+        port = struct.pack("<H", self.port if self.wire.announce is None else self.wire.announce)
         self.prefix_sent[channel] = True
         if self.wire.split_prefix:
             self._write(self._frames(channel, port[:1]) + self._frames(channel, port[1:] + with_data))
@@ -307,6 +309,8 @@ class Session:
                     self.send_error(w.error_text or f"error forwarding port {self.port} to pod {sandbox_id('x')}, uid : "
                                     f"failed to execute portforward for \"{sandbox_id('x')}\" port {self.port}: "
                                     "readfrom tcp4 127.0.0.1:43210->127.0.0.1:9870: connection reset by peer")
+                    while w.hold_after_error and (got := reader.read()) is not None and got[1] != OP_CLOSE:
+                        pass
                     return
                 sent += len(data)
                 self.send_data(data)
