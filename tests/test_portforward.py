@@ -14,7 +14,6 @@ import threading
 import time
 
 import pytest
-
 import stub_portforward as pf
 from kube_stub import AGENT_NS, StubAPI
 
@@ -28,7 +27,7 @@ class Echo:
     def __init__(self, close_after: int = -1):
         self.close_after = close_after
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
