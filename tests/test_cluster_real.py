@@ -375,6 +375,37 @@ def test_in_cluster_with_a_service_account(ctrd, agent, tmp_path):
         api.close()
 
 
+@pytest.mark.parametrize("wire", [
+    dict(split_prefix=True, late_error_prefix=True, fragment=333, ping=True, empty=True, foreign_channels=True,
+         segments=4000, chunk=1000),
+    dict(protocol="v4.base64.channel.k8s.io", fragment=500, ping=True),
+], ids=["every-liberty-a-proxy-may-take", "base64-framing"])
+def test_grpc_through_a_port_forward_as_proxies_reshape_it(ctrd, api, wire):
+    """The whole path (grpcio -> Tunnel -> websocket -> agent) with the stub reshaping the wire as
+    intermediaries may (tests/test_portforward.py has each alone): same answer as the plain wire,
+    and, where the agent is gone, the kubelet's text in the one-sentence error."""
+    from stub_portforward import Wire
+
+    def answer() -> dict:
+        d = as_json(kube(api, "pods", "-o", "json"))
+        for n in d["nodes"]:
+            n.pop("seconds")
+        return d
+
+    plain = answer()
+    api.wire = Wire(**wire)
+    assert answer() == plain
+    assert api.streams == 0
+    if wire.get("ping"):
+        assert "pong" in api.wire.log
+    api.add_pod(course_pod(ctrd, "hostnet", node="node-b"))
+    api.add_agent("node-b", None)  # ready, but nothing listens on its port
+    r = kube(api, "pod", "hostnet")
+    assert_one_sentence_error(r, 4)
+    assert "did not accept the connection (failed to execute portforward in network namespace" in r.stderr
+    assert "connect: connection refused" in r.stderr
+
+
 def test_a_session_lets_go_of_its_streams_before_it_ends(api):
     """What bounds the fan-out: once a session with an agent is over, the API server holds none of
     its port-forward streams (the websocket closing handshake is waited for, not just started)."""

@@ -244,10 +244,12 @@ def test_tunnel_carries_data_through(api, name):
         echo.close()
 
 
-def test_refused_port_reports_the_kubelets_text(api):
+@pytest.mark.parametrize("wire", [pf.Wire(), pf.Wire(error_parts=3), pf.Wire(ping=True, fragment=50)],
+                         ids=["as-kubelet", "text-in-three-messages", "pings-after-the-server-closed"])
+def test_refused_port_reports_the_kubelets_text(api, wire):
     from nsinspect.cluster.tunnel import summary
 
-    api.wire = pf.Wire(error_parts=3)  # and the text in three messages, still one text
+    api.wire = wire
     kube, tunnel = open_tunnel(api, None)
     try:
         assert through(tunnel, b"x", expect=1) == b""

@@ -187,7 +187,8 @@ class Tunnel:
 
         sock = ws.sock
         channels = Channels(self.port, framing(ws))
-        ended_at: float | None = None  # when the error channel spoke: the server closes next
+        ended_at: float | None = None  # when the error channel spoke or the server stopped taking data
+        partial = b""  # a fragmented message so far
         while True:
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
                 ready: list[Any] = [sock]  # decrypted bytes wait in the TLS layer: select cannot see them
@@ -202,18 +203,33 @@ class Tunnel:
                 if not data:
                     return  # grpcio closed its end
                 message, opcode = channels.encode(data)
-                ws.send(message, opcode)
+                try:
+                    ws.send(message, opcode)
+                except (OSError, WebSocketConnectionClosedException):
+                    # The server has gone; what it said before (kubelet's error text) may still be
+                    # waiting to be read.
+                    ended_at = time.monotonic()
             if sock in ready:
                 try:
-                    op, frame = ws.recv_data_frame(True)
-                except WebSocketConnectionClosedException:
+                    frame = ws.recv_frame()
+                except (OSError, WebSocketConnectionClosedException):
                     return  # the connection ended without a close frame
+                op = frame.opcode
                 if op == ABNF.OPCODE_CLOSE:
                     self._closed_with(frame.data)
+                    _quietly(ws.send_close)
                     return
-                if op not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT):
-                    continue  # ping (answered by websocket-client) or pong
-                channel, payload = channels.feed(frame.data)
+                if op == ABNF.OPCODE_PING:  # answered, unless the server has gone meanwhile
+                    _quietly(ws.pong, frame.data)
+                    continue
+                if op not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT, ABNF.OPCODE_CONT):
+                    continue  # pong
+                # A message may come in fragments (continuation frames, control frames between).
+                partial = frame.data if op != ABNF.OPCODE_CONT else partial + frame.data
+                if not frame.fin:
+                    continue
+                channel, payload = channels.feed(partial)
+                partial = b""
                 if not payload:
                     continue
                 if channel == DATA:
@@ -264,6 +280,16 @@ class Tunnel:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _quietly(send: Callable[..., Any], *args: Any) -> None:
+    """A control frame that may find the server gone: what it said is read all the same."""
+    from websocket import WebSocketConnectionClosedException
+
+    try:
+        send(*args)
+    except (OSError, WebSocketConnectionClosedException):
+        pass
 
 
 def _close(s: socket.socket) -> None:
