@@ -72,13 +72,17 @@ def parse_expectations(raw: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def evaluate(view: PodView, expects: list[tuple[str, str]]) -> CheckView:
-    """Each expectation against the kernel's state, with the members' inodes as evidence."""
+    """Each expectation against the kernel's state, with the inodes of the members judged as evidence
+    and those set apart (cgroup: the sandbox, ``sharing.judged``)."""
     results = []
     for t, want in expects:
         actual = view.sharing[t].actual
-        evidence = tuple((m.name, m.role, m.namespaces[t].ino) for m in view.members if m.running and t in m.namespaces)
+        kept = sharing.judged(t, view.members, view.node_namespaces)
+        evidence = tuple((m.name, m.role, m.namespaces[t].ino) for m in kept if t in m.namespaces)
+        apart = tuple((m.name, m.role, m.namespaces[t].ino) for m in view.members
+                      if m.running and t in m.namespaces and m not in kept)
         hint = "" if actual == want else sharing.hint(t, want, view.sharing[t])
-        results.append(Expectation(t, want, actual, actual == want, evidence, hint))
+        results.append(Expectation(t, want, actual, actual == want, evidence, hint, apart, sharing.SANDBOX_APART if apart else ""))
     return CheckView(view, tuple(results))
 
 

@@ -302,8 +302,10 @@ class Expectation(NamedTuple):
     expected: str
     actual: str | None
     ok: bool
-    evidence: tuple[tuple[str, str, int], ...]  # (member, role, inode) of each running member
+    evidence: tuple[tuple[str, str, int], ...]  # (member, role, inode) of each running member judged
     hint: str = ""
+    apart: tuple[tuple[str, str, int], ...] = ()  # running members left out of the judgement (cgroup: the sandbox)
+    apart_reason: str = ""  # why they were left out
 
 
 class CheckView(NamedTuple):

@@ -12,7 +12,7 @@ model; renderers only print it.  Pure functions: no gRPC, no Kubernetes client, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import NamedTuple
 
 from nsinspect.model import (
@@ -21,6 +21,7 @@ from nsinspect.model import (
     MIXED,
     NS_TYPES,
     PRIVATE,
+    SANDBOX,
     SHARED,
     IdRange,
     Member,
@@ -45,10 +46,12 @@ class Ask(NamedTuple):
 
 
 class Node(NamedTuple):
-    """What the node decides: the cgroup version, and whether a member runs privileged."""
+    """What the node decides: the cgroup version, and how many running containers run privileged or not
+    (containerd and CRI-O give a container its own cgroup namespace on v2 unless it is privileged)."""
 
     cgroup2: bool = False
-    privileged: bool = False
+    privileged: int = 0  # running containers (not the sandbox) run privileged
+    unprivileged: int = 0  # running containers run unprivileged
 
 
 class Rule(NamedTuple):
@@ -102,10 +105,16 @@ RULES: dict[str, tuple[Rule, ...]] = {
     "mnt": (
         Rule(PRIVATE, _always, "every container has its own root filesystem"),
     ),
+    # Judged over the containers (``judged``); docs/cgroup.md has the runtimes' sources.
     "cgroup": (
-        Rule(HOST, lambda a, n: not n.cgroup2, "cgroup v1 node: containers stay in the node's cgroup namespace"),
-        Rule(MIXED, lambda a, n: n.privileged, "cgroup v2 node, but privileged containers keep the node's cgroup namespace"),
-        Rule(PRIVATE, _always, "cgroup v2 node: each container has its own cgroup namespace"),
+        Rule(HOST, lambda a, n: not n.cgroup2,
+             "cgroup v1 node: containerd and CRI-O give no container a cgroup namespace of its own"),
+        Rule(HOST, lambda a, n: n.privileged + n.unprivileged == 0,
+             "only the sandbox runs: containerd and CRI-O leave it in the node's cgroup namespace"),
+        Rule(HOST, lambda a, n: n.unprivileged == 0, "cgroup v2 node, but privileged containers keep the node's cgroup namespace"),
+        Rule(MIXED, lambda a, n: n.privileged > 0,
+             "cgroup v2 node: unprivileged containers get their own cgroup namespace, privileged ones keep the node's"),
+        Rule(PRIVATE, _always, "cgroup v2 node: each unprivileged container gets its own cgroup namespace"),
     ),
     "time": (
         Rule(HOST, _always, "time namespaces are not part of CRI: always the node's"),
@@ -187,15 +196,50 @@ def state_of(namespaces: list[NamespaceId], node: NamespaceId | None) -> str | N
     return MIXED
 
 
+# Why the sandbox is left out of the cgroup verdict.
+SANDBOX_APART = ("cgroup is judged over the containers: the sandbox (pause) stays in the node's cgroup namespace, "
+                 "as containerd and CRI-O leave it on cgroup v1 and v2")
+
+
+def judged(t: str, members: Sequence[Member], node_ns: Mapping[str, NamespaceId]) -> list[Member]:
+    """The running members whose namespaces of type ``t`` make its state.
+
+    Every running member, except for cgroup when a container has a cgroup namespace other than the
+    node's: then a sandbox in the node's one is set apart.  containerd and CRI-O never give the sandbox
+    a cgroup namespace (v1 or v2), while on a v2 node they give each unprivileged container its own;
+    counted with them, the sandbox would make every such pod ``mixed``.  A sandbox in any other cgroup
+    namespace is counted."""
+    return _judged(t, [m for m in members if m.running], node_ns)
+
+
+def _judged(t: str, running: list[Member], node_ns: Mapping[str, NamespaceId]) -> list[Member]:
+    node = node_ns.get(t)
+    if t != "cgroup" or node is None or all(m.namespaces.get(t) == node for m in running if m.role != SANDBOX):
+        return running
+    return [m for m in running if m.role != SANDBOX or m.namespaces.get(t) != node]
+
+
+def sandbox_apart(members: Sequence[Member], node_ns: Mapping[str, NamespaceId]) -> bool:
+    """Is the sandbox set apart from the cgroup verdict?"""
+    return len(judged("cgroup", members, node_ns)) < sum(1 for m in members if m.running)
+
+
+def node_of(members: Sequence[Member], cgroup2: bool, privileged: Collection[str]) -> Node:
+    """The Node of these members: ``privileged`` holds the ids of the containers run privileged."""
+    running = [m for m in members if m.running and m.role != SANDBOX]
+    n = sum(1 for m in running if m.id in privileged)
+    return Node(cgroup2, n, len(running) - n)
+
+
 def verdicts(members: list[Member], options: Mapping[str, str], node_ns: Mapping[str, NamespaceId], node: Node,
              requested_maps: IdMaps = ((), ())) -> dict[str, Verdict]:
-    """Each type's verdict over the running members: the kernel's state against the runtime's settings."""
+    """Each type's verdict over its judged members (``judged``): the kernel's state against the runtime's settings."""
     running = [m for m in members if m.running]
     ephemeral = any(m.role == EPHEMERAL and m.running for m in members)
     exp = expected(ask_of_options(options, ephemeral), node)
     out = {}
     for t in NS_TYPES:
-        inos = [m.namespaces[t] for m in running if t in m.namespaces]
+        inos = [m.namespaces[t] for m in _judged(t, running, node_ns) if t in m.namespaces]
         actual = state_of(inos, node_ns.get(t))
         state, reason = exp[t]
         if actual is not None and len(inos) == 1 and actual in (SHARED, PRIVATE):

@@ -25,10 +25,11 @@ def pytest_configure(config):
 
 
 def pytest_generate_tests(metafunc):
-    if "ctrd" in metafunc.fixturenames:
-        chosen = metafunc.config.getoption("runtime") or list(RUNTIMES)
-        params = [pytest.param(rid, marks=getattr(pytest.mark, RUNTIMES[rid]), id=f"containerd-{rid}") for rid in chosen]
-        metafunc.parametrize("ctrd", params, indirect=True, scope="session")
+    for fixture in ("ctrd", "ctrd_v2"):
+        if fixture in metafunc.fixturenames:
+            chosen = metafunc.config.getoption("runtime") or list(RUNTIMES)
+            params = [pytest.param(rid, marks=getattr(pytest.mark, RUNTIMES[rid]), id=f"containerd-{rid}") for rid in chosen]
+            metafunc.parametrize(fixture, params, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +57,28 @@ def ctrd(request):
         # hostUsers: false, as kubelet asks for it (containerd 1.6 drops the request: see test_userns_pod).
         "userns-demo": run_pod(client, "userns-demo", containers=[ContainerSpec("app"), ContainerSpec("sidecar")],
                                userns_host_id=USERNS_HOST_ID),
+    }
+    env.client = client
+    env.pods = pods
+    yield env
+    client.close()
+    env.destroy()
+
+
+@pytest.fixture(scope="session")
+def ctrd_v2(request):
+    """A private containerd of one build on a unified cgroup hierarchy (cri_env: cgroup2), with pods
+    as the cgroup rules tell them apart: plain, hostNetwork + hostPID, and privileged beside unprivileged."""
+    require_root()
+    require_runtime(request.param)
+    env = Containerd.create(request.param, cgroup2=True)
+    from nsinspect.cri.client import RuntimeClient
+
+    client = RuntimeClient.connect(env.endpoint)
+    pods = {
+        "plain": run_pod(client, "plain", containers=[ContainerSpec("web"), ContainerSpec("sidecar")]),
+        "hostns": run_pod(client, "hostns", containers=[ContainerSpec("app")], host_network=True, host_pid=True),
+        "privileged": run_pod(client, "privileged", containers=[ContainerSpec("admin", privileged=True), ContainerSpec("app")]),
     }
     env.client = client
     env.pods = pods

@@ -146,6 +146,28 @@ state = "{d}/state"
     conf_dir = "{d}/cni"
 """
 
+# A cgroup v2 node on this cgroup v1 (hybrid) machine: containerd, its shims and runc in a mount
+# namespace of their own with the unified hierarchy at /sys/fs/cgroup (docs/cgroup.md).  That hierarchy
+# has no cpu/memory controller here (they are bound to v1), so the runc below drops the resources from
+# each bundle's spec before it creates the container: the sandbox's cpu.weight would fail otherwise.
+_CGROUP2 = 'mount -t cgroup2 none /sys/fs/cgroup && exec "$@"'
+
+RUNC_WITHOUT_RESOURCES = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+for flag in ("--bundle", "-b"):
+    if ("create" in args or "run" in args) and flag in args:
+        path = os.path.join(args[args.index(flag) + 1], "config.json")
+        with open(path) as f:
+            spec = json.load(f)
+        res = spec.get("linux", {{}}).get("resources")
+        if res:
+            spec["linux"]["resources"] = {{k: v for k, v in res.items() if k == "devices"}}
+            with open(path, "w") as f:
+                json.dump(spec, f)
+os.execv({runc!r}, [{runc!r}, *args])
+"""
+
 CNI = {
     "cniVersion": "0.4.0",
     "name": "nsinspect-test",
@@ -184,12 +206,12 @@ class Agent:
     """``nsinspect agent`` in a subprocess, as the DaemonSet runs it; ``address`` once it serves."""
 
     def __init__(self, endpoint: str | None, listen: str | None = None, *extra: str, global_args: tuple[str, ...] = (),
-                 node: str | None = None, wait: bool = True):
+                 node: str | None = None, wait: bool = True, prefix: tuple[str, ...] = ()):
         self.address = listen or f"127.0.0.1:{free_port()}"
         self.log = tempfile.NamedTemporaryFile(prefix="nsinspect-agent-", suffix=".log", delete=False)
         runtime = ("-r", endpoint) if endpoint else ()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nsinspect", *runtime, *global_args, "agent", "--listen", self.address, *extra],
+        self.proc = subprocess.Popen(  # prefix: a command that runs it, such as Containerd.in_mount_ns()
+            [*prefix, sys.executable, "-m", "nsinspect", *runtime, *global_args, "agent", "--listen", self.address, *extra],
             stdout=self.log, stderr=self.log, cwd=ROOT, env=dict(os.environ, **({"NODE_NAME": node} if node else {})),
         )
         if wait:
@@ -240,6 +262,7 @@ class Containerd:
     runtime: object = None  # scripts/runtimes.Runtime
     proc: subprocess.Popen | None = None
     log: Path | None = None
+    cgroup2: bool = False  # in a private mount namespace with cgroup2 at /sys/fs/cgroup
 
     @property
     def socket(self) -> str:
@@ -257,7 +280,8 @@ class Containerd:
         return subprocess.run([self.runtime.tool("ctr"), "-a", self.socket, *args], **kw)
 
     @classmethod
-    def create(cls, rid: str | None = None) -> Containerd:
+    def create(cls, rid: str | None = None, cgroup2: bool = False) -> Containerd:
+        """Start one; ``cgroup2``: on a unified cgroup hierarchy of its own (see ``_CGROUP2``)."""
         rt = runtime(rid)
         d = Path(tempfile.mkdtemp(prefix="nsinspect-ctrd-"))
         # mkdtemp's 0700 would stop a user-namespaced pod's root (uid 65536 on the node) on its way to its
@@ -265,19 +289,34 @@ class Containerd:
         d.chmod(0o711)
         (d / "cni").mkdir()
         config = CONFIG_V3 if rt.major >= 2 else CONFIG_V2
-        (d / "config.toml").write_text(config.format(d=d, image=IMAGE, runc=rt.runc))
+        runc = rt.runc
+        if cgroup2:
+            runc = str(d / "runc")
+            Path(runc).write_text(RUNC_WITHOUT_RESOURCES.format(python=sys.executable, runc=rt.runc))
+            os.chmod(runc, 0o755)
+        (d / "config.toml").write_text(config.format(d=d, image=IMAGE, runc=runc))
         cni = json.loads(json.dumps(CNI).replace("{d}", str(d)))
         (d / "cni" / "10-nsinspect-test.conflist").write_text(json.dumps(cni))
-        env = cls(d, rt)
+        env = cls(d, rt, cgroup2=cgroup2)
         env.start()
         env.import_image()
         return env
 
+    def in_mount_ns(self) -> tuple[str, ...]:
+        """A command prefix that runs in containerd's mount namespace (its /sys/fs/cgroup), from the
+        checkout's root (entering a mount namespace moves the working directory to its /)."""
+        if not self.cgroup2 or self.proc is None:
+            return ()
+        return ("nsenter", "-m", "-t", str(self.proc.pid), f"--wd={ROOT}")
+
     def start(self, timeout: float = 30) -> None:
         self.log = self.dir / "containerd.log"
         with open(self.log, "ab") as log:
+            cmd = [self.runtime.tool("containerd"), "--config", str(self.dir / "config.toml")]
+            if self.cgroup2:
+                cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", _CGROUP2, "containerd", *cmd]
             self.proc = subprocess.Popen(
-                [self.runtime.tool("containerd"), "--config", str(self.dir / "config.toml")],
+                cmd,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
@@ -366,6 +405,7 @@ class ContainerSpec:
     command: list[str] = field(default_factory=lambda: ["/bin/sleep", "3600"])
     target: str | None = None  # ephemeral: name of the container whose pid namespace it joins
     wait_exit: bool = False  # an init container: wait for it to exit before the next
+    privileged: bool = False  # securityContext.privileged (the pod's sandbox is made privileged too)
 
 
 @dataclass
@@ -414,7 +454,8 @@ def run_pod(
         log_directory=f"/tmp/nsinspect-test-logs/{namespace}_{name}_{uid}",
         labels=labels,
         annotations={"kubernetes.io/config.source": "api"},
-        linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(namespace_options=opts)),
+        linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+            namespace_options=opts, privileged=any(c.privileged for c in [*(containers or []), *(init or [])]))),
     )
     os.makedirs(sandbox_config.log_directory, exist_ok=True)
     sandbox_id = stub.RunPodSandbox(pb.RunPodSandboxRequest(config=sandbox_config), timeout=60).pod_sandbox_id
@@ -447,7 +488,7 @@ def add_container(client, pod: Pod, spec: ContainerSpec) -> str:
         envs=[pb.KeyValue(key="SECRET_TOKEN", value=b"do-not-leak-" + spec.name.encode())],
         labels=dict(sandbox_config.labels, **{f"{KUBE}.container.name": spec.name}),
         log_path=f"{spec.name}/0.log",
-        linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(namespace_options=opts)),
+        linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(namespace_options=opts, privileged=spec.privileged)),
     )
     stub = client.stub
     cid = stub.CreateContainer(

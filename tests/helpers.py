@@ -24,11 +24,13 @@ def require_root() -> None:
         pytest.skip("needs root")
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, user: int | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``nsinspect ARGS`` as users do: a separate process, real exit code and streams."""
+def run_cli(*args: str, env: dict[str, str] | None = None, user: int | None = None, timeout: float = 60,
+            prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run ``nsinspect ARGS`` as users do: a separate process, real exit code and streams
+    (``prefix``: a command that runs it, such as nsenter)."""
     if user is not None:
         return run_cli_as(user, *args)
-    cmd = [sys.executable, "-m", "nsinspect", *args]
+    cmd = [*prefix, sys.executable, "-m", "nsinspect", *args]
     # Hermetic: no node-side settings and no Kubernetes configuration unless a test passes them.
     full_env = {k: v for k, v in os.environ.items()
                 if k not in ("NSINSPECT_PROC", "CONTAINER_RUNTIME_ENDPOINT", "KUBECONFIG", "KUBERNETES_SERVICE_HOST")}

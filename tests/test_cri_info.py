@@ -54,6 +54,21 @@ def test_parse(blob, pid, options, target, spec_pid):
     assert "do-not-leak" not in repr(vi)
 
 
+@pytest.mark.parametrize(
+    "blob, privileged",
+    [
+        (CONTAINERD, False),
+        ({**CONTAINERD, "config": {"linux": {"security_context": {"privileged": True}}}}, True),
+        ({**CRIO, "privileged": True}, True),  # CRI-O's containerInfo (server/container_status.go)
+        ({**CRIO, "privileged": False}, False),
+        (CRIO, None),
+        ({**CRIO, "privileged": "yes"}, None),
+    ],
+)
+def test_parse_privileged(blob, privileged):
+    assert info.parse({"info": json.dumps(blob)}).privileged is privileged
+
+
 @pytest.mark.parametrize("raw", [{}, {"info": "not json"}, {"info": "[1, 2]"}, {"info": '{"pid": "12"}'}])
 def test_parse_garbage(raw):
     assert info.parse(raw).pid == 0

@@ -79,6 +79,8 @@ def parse(info: Mapping[str, str]) -> VerboseInfo:
                 options["userns"] = m
         target_id = str(nso.get("target_id") or "")
         privileged = bool(sec.get("privileged", False))
+    elif isinstance(data.get("privileged"), bool):  # CRI-O: no config echo, a top-level flag (containerInfo)
+        privileged = data["privileged"]
     return VerboseInfo(pid, spec_ns, options, target_id, privileged)
 
 

@@ -272,12 +272,16 @@ def _pod_view(proc: ProcFS, cache: PidCache, sb: Any, st: Any, containers: list[
         raw.append((m, vi, s.started_at if s is not None else 0))
     members, notes = assign_roles(sandbox, raw, options)
     requested = (uid_mappings, gid_mappings)
-    verdicts = sharing.verdicts(members, options, node_ns, sharing.Node(cgroup2, any_privileged(raw)), requested)
+    facts = sharing.node_of(members, cgroup2, privileged_ids(raw))
+    verdicts = sharing.verdicts(members, options, node_ns, facts, requested)
+    if sharing.sandbox_apart(members, node_ns):
+        notes.append(sharing.SANDBOX_APART)
     return PodView(info, members, verdicts, dict(node_ns), notes=tuple(notes))
 
 
-def any_privileged(raw: list[tuple[Member, Any, int]]) -> bool:
-    return any(vi is not None and vi.privileged for _m, vi, _s in raw)
+def privileged_ids(raw: list[tuple[Member, Any, int]]) -> frozenset[str]:
+    """The containers the runtime was asked to run privileged (from their verbose info)."""
+    return frozenset(m.id for m, vi, _s in raw if vi is not None and vi.privileged)
 
 
 def assign_roles(sandbox: Member, raw: list[tuple[Member, Any, int]], options: Mapping[str, str]) -> tuple[list[Member], list[str]]:

@@ -271,6 +271,8 @@ def check(v: CheckView) -> dict[str, Any]:
                 "actual": r.actual,
                 "ok": r.ok,
                 "evidence": [{"member": m, "role": role, "ns": ino} for m, role, ino in r.evidence],
+                "apart": [{"member": m, "role": role, "ns": ino} for m, role, ino in r.apart],
+                "apart_reason": r.apart_reason or None,
                 "hint": r.hint,
             }
             for r in v.results

@@ -290,6 +290,9 @@ def check_table(v: CheckView, wide: bool) -> RenderableType:
         lines.append(line)
         ev = ", ".join(f"{safe(m)} {ino}" for m, _role, ino in r.evidence)
         lines.append(Text(f"    {ev}", style="dim"))
+        if r.apart:
+            ev = ", ".join(f"{safe(m)} {ino}" for m, _role, ino in r.apart)
+            lines.append(Text(f"    not judged: {ev} ({r.apart_reason})", style="dim"))
         if r.hint:
             lines.append(Text(f"    hint: {r.hint}", style="yellow"))
     n_ok = sum(r.ok for r in v.results)
