@@ -134,8 +134,10 @@ def fd_holders(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[di
             for name in names:
                 try:
                     target = readlink(name, dir_fd=dfd)
-                except OSError:
-                    continue
+                except OSError as e:
+                    if e.errno in (errno.EACCES, errno.EPERM):
+                        raise
+                    continue  # closed meanwhile
                 t, sep, rest = target.partition(":[")
                 if sep and t in wanted and rest.endswith("]") and rest[:-1].isdigit():
                     found.setdefault((t, int(rest[:-1])), []).append(NsFd(pid, int(name)))
