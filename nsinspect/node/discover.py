@@ -12,6 +12,7 @@ from nsinspect.errors import AccessDenied, NoSuchProcess
 from nsinspect.model import NS_TYPES, ContainerRef, Namespace, NamespaceId, NodeView, PodRef, PodView, ProcessView
 from nsinspect.node import hidden
 from nsinspect.node.procfs import ProcFS
+from nsinspect.node.procfs import _workers_for as workers_for  # the scan's rule for forking, shared
 
 
 def node_namespaces(proc: ProcFS) -> dict[str, NamespaceId]:
@@ -47,8 +48,10 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
         node_ino = node_ns[nstype].ino if nstype in node_ns else None
         for ino, (nprocs, low, process) in by_ino.items():
             namespaces.append(Namespace(NamespaceId(dev, ino), nstype, nprocs, low, process, ino == node_ino))
+    pids = proc.pids()
     namespaces, fds_denied = hidden.complete(
-        proc.fd, namespaces, types, proc.pids(), _mountinfo_readers(seen, node_ns), node_ns, dev
+        proc.fd, namespaces, types, pids, _mountinfo_readers(seen, node_ns), node_ns, dev,
+        workers=workers_for(len(pids)) if parallel else 1,
     )
     namespaces.sort(key=lambda n: (n.id.ino, n.type))
     return NodeView(namespaces, node_ns, stats._replace(fds_denied=fds_denied), types)

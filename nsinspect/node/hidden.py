@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import marshal
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from nsinspect.model import Namespace, NamespaceId, NsFd, NsMount
 
@@ -88,11 +90,13 @@ def parse_nsfs_mounts(data: bytes, types: Iterable[str]) -> list[tuple[str, int,
 
 
 def _read_all(procfd: int, path: str) -> bytes:
+    """A whole procfs file.  seq_file fills a read up to its size, so a short read is the end."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=procfd)
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
+        size = 1 << 18
+        chunks = [os.read(fd, size)]
+        while len(chunks[-1]) == size:
+            chunks.append(os.read(fd, size))
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -117,9 +121,9 @@ def bind_mounts(
     return found
 
 
-def fd_holders(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[dict[tuple[str, int], list[NsFd]], int]:
-    """Open fds on namespaces: {(type, inode): [NsFd]}, and how many processes' fd tables we could not list."""
-    found: dict[tuple[str, int], list[NsFd]] = {}
+def fd_holders(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[dict[tuple[str, int], list[tuple[int, int]]], int]:
+    """Open fds on namespaces: {(type, inode): [(pid, fd)]}, and how many processes' fd tables we could not list."""
+    found: dict[tuple[str, int], list[tuple[int, int]]] = {}
     wanted = frozenset(types)
     denied = 0
     readlink, open_, close, listdir = os.readlink, os.open, os.close, os.listdir
@@ -140,7 +144,7 @@ def fd_holders(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[di
                     continue  # closed meanwhile
                 t, sep, rest = target.partition(":[")
                 if sep and t in wanted and rest.endswith("]") and rest[:-1].isdigit():
-                    found.setdefault((t, int(rest[:-1])), []).append(NsFd(pid, int(name)))
+                    found.setdefault((t, int(rest[:-1])), []).append((pid, int(name)))
         except OSError as e:
             denied += e.errno in (errno.EACCES, errno.EPERM)
         finally:
@@ -200,17 +204,67 @@ class _Hierarchy:
                 os.close(rfd)
 
 
+def _fanout(fn: Callable[[Any], Any], chunks: list[Any]) -> list[Any]:
+    """``fn(chunk)`` for every chunk: all but the first in forked workers (results back with marshal),
+    the first here; a worker that fails has its chunk redone here."""
+    children = []
+    for chunk in chunks[1:]:
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the forked worker
+            code = 0
+            try:
+                os.close(r)
+                view = memoryview(marshal.dumps(fn(chunk)))
+                while view:
+                    view = view[os.write(w, view) :]
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        children.append((child, r, chunk))
+    results = [fn(chunks[0])]
+    for child, r, chunk in children:
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(child, 0)
+        try:
+            results.append(marshal.loads(data) if status == 0 else fn(chunk))
+        except (EOFError, ValueError, TypeError):
+            results.append(fn(chunk))
+    return results
+
+
+def _slices(items: list[Any], n: int) -> list[list[Any]]:
+    return [items[k * len(items) // n : (k + 1) * len(items) // n] for k in range(n)]
+
+
 def complete(
     procfd: int, namespaces: list[Namespace], types: tuple[str, ...], pids: list[int],
-    readers: list[tuple[int, str]], node_ns: dict[str, NamespaceId], dev: int,
+    readers: list[tuple[int, str]], node_ns: dict[str, NamespaceId], dev: int, workers: int = 1,
 ) -> tuple[list[Namespace], int]:
     """The scan's rows with their parents, owners, mounts and fds, plus the namespaces no process is in.
 
     ``readers``: one procfs entry per mount namespace (the node's first) whose mountinfo is read.
+    ``workers`` > 1: each pass is cut into that many slices, all but one read by forked workers.
     Returns the rows and the number of processes whose fd tables could not be listed.
     """
-    mounts = bind_mounts(procfd, readers, types)
-    fds, fds_denied = fd_holders(procfd, pids, types)
+    def holders(chunk: tuple[list[int], list[tuple[int, str]]]) -> tuple[dict, int, dict]:
+        fds, denied = fd_holders(procfd, chunk[0], types)
+        return fds, denied, bind_mounts(procfd, chunk[1], types)
+
+    fds: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    mounts: dict[tuple[str, int], dict[str, tuple[int, str]]] = {}
+    fds_denied = 0
+    for part_fds, denied, part_mounts in _fanout(holders, list(zip(_slices(pids, workers), _slices(readers, workers), strict=True))):
+        fds_denied += denied
+        for key, held in part_fds.items():
+            fds.setdefault(key, []).extend(held)
+        for key, paths in part_mounts.items():  # slices keep the readers' order: the node's paths win
+            into = mounts.setdefault(key, {})
+            for path, where in paths.items():
+                into.setdefault(path, where)
     rows = {(n.type, n.id.ino): n for n in namespaces}
     for key in list(mounts) + list(fds):
         if key not in rows:
@@ -218,30 +272,46 @@ def complete(
             nsid = NamespaceId(dev, ino)
             rows[key] = Namespace(nsid, t, 0, 0, None, node_ns.get(t) == nsid)
     known = {n.id for n in rows.values()}
-    tree = _Hierarchy(known, types)
-    for key, n in rows.items():
-        fd = None
-        if n.nprocs:
-            fd = _open_ns(procfd, f"{n.pid}/ns/{n.type}", n.id)
-        for holder in fds.get(key, ()):
+
+    def relate(keys: list[tuple[str, int]]) -> tuple[dict, list]:
+        tree = _Hierarchy(known, types)
+        for key in keys:
+            n = rows[key]
+            fd = _open_row(procfd, n, fds.get(key, ()), mounts.get(key, {}))
             if fd is not None:
-                break
-            fd = _open_ns(procfd, f"{holder.pid}/fd/{holder.fd}", n.id)
-        for path, (_mnt, entry) in mounts.get(key, {}).items():
-            if fd is not None:
-                break
-            fd = _open_ns(procfd, f"{entry}/root{path}", n.id, stat_first=True)
-        if fd is None:
-            continue
-        try:
-            tree.visit(fd, n.type, n.id)
-        finally:
-            os.close(fd)
-    for t, nsid in tree.ghosts:
-        rows[(t, nsid.ino)] = Namespace(nsid, t, 0, 0, None, node_ns.get(t) == nsid)
+                try:
+                    tree.visit(fd, n.type, n.id)
+                finally:
+                    os.close(fd)
+        return ({(ns.dev, ns.ino): (tuple(p) if p else None, tuple(o) if o else None)
+                 for ns, (p, o) in tree.relations.items()}, [(t, tuple(ns)) for t, ns in tree.ghosts])
+
+    relations: dict[NamespaceId, tuple[NamespaceId | None, NamespaceId | None]] = {}
+    for part, ghosts in _fanout(relate, _slices(list(rows), workers)):
+        for (d, i), (p, o) in part.items():
+            relations[NamespaceId(d, i)] = (NamespaceId(*p) if p else None, NamespaceId(*o) if o else None)
+        for t, (d, i) in ghosts:
+            rows.setdefault((t, i), Namespace(NamespaceId(d, i), t, 0, 0, None, node_ns.get(t) == NamespaceId(d, i)))
     out = []
     for key, n in rows.items():
-        parent, owner = tree.relations.get(n.id, (None, None))
+        parent, owner = relations.get(n.id, (None, None))
         held_at = tuple(NsMount(path, mnt) for path, (mnt, _entry) in mounts.get(key, {}).items())
-        out.append(n._replace(parent=parent, owner=owner, mounts=held_at, fds=tuple(fds.get(key, ()))))
+        out.append(n._replace(parent=parent, owner=owner, mounts=held_at, fds=tuple(NsFd(*f) for f in fds.get(key, ()))))
     return out, fds_denied
+
+
+def _open_row(procfd: int, n: Namespace, fds: Iterable[tuple[int, int]], mounts: dict[str, tuple[int, str]]) -> int | None:
+    """An fd on a row's namespace: through its lowest process, else an fd holding it, else a bind mount."""
+    if n.nprocs:
+        fd = _open_ns(procfd, f"{n.pid}/ns/{n.type}", n.id)
+        if fd is not None:
+            return fd
+    for pid, num in fds:
+        fd = _open_ns(procfd, f"{pid}/fd/{num}", n.id)
+        if fd is not None:
+            return fd
+    for path, (_mnt, entry) in mounts.items():
+        fd = _open_ns(procfd, f"{entry}/root{path}", n.id, stat_first=True)
+        if fd is not None:
+            return fd
+    return None
