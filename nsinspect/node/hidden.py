@@ -90,13 +90,12 @@ def parse_nsfs_mounts(data: bytes, types: Iterable[str]) -> list[tuple[str, int,
 
 
 def _read_all(procfd: int, path: str) -> bytes:
-    """A whole procfs file.  seq_file fills a read up to its size, so a short read is the end."""
+    """A whole procfs file (a read may stop short of the end: read until one returns nothing)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=procfd)
     try:
-        size = 1 << 18
-        chunks = [os.read(fd, size)]
-        while len(chunks[-1]) == size:
-            chunks.append(os.read(fd, size))
+        chunks = []
+        while chunk := os.read(fd, 1 << 18):
+            chunks.append(chunk)
         return b"".join(chunks)
     finally:
         os.close(fd)
