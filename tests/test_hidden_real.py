@@ -191,7 +191,8 @@ def nested():
     require_root()
     a = subprocess.Popen(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child", "sh", "-c",
                           "exec unshare --user --map-root-user --pid --fork --kill-child sleep 300"], start_new_session=True)
-    b = subprocess.Popen(["unshare", "--user", "--map-root-user", "sh", "-c", "exec unshare --user --map-root-user sleep 300"], start_new_session=True)
+    b = subprocess.Popen(["unshare", "--user", "--map-root-user", "sh", "-c", "exec unshare --user --map-root-user sleep 300"],
+                         start_new_session=True)
     try:
         def ready():
             inner = children(a.pid)
