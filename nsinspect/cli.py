@@ -93,7 +93,7 @@ class App:
             return self.engine("cluster")
         return self.engine("agent" if self.agent else "local")
 
-    def emit(self, view: object, fmt: str) -> None:
+    def emit(self, view: object, fmt: str, tree: str | None = None) -> None:
         from nsinspect.render import render
 
         tty = sys.stdout.isatty()
@@ -101,7 +101,7 @@ class App:
         if tty and fmt in ("table", "wide"):
             width = shutil.get_terminal_size().columns
         color = tty and "NO_COLOR" not in os.environ
-        sys.stdout.write(render(view, fmt, width=width, color=color))
+        sys.stdout.write(render(view, fmt, width=width, color=color, tree=tree))
         sys.stdout.flush()
 
 
@@ -198,14 +198,27 @@ def cli(
     type=click.Choice(NS_TYPES),
     help="Only namespaces of this type (repeatable).",
 )
+@click.option(
+    "-T",
+    "--tree",
+    type=click.Choice(("owner", "parent", "process")),
+    is_flag=False,
+    flag_value="owner",
+    default=None,
+    help="Draw the table as a tree, as lsns -T: by owning user namespace (the default), by parent "
+    "(pid and user namespaces), or by process. JSON and YAML stay flat (pns and ons carry the tree).",
+)
 @node_option
 @output_option
 @click.pass_obj
-def node(app: App, types: tuple[str, ...], node_name: str | None, fmt: str) -> None:
-    """Every namespace on this node, as lsns shows it (plus POD and CONTAINER)."""
+def node(app: App, types: tuple[str, ...], tree: str | None, node_name: str | None, fmt: str) -> None:
+    """Every namespace on this node, as lsns shows it (plus POD and CONTAINER).
+
+    Also the namespaces no process is in (NPROCS 0): bind-mounted (ip netns, a pod's
+    /run/netns/cni-*), held by an open fd, or only the parent or owner of others."""
     wanted = tuple(t for t in NS_TYPES if t in types) if types else NS_TYPES
     engine = app.node_engine(node_name)
-    app.emit(engine.node(wanted, node=node_name), fmt)
+    app.emit(engine.node(wanted, node=node_name), fmt, tree=tree)
 
 
 @cli.command()

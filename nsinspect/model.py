@@ -109,19 +109,47 @@ class ScanStats(NamedTuple):
     vanished: int = 0  # exited between listing and reading
     denied: tuple[int, ...] = ()  # pids whose ns links we may not read
     as_root: bool = False  # was the scan made by root? (then "denied" means hidden by a sandbox/LSM)
+    fds_denied: int = 0  # processes whose open fds we may not list (their fds on namespaces go unseen)
+
+
+class NsMount(NamedTuple):
+    """A bind mount of a namespace (an nsfs mount, as ``ip netns add`` and containerd's /run/netns/cni-* make)."""
+
+    path: str  # the mount point, as seen in that mount namespace (untrusted: escape before printing)
+    mnt_ns: int  # the inode of the mount namespace it was seen in (the node's when mounted there)
+
+
+class NsFd(NamedTuple):
+    """An open file descriptor on a namespace (``/proc/<pid>/fd/<fd>`` -> ``net:[4026532...]``)."""
+
+    pid: int
+    fd: int
 
 
 class Namespace(NamedTuple):
-    """One namespace as the node view shows it (an lsns row)."""
+    """One namespace as the node view shows it (an lsns row).
+
+    A namespace no process is in has ``nprocs`` 0, ``pid`` 0 and no process: it is held by
+    ``mounts`` or ``fds``, or only as the parent or owner of another namespace.
+    """
 
     id: NamespaceId
     type: str
     nprocs: int
-    pid: int  # the lowest pid in it, as lsns reports
-    process: Process | None  # that process, or None when it vanished before we read it
+    pid: int  # the lowest pid in it, as lsns reports; 0 when no process is in it
+    process: Process | None  # that process, or None when it vanished before we read it (or nprocs is 0)
     node: bool  # is it the node's own namespace of this type?
     pods: tuple[PodRef, ...] = ()
     containers: tuple[ContainerRef, ...] = ()
+    parent: NamespaceId | None = None  # pid and user namespaces: the parent (NS_GET_PARENT); None at the top or unknown
+    owner: NamespaceId | None = None  # the owning user namespace (NS_GET_USERNS); None for the initial one or unknown
+    mounts: tuple[NsMount, ...] = ()  # where it is bind-mounted (one entry per path)
+    fds: tuple[NsFd, ...] = ()  # open file descriptors on it
+
+    @property
+    def held(self) -> bool:
+        """Is it alive without a process in it?"""
+        return self.nprocs == 0
 
 
 class NodeView(NamedTuple):

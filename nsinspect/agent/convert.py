@@ -19,6 +19,8 @@ from nsinspect.model import (
     Namespace,
     NamespaceId,
     NodeView,
+    NsFd,
+    NsMount,
     PodInfo,
     PodRef,
     PodsView,
@@ -59,10 +61,11 @@ def _from_process(m: Any) -> Process:
 def _stats(target: Any, s: ScanStats) -> None:
     target.processes, target.vanished, target.as_root = s.processes, s.vanished, s.as_root
     target.denied.extend(s.denied)
+    target.fds_denied = s.fds_denied
 
 
 def _from_stats(m: Any) -> ScanStats:
-    return ScanStats(m.processes, m.vanished, tuple(m.denied), m.as_root)
+    return ScanStats(m.processes, m.vanished, tuple(m.denied), m.as_root, m.fds_denied)
 
 
 def _namespace(target: Any, n: Namespace) -> None:
@@ -74,6 +77,14 @@ def _namespace(target: Any, n: Namespace) -> None:
         target.pods.add(namespace=r.namespace, name=r.name, uid=r.uid)
     for c in n.containers:
         target.containers.add(name=c.name, id=c.id)
+    if n.parent is not None:
+        target.parent.dev, target.parent.ino = n.parent
+    if n.owner is not None:
+        target.owner.dev, target.owner.ino = n.owner
+    for mount in n.mounts:
+        target.mounts.add(path=mount.path, mnt_ns=mount.mnt_ns)
+    for f in n.fds:
+        target.fds.add(pid=f.pid, fd=f.fd)
 
 
 def _from_namespace(m: Any) -> Namespace:
@@ -86,6 +97,10 @@ def _from_namespace(m: Any) -> Namespace:
         m.node,
         tuple(PodRef(r.namespace, r.name, r.uid) for r in m.pods),
         tuple(ContainerRef(c.name, c.id) for c in m.containers),
+        NamespaceId(m.parent.dev, m.parent.ino) if m.HasField("parent") else None,
+        NamespaceId(m.owner.dev, m.owner.ino) if m.HasField("owner") else None,
+        tuple(NsMount(x.path, x.mnt_ns) for x in m.mounts),
+        tuple(NsFd(x.pid, x.fd) for x in m.fds),
     )
 
 

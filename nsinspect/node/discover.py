@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from nsinspect.errors import AccessDenied, NoSuchProcess
 from nsinspect.model import NS_TYPES, ContainerRef, Namespace, NamespaceId, NodeView, PodRef, PodView, ProcessView
+from nsinspect.node import hidden
 from nsinspect.node.procfs import ProcFS
+from nsinspect.node.procfs import _workers_for as workers_for  # the scan's rule for forking, shared
 
 
 def node_namespaces(proc: ProcFS) -> dict[str, NamespaceId]:
@@ -31,10 +33,12 @@ def node_namespaces(proc: ProcFS) -> dict[str, NamespaceId]:
 
 
 def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = True) -> NodeView:
-    """Every namespace of the given types held by a process, as lsns counts them.
+    """Every namespace of the given types on this node, as lsns counts them.
 
     NPROCS: the processes whose link names that namespace; PID: the lowest of them, and
-    the process shown (PPID, USER, COMMAND) is that one.
+    the process shown (PPID, USER, COMMAND) is that one.  Then (``hidden.complete``) the
+    namespaces no process is in (bind-mounted, held by an fd, or only a parent or owner),
+    and every namespace's parent and owner.
     """
     seen, stats = proc.scan(types, parallel=parallel)
     node_ns = node_namespaces(proc)
@@ -44,8 +48,26 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
         node_ino = node_ns[nstype].ino if nstype in node_ns else None
         for ino, (nprocs, low, process) in by_ino.items():
             namespaces.append(Namespace(NamespaceId(dev, ino), nstype, nprocs, low, process, ino == node_ino))
+    pids = proc.pids()
+    namespaces, fds_denied = hidden.complete(
+        proc.fd, namespaces, types, pids, _mountinfo_readers(seen, node_ns), node_ns, dev,
+        workers=workers_for(len(pids)) if parallel else 1,
+    )
     namespaces.sort(key=lambda n: (n.id.ino, n.type))
-    return NodeView(namespaces, node_ns, stats, types)
+    return NodeView(namespaces, node_ns, stats._replace(fds_denied=fds_denied), types)
+
+
+def _mountinfo_readers(seen: dict, node_ns: dict[str, NamespaceId]) -> list[tuple[int, str]]:
+    """One process per mount namespace (the node's first), whose mountinfo shows its nsfs mounts.
+
+    Without a scan of mnt links (``-t`` without mnt), the node's mount namespace and ours.
+    """
+    node_mnt = node_ns["mnt"].ino if "mnt" in node_ns else 0
+    if "mnt" in seen:
+        readers = [(ino, str(low)) for ino, (_n, low, _p) in seen["mnt"].items()]
+        readers.sort(key=lambda r: r[0] != node_mnt)
+        return readers
+    return [(node_mnt, "1"), (node_mnt, "2"), (0, "self")]
 
 
 def process_view(proc: ProcFS, pid: int) -> ProcessView:

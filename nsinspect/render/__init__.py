@@ -11,7 +11,8 @@ from typing import Any
 FORMATS = ("table", "wide", "json", "yaml")
 
 
-def render(view: object, fmt: str, width: int | None = None, color: bool = False) -> str:
+def render(view: object, fmt: str, width: int | None = None, color: bool = False, tree: str | None = None) -> str:
+    """``view`` as text in ``fmt``.  ``tree`` draws a node view's table as ``lsns -T`` (JSON/YAML stay flat)."""
     if fmt == "json":
         from nsinspect.render.data import node_json, to_data
 
@@ -33,7 +34,7 @@ def render(view: object, fmt: str, width: int | None = None, color: bool = False
         return yaml.safe_dump(to_data(view), sort_keys=False, allow_unicode=False, width=1 << 20)
     from nsinspect.render.table import render_table
 
-    return render_table(view, wide=(fmt == "wide"), width=width, color=color)
+    return render_table(view, wide=(fmt == "wide"), width=width, color=color, tree=tree)
 
 
 def dump_json(data: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from nsinspect.model import (
     ContainerRef,
     IdRange,
     Member,
+    Namespace,
     NamespaceId,
     NodeView,
     PodRef,
@@ -40,7 +41,8 @@ def container_ref(c: ContainerRef | None) -> dict[str, str] | None:
 
 
 def stats(s: ScanStats) -> dict[str, Any]:
-    return {"processes": s.processes, "vanished": s.vanished, "denied": len(s.denied), "denied_pids": list(s.denied), "as_root": s.as_root}
+    return {"processes": s.processes, "vanished": s.vanished, "denied": len(s.denied), "denied_pids": list(s.denied), "as_root": s.as_root,
+            "fds_denied": s.fds_denied}
 
 
 def process(p: Process | None) -> dict[str, Any] | None:
@@ -57,6 +59,21 @@ def process(p: Process | None) -> dict[str, Any] | None:
     }
 
 
+def held(n: Namespace) -> dict[str, Any]:
+    """The keys of a node row after ``containers``: lsns's pns, ons and nsfs, then what holds it.
+
+    As lsns: pns/ons are 0 where the kernel names no parent/owner; nsfs is the bind mounts'
+    paths joined by newlines, or null.  ``mounts`` adds the mount namespace of each path.
+    """
+    return {
+        "pns": n.parent.ino if n.parent else 0,
+        "ons": n.owner.ino if n.owner else 0,
+        "nsfs": "\n".join(m.path for m in n.mounts) or None,
+        "mounts": [{"path": m.path, "mnt_ns": m.mnt_ns} for m in n.mounts],
+        "fds": [{"pid": f.pid, "fd": f.fd} for f in n.fds],
+    }
+
+
 def node(v: NodeView) -> dict[str, Any]:
     rows = []
     for n in v.namespaces:
@@ -66,7 +83,7 @@ def node(v: NodeView) -> dict[str, Any]:
                 "ns": n.id.ino,
                 "type": n.type,
                 "nprocs": n.nprocs,
-                "pid": n.pid,
+                "pid": n.pid if n.nprocs else None,
                 "ppid": p.ppid if p else None,
                 "user": p.user if p else None,
                 "uid": p.uid if p else None,
@@ -74,6 +91,7 @@ def node(v: NodeView) -> dict[str, Any]:
                 "node": n.node,
                 "pods": [{"namespace": r.namespace, "name": r.name} for r in n.pods],
                 "containers": [container_ref(c) for c in n.containers],
+                **held(n),
             }
         )
     return {
@@ -118,9 +136,15 @@ def node_json(v: object) -> str | None:
         else:
             tail = '"pods": [], "containers": []'
         node_flag = "true" if n.node else "false"
+        if n.mounts or n.fds:
+            rest = enc(held(n))[1:-1]
+        else:
+            rest = (f'"pns": {n.parent.ino if n.parent else 0}, "ons": {n.owner.ino if n.owner else 0}, '
+                    '"nsfs": null, "mounts": [], "fds": []')
+        pid = n.pid if n.nprocs else "null"
         rows.append(
-            f'{{"ns": {n.id.ino}, "type": "{n.type}", "nprocs": {n.nprocs}, "pid": {n.pid}, {part}, '
-            f'"node": {node_flag}, {tail}}}'
+            f'{{"ns": {n.id.ino}, "type": "{n.type}", "nprocs": {n.nprocs}, "pid": {pid}, {part}, '
+            f'"node": {node_flag}, {tail}, {rest}}}'
         )
     if not rows:
         return head

@@ -15,7 +15,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from nsinspect.model import NS_TYPES, CheckView, ClusterPodsView, Member, NodeView, PodsView, PodView, ProcessView, ScanStats
+from nsinspect.model import NS_TYPES, CheckView, ClusterPodsView, Member, Namespace, NodeView, PodsView, PodView, ProcessView, ScanStats
 from nsinspect.render.columns import DIM, RESET, format_columns
 from nsinspect.render.text import safe
 
@@ -45,21 +45,44 @@ def stats_footer(s: ScanStats) -> Text | None:
         shown = ", ".join(map(str, s.denied[:5])) + (", ..." if len(s.denied) > 5 else "")
         advice = "hidden even from root by a sandbox or security module" if s.as_root else "run as root to see them"
         parts.append(f"{len(s.denied)} could not be read (permission denied: pid {shown}; {advice})")
+    if s.fds_denied:
+        parts.append(f"the open fds of {s.fds_denied} could not be listed (namespaces they hold may be missing)")
     if not parts:
         return None
     return Text(f"{s.processes} processes scanned; " + "; ".join(parts) + ".", style="dim")
 
 
-def node_lines(v: NodeView, wide: bool, width: int | None, color: bool) -> str:
+def held_text(n: Namespace) -> str:
+    """What a row no process is in shows in COMMAND: what holds it."""
+    parts = []
+    if n.mounts:
+        parts.append("bind mount " + ", ".join(m.path for m in n.mounts))
+    if n.fds:
+        shown = ", ".join(f"fd {f.fd} of pid {f.pid}" for f in n.fds[:3])
+        parts.append(shown + (f" and {len(n.fds) - 3} more fds" if len(n.fds) > 3 else ""))
+    return "(" + ("; ".join(parts) or "no process: only a parent or owner of others") + ")"
+
+
+def node_lines(v: NodeView, wide: bool, width: int | None, color: bool, tree: str | None = None) -> str:
     with_pods = any(n.pods for n in v.namespaces)
     cols = ["NS", "TYPE", "NPROCS", "PID"] + (["PPID"] if wide else []) + ["USER"]
     cols += ["NODE"] if wide else []
     cols += ["POD", "CONTAINER"] if with_pods or wide else []
+    cols += ["PNS", "ONS", "NSFS"] if wide else []
     cols += ["COMMAND"]
+    if tree:
+        from nsinspect.render.tree import tree_rows
+
+        ordered = tree_rows(v.namespaces, tree)
+    else:
+        ordered = [(n, "") for n in v.namespaces]
     rows = []
-    for n in v.namespaces:
+    for n, prefix in ordered:
         p = n.process
-        row = [str(n.id.ino), n.type, str(n.nprocs), str(n.pid)]
+        ns = str(n.id.ino)
+        if tree != "process":
+            ns = prefix + ns
+        row = [ns, n.type, str(n.nprocs), str(n.pid) if n.nprocs else ""]
         if wide:
             row.append(str(p.ppid) if p else "")
         row.append(p.user if p else "")
@@ -68,9 +91,14 @@ def node_lines(v: NodeView, wide: bool, width: int | None, color: bool) -> str:
         if with_pods or wide:
             row.append(",".join(f"{r.namespace}/{r.name}" for r in n.pods))
             row.append(",".join(c.name for c in n.containers))
-        row.append(p.command if p else "(exited)")
+        if wide:
+            row.append(str(n.parent.ino) if n.parent else "0")
+            row.append(str(n.owner.ino) if n.owner else "0")
+            row.append(",".join(m.path for m in n.mounts))
+        command = p.command if p else held_text(n) if not n.nprocs else "(exited)"
+        row.append(prefix + command if tree == "process" else command)
         rows.append(row)
-    right = [c in ("NS", "NPROCS", "PID", "PPID") for c in cols]
+    right = [c in ("NPROCS", "PID", "PPID", "PNS", "ONS") or (c == "NS" and tree in (None, "process")) for c in cols]
     lines = format_columns(cols, rows, right, width=None if wide else width, color=color)
     footer = stats_footer(v.stats)
     if footer is not None:
@@ -121,10 +149,12 @@ def to_renderable(view: object, wide: bool) -> RenderableType:
     return fn(view, wide)
 
 
-def render_table(view: object, wide: bool = False, width: int | None = None, color: bool = False) -> str:
-    """Render to a string.  ``width`` is the terminal's, or None when not writing to one."""
+def render_table(view: object, wide: bool = False, width: int | None = None, color: bool = False, tree: str | None = None) -> str:
+    """Render to a string.  ``width`` is the terminal's, or None when not writing to one.
+
+    ``tree`` (owner, parent or process): the node view drawn as ``lsns -T`` draws it."""
     if isinstance(view, NodeView):
-        return node_lines(view, wide, width, color)
+        return node_lines(view, wide, width, color, tree)
     buf = io.StringIO()
     console = Console(
         file=buf,

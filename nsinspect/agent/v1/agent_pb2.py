@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ensinspect/agent/v1/agent.proto\x12\x0cnsinspect.v1\"\x1f\n\x0eGetNodeRequest\x12\r\n\x05types\x18\x01 \x03(\t\" \n\x11GetProcessRequest\x12\x0b\n\x03pid\x18\x01 \x01(\x03\"$\n\x0fListPodsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"`\n\rGetPodRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x11\n\tcontainer\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\x08\"\'\n\x0bNamespaceId\x12\x0b\n\x03\x64\x65v\x18\x01 \x01(\x04\x12\x0b\n\x03ino\x18\x02 \x01(\x04\",\n\tProcessId\x12\x0b\n\x03pid\x18\x01 \x01(\x03\x12\x12\n\nstart_time\x18\x02 \x01(\x04\"\x83\x01\n\x07Process\x12#\n\x02id\x18\x01 \x01(\x0b\x32\x17.nsinspect.v1.ProcessId\x12\x0c\n\x04ppid\x18\x02 \x01(\x03\x12\x10\n\x03uid\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x0c\n\x04\x63omm\x18\x05 \x01(\t\x12\x0f\n\x07\x63mdline\x18\x06 \x01(\tB\x06\n\x04_uid\"6\n\x06PodRef\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\"(\n\x0c\x43ontainerRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"Q\n\tScanStats\x12\x11\n\tprocesses\x18\x01 \x01(\x04\x12\x10\n\x08vanished\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65nied\x18\x03 \x03(\x03\x12\x0f\n\x07\x61s_root\x18\x04 \x01(\x08\"\xe7\x01\n\tNamespace\x12%\n\x02id\x18\x01 \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06nprocs\x18\x03 \x01(\x04\x12\x0b\n\x03pid\x18\x04 \x01(\x03\x12&\n\x07process\x18\x05 \x01(\x0b\x32\x15.nsinspect.v1.Process\x12\x0c\n\x04node\x18\x06 \x01(\x08\x12\"\n\x04pods\x18\x07 \x03(\x0b\x32\x14.nsinspect.v1.PodRef\x12.\n\ncontainers\x18\x08 \x03(\x0b\x32\x1a.nsinspect.v1.ContainerRef\"\xa4\x02\n\x08NodeView\x12+\n\nnamespaces\x18\x01 \x03(\x0b\x32\x17.nsinspect.v1.Namespace\x12\x43\n\x0fnode_namespaces\x18\x02 \x03(\x0b\x32*.nsinspect.v1.NodeView.NodeNamespacesEntry\x12&\n\x05stats\x18\x03 \x01(\x0b\x32\x17.nsinspect.v1.ScanStats\x12\r\n\x05types\x18\x04 \x03(\t\x12\x0c\n\x04node\x18\x05 \x01(\t\x12\x0f\n\x07runtime\x18\x06 \x01(\t\x1aP\n\x13NodeNamespacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId:\x02\x38\x01\"\xbc\x03\n\x0bProcessView\x12&\n\x07process\x18\x01 \x01(\x0b\x32\x15.nsinspect.v1.Process\x12=\n\nnamespaces\x18\x02 \x03(\x0b\x32).nsinspect.v1.ProcessView.NamespacesEntry\x12\x46\n\x0fnode_namespaces\x18\x03 \x03(\x0b\x32-.nsinspect.v1.ProcessView.NodeNamespacesEntry\x12!\n\x03pod\x18\x04 \x01(\x0b\x32\x14.nsinspect.v1.PodRef\x12-\n\tcontainer\x18\x05 \x01(\x0b\x32\x1a.nsinspect.v1.ContainerRef\x12\x0c\n\x04node\x18\x06 \x01(\t\x1aL\n\x0fNamespacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId:\x02\x38\x01\x1aP\n\x13NodeNamespacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId:\x02\x38\x01\":\n\x07IdRange\x12\x0e\n\x06inside\x18\x01 \x01(\r\x12\x0f\n\x07outside\x18\x02 \x01(\r\x12\x0e\n\x06length\x18\x03 \x01(\r\"\x9b\x03\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12&\n\x07process\x18\x05 \x01(\x0b\x32\x15.nsinspect.v1.Process\x12\x38\n\nnamespaces\x18\x06 \x03(\x0b\x32$.nsinspect.v1.Member.NamespacesEntry\x12\x11\n\ttarget_id\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\r\x12\x12\n\ncreated_at\x18\t \x01(\x03\x12\x13\n\x0b\x66inished_at\x18\n \x01(\x03\x12\r\n\x05image\x18\x0b \x01(\t\x12&\n\x07uid_map\x18\x0c \x03(\x0b\x32\x15.nsinspect.v1.IdRange\x12&\n\x07gid_map\x18\r \x03(\x0b\x32\x15.nsinspect.v1.IdRange\x1aL\n\x0fNamespacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId:\x02\x38\x01\"]\n\x07Verdict\x12\x13\n\x06\x61\x63tual\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08\x65xpected\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x06reason\x18\x03 \x01(\tB\t\n\x07_actualB\x0b\n\t_expected\"\xaf\x03\n\x07PodInfo\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x12\n\nsandbox_id\x18\x04 \x01(\t\x12\x0c\n\x04node\x18\x05 \x01(\t\x12\r\n\x05state\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\x03\x12\x33\n\x07options\x18\x08 \x03(\x0b\x32\".nsinspect.v1.PodInfo.OptionsEntry\x12\x10\n\x08hostname\x18\t \x01(\t\x12\x31\n\x06labels\x18\n \x03(\x0b\x32!.nsinspect.v1.PodInfo.LabelsEntry\x12+\n\x0cuid_mappings\x18\x0b \x03(\x0b\x32\x15.nsinspect.v1.IdRange\x12+\n\x0cgid_mappings\x18\x0c \x03(\x0b\x32\x15.nsinspect.v1.IdRange\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x03\n\x07PodView\x12\"\n\x03pod\x18\x01 \x01(\x0b\x32\x15.nsinspect.v1.PodInfo\x12%\n\x07members\x18\x02 \x03(\x0b\x32\x14.nsinspect.v1.Member\x12\x33\n\x07sharing\x18\x03 \x03(\x0b\x32\".nsinspect.v1.PodView.SharingEntry\x12\x42\n\x0fnode_namespaces\x18\x04 \x03(\x0b\x32).nsinspect.v1.PodView.NodeNamespacesEntry\x12\x0f\n\x07runtime\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x03(\t\x12%\n\x04lsns\x18\x07 \x03(\x0b\x32\x17.nsinspect.v1.Namespace\x1a\x45\n\x0cSharingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.nsinspect.v1.Verdict:\x02\x38\x01\x1aP\n\x13NodeNamespacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId:\x02\x38\x01\"M\n\x07PodList\x12#\n\x04pods\x18\x01 \x03(\x0b\x32\x15.nsinspect.v1.PodView\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0f\n\x07runtime\x18\x03 \x01(\t2\x96\x02\n\tInspector\x12?\n\x07GetNode\x12\x1c.nsinspect.v1.GetNodeRequest\x1a\x16.nsinspect.v1.NodeView\x12H\n\nGetProcess\x12\x1f.nsinspect.v1.GetProcessRequest\x1a\x19.nsinspect.v1.ProcessView\x12@\n\x08ListPods\x12\x1d.nsinspect.v1.ListPodsRequest\x1a\x15.nsinspect.v1.PodList\x12<\n\x06GetPod\x12\x1b.nsinspect.v1.GetPodRequest\x1a\x15.nsinspect.v1.PodViewb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ensinspect/agent/v1/agent.proto\x12\x0cnsinspect.v1\"\x1f\n\x0eGetNodeRequest\x12\r\n\x05types\x18\x01 \x03(\t\" \n\x11GetProcessRequest\x12\x0b\n\x03pid\x18\x01 \x01(\x03\"$\n\x0fListPodsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"`\n\rGetPodRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x11\n\tcontainer\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\x08\"\'\n\x0bNamespaceId\x12\x0b\n\x03\x64\x65v\x18\x01 \x01(\x04\x12\x0b\n\x03ino\x18\x02 \x01(\x04\",\n\tProcessId\x12\x0b\n\x03pid\x18\x01 \x01(\x03\x12\x12\n\nstart_time\x18\x02 \x01(\x04\"\x83\x01\n\x07Process\x12#\n\x02id\x18\x01 \x01(\x0b\x32\x17.nsinspect.v1.ProcessId\x12\x0c\n\x04ppid\x18\x02 \x01(\x03\x12\x10\n\x03uid\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x0c\n\x04\x63omm\x18\x05 \x01(\t\x12\x0f\n\x07\x63mdline\x18\x06 \x01(\tB\x06\n\x04_uid\"6\n\x06PodRef\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\"(\n\x0c\x43ontainerRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"e\n\tScanStats\x12\x11\n\tprocesses\x18\x01 \x01(\x04\x12\x10\n\x08vanished\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65nied\x18\x03 \x03(\x03\x12\x0f\n\x07\x61s_root\x18\x04 \x01(\x08\x12\x12\n\nfds_denied\x18\x05 \x01(\x04\"\'\n\x07NsMount\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06mnt_ns\x18\x02 \x01(\x04\"\x1f\n\x04NsFd\x12\x0b\n\x03pid\x18\x01 \x01(\x03\x12\n\n\x02\x66\x64\x18\x02 \x01(\x03\"\x84\x03\n\tNamespace\x12%\n\x02id\x18\x01 \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06nprocs\x18\x03 \x01(\x04\x12\x0b\n\x03pid\x18\x04 \x01(\x03\x12&\n\x07process\x18\x05 \x01(\x0b\x32\x15.nsinspect.v1.Process\x12\x0c\n\x04node\x18\x06 \x01(\x08\x12\"\n\x04pods\x18\x07 \x03(\x0b\x32\x14.nsinspect.v1.PodRef\x12.\n\ncontainers\x18\x08 \x03(\x0b\x32\x1a.nsinspect.v1.ContainerRef\x12)\n\x06parent\x18\t \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId\x12(\n\x05owner\x18\n \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId\x12%\n\x06mounts\x18\x0b \x03(\x0b\x32\x15.nsinspect.v1.NsMount\x12\x1f\n\x03\x66\x64s\x18\x0c \x03(\x0b\x32\x12.nsinspect.v1.NsFd\"\xa4\x02\n\x08NodeView\x12+\n\nnamespaces\x18\x01 \x03(\x0b\x32\x17.nsinspect.v1.Namespace\x12\x43\n\x0fnode_namespaces\x18\x02 \x03(\x0b\x32*.nsinspect.v1.NodeView.NodeNamespacesEntry\x12&\n\x05stats\x18\x03 \x01(\x0b\x32\x17.nsinspect.v1.ScanStats\x12\r\n\x05types\x18\x04 \x03(\t\x12\x0c\n\x04node\x18\x05 \x01(\t\x12\x0f\n\x07runtime\x18\x06 \x01(\t\x1aP\n\x13NodeNamespacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId:\x02\x38\x01\"\xbc\x03\n\x0bProcessView\x12&\n\x07process\x18\x01 \x01(\x0b\x32\x15.nsinspect.v1.Process\x12=\n\nnamespaces\x18\x02 \x03(\x0b\x32).nsinspect.v1.ProcessView.NamespacesEntry\x12\x46\n\x0fnode_namespaces\x18\x03 \x03(\x0b\x32-.nsinspect.v1.ProcessView.NodeNamespacesEntry\x12!\n\x03pod\x18\x04 \x01(\x0b\x32\x14.nsinspect.v1.PodRef\x12-\n\tcontainer\x18\x05 \x01(\x0b\x32\x1a.nsinspect.v1.ContainerRef\x12\x0c\n\x04node\x18\x06 \x01(\t\x1aL\n\x0fNamespacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId:\x02\x38\x01\x1aP\n\x13NodeNamespacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId:\x02\x38\x01\":\n\x07IdRange\x12\x0e\n\x06inside\x18\x01 \x01(\r\x12\x0f\n\x07outside\x18\x02 \x01(\r\x12\x0e\n\x06length\x18\x03 \x01(\r\"\x9b\x03\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12&\n\x07process\x18\x05 \x01(\x0b\x32\x15.nsinspect.v1.Process\x12\x38\n\nnamespaces\x18\x06 \x03(\x0b\x32$.nsinspect.v1.Member.NamespacesEntry\x12\x11\n\ttarget_id\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\r\x12\x12\n\ncreated_at\x18\t \x01(\x03\x12\x13\n\x0b\x66inished_at\x18\n \x01(\x03\x12\r\n\x05image\x18\x0b \x01(\t\x12&\n\x07uid_map\x18\x0c \x03(\x0b\x32\x15.nsinspect.v1.IdRange\x12&\n\x07gid_map\x18\r \x03(\x0b\x32\x15.nsinspect.v1.IdRange\x1aL\n\x0fNamespacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId:\x02\x38\x01\"]\n\x07Verdict\x12\x13\n\x06\x61\x63tual\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08\x65xpected\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x06reason\x18\x03 \x01(\tB\t\n\x07_actualB\x0b\n\t_expected\"\xaf\x03\n\x07PodInfo\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x12\n\nsandbox_id\x18\x04 \x01(\t\x12\x0c\n\x04node\x18\x05 \x01(\t\x12\r\n\x05state\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\x03\x12\x33\n\x07options\x18\x08 \x03(\x0b\x32\".nsinspect.v1.PodInfo.OptionsEntry\x12\x10\n\x08hostname\x18\t \x01(\t\x12\x31\n\x06labels\x18\n \x03(\x0b\x32!.nsinspect.v1.PodInfo.LabelsEntry\x12+\n\x0cuid_mappings\x18\x0b \x03(\x0b\x32\x15.nsinspect.v1.IdRange\x12+\n\x0cgid_mappings\x18\x0c \x03(\x0b\x32\x15.nsinspect.v1.IdRange\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x03\n\x07PodView\x12\"\n\x03pod\x18\x01 \x01(\x0b\x32\x15.nsinspect.v1.PodInfo\x12%\n\x07members\x18\x02 \x03(\x0b\x32\x14.nsinspect.v1.Member\x12\x33\n\x07sharing\x18\x03 \x03(\x0b\x32\".nsinspect.v1.PodView.SharingEntry\x12\x42\n\x0fnode_namespaces\x18\x04 \x03(\x0b\x32).nsinspect.v1.PodView.NodeNamespacesEntry\x12\x0f\n\x07runtime\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x03(\t\x12%\n\x04lsns\x18\x07 \x03(\x0b\x32\x17.nsinspect.v1.Namespace\x1a\x45\n\x0cSharingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.nsinspect.v1.Verdict:\x02\x38\x01\x1aP\n\x13NodeNamespacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.nsinspect.v1.NamespaceId:\x02\x38\x01\"M\n\x07PodList\x12#\n\x04pods\x18\x01 \x03(\x0b\x32\x15.nsinspect.v1.PodView\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0f\n\x07runtime\x18\x03 \x01(\t2\x96\x02\n\tInspector\x12?\n\x07GetNode\x12\x1c.nsinspect.v1.GetNodeRequest\x1a\x16.nsinspect.v1.NodeView\x12H\n\nGetProcess\x12\x1f.nsinspect.v1.GetProcessRequest\x1a\x19.nsinspect.v1.ProcessView\x12@\n\x08ListPods\x12\x1d.nsinspect.v1.ListPodsRequest\x1a\x15.nsinspect.v1.PodList\x12<\n\x06GetPod\x12\x1b.nsinspect.v1.GetPodRequest\x1a\x15.nsinspect.v1.PodViewb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -66,41 +66,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTAINERREF']._serialized_start=528
   _globals['_CONTAINERREF']._serialized_end=568
   _globals['_SCANSTATS']._serialized_start=570
-  _globals['_SCANSTATS']._serialized_end=651
-  _globals['_NAMESPACE']._serialized_start=654
-  _globals['_NAMESPACE']._serialized_end=885
-  _globals['_NODEVIEW']._serialized_start=888
-  _globals['_NODEVIEW']._serialized_end=1180
-  _globals['_NODEVIEW_NODENAMESPACESENTRY']._serialized_start=1100
-  _globals['_NODEVIEW_NODENAMESPACESENTRY']._serialized_end=1180
-  _globals['_PROCESSVIEW']._serialized_start=1183
-  _globals['_PROCESSVIEW']._serialized_end=1627
-  _globals['_PROCESSVIEW_NAMESPACESENTRY']._serialized_start=1469
-  _globals['_PROCESSVIEW_NAMESPACESENTRY']._serialized_end=1545
-  _globals['_PROCESSVIEW_NODENAMESPACESENTRY']._serialized_start=1100
-  _globals['_PROCESSVIEW_NODENAMESPACESENTRY']._serialized_end=1180
-  _globals['_IDRANGE']._serialized_start=1629
-  _globals['_IDRANGE']._serialized_end=1687
-  _globals['_MEMBER']._serialized_start=1690
-  _globals['_MEMBER']._serialized_end=2101
-  _globals['_MEMBER_NAMESPACESENTRY']._serialized_start=1469
-  _globals['_MEMBER_NAMESPACESENTRY']._serialized_end=1545
-  _globals['_VERDICT']._serialized_start=2103
-  _globals['_VERDICT']._serialized_end=2196
-  _globals['_PODINFO']._serialized_start=2199
-  _globals['_PODINFO']._serialized_end=2630
-  _globals['_PODINFO_OPTIONSENTRY']._serialized_start=2537
-  _globals['_PODINFO_OPTIONSENTRY']._serialized_end=2583
-  _globals['_PODINFO_LABELSENTRY']._serialized_start=2585
-  _globals['_PODINFO_LABELSENTRY']._serialized_end=2630
-  _globals['_PODVIEW']._serialized_start=2633
-  _globals['_PODVIEW']._serialized_end=3062
-  _globals['_PODVIEW_SHARINGENTRY']._serialized_start=2911
-  _globals['_PODVIEW_SHARINGENTRY']._serialized_end=2980
-  _globals['_PODVIEW_NODENAMESPACESENTRY']._serialized_start=1100
-  _globals['_PODVIEW_NODENAMESPACESENTRY']._serialized_end=1180
-  _globals['_PODLIST']._serialized_start=3064
-  _globals['_PODLIST']._serialized_end=3141
-  _globals['_INSPECTOR']._serialized_start=3144
-  _globals['_INSPECTOR']._serialized_end=3422
+  _globals['_SCANSTATS']._serialized_end=671
+  _globals['_NSMOUNT']._serialized_start=673
+  _globals['_NSMOUNT']._serialized_end=712
+  _globals['_NSFD']._serialized_start=714
+  _globals['_NSFD']._serialized_end=745
+  _globals['_NAMESPACE']._serialized_start=748
+  _globals['_NAMESPACE']._serialized_end=1136
+  _globals['_NODEVIEW']._serialized_start=1139
+  _globals['_NODEVIEW']._serialized_end=1431
+  _globals['_NODEVIEW_NODENAMESPACESENTRY']._serialized_start=1351
+  _globals['_NODEVIEW_NODENAMESPACESENTRY']._serialized_end=1431
+  _globals['_PROCESSVIEW']._serialized_start=1434
+  _globals['_PROCESSVIEW']._serialized_end=1878
+  _globals['_PROCESSVIEW_NAMESPACESENTRY']._serialized_start=1720
+  _globals['_PROCESSVIEW_NAMESPACESENTRY']._serialized_end=1796
+  _globals['_PROCESSVIEW_NODENAMESPACESENTRY']._serialized_start=1351
+  _globals['_PROCESSVIEW_NODENAMESPACESENTRY']._serialized_end=1431
+  _globals['_IDRANGE']._serialized_start=1880
+  _globals['_IDRANGE']._serialized_end=1938
+  _globals['_MEMBER']._serialized_start=1941
+  _globals['_MEMBER']._serialized_end=2352
+  _globals['_MEMBER_NAMESPACESENTRY']._serialized_start=1720
+  _globals['_MEMBER_NAMESPACESENTRY']._serialized_end=1796
+  _globals['_VERDICT']._serialized_start=2354
+  _globals['_VERDICT']._serialized_end=2447
+  _globals['_PODINFO']._serialized_start=2450
+  _globals['_PODINFO']._serialized_end=2881
+  _globals['_PODINFO_OPTIONSENTRY']._serialized_start=2788
+  _globals['_PODINFO_OPTIONSENTRY']._serialized_end=2834
+  _globals['_PODINFO_LABELSENTRY']._serialized_start=2836
+  _globals['_PODINFO_LABELSENTRY']._serialized_end=2881
+  _globals['_PODVIEW']._serialized_start=2884
+  _globals['_PODVIEW']._serialized_end=3313
+  _globals['_PODVIEW_SHARINGENTRY']._serialized_start=3162
+  _globals['_PODVIEW_SHARINGENTRY']._serialized_end=3231
+  _globals['_PODVIEW_NODENAMESPACESENTRY']._serialized_start=1351
+  _globals['_PODVIEW_NODENAMESPACESENTRY']._serialized_end=1431
+  _globals['_PODLIST']._serialized_start=3315
+  _globals['_PODLIST']._serialized_end=3392
+  _globals['_INSPECTOR']._serialized_start=3395
+  _globals['_INSPECTOR']._serialized_end=3673
 # @@protoc_insertion_point(module_scope)

@@ -89,19 +89,37 @@ class ContainerRef(_message.Message):
     def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
 class ScanStats(_message.Message):
-    __slots__ = ("processes", "vanished", "denied", "as_root")
+    __slots__ = ("processes", "vanished", "denied", "as_root", "fds_denied")
     PROCESSES_FIELD_NUMBER: _ClassVar[int]
     VANISHED_FIELD_NUMBER: _ClassVar[int]
     DENIED_FIELD_NUMBER: _ClassVar[int]
     AS_ROOT_FIELD_NUMBER: _ClassVar[int]
+    FDS_DENIED_FIELD_NUMBER: _ClassVar[int]
     processes: int
     vanished: int
     denied: _containers.RepeatedScalarFieldContainer[int]
     as_root: bool
-    def __init__(self, processes: _Optional[int] = ..., vanished: _Optional[int] = ..., denied: _Optional[_Iterable[int]] = ..., as_root: _Optional[bool] = ...) -> None: ...
+    fds_denied: int
+    def __init__(self, processes: _Optional[int] = ..., vanished: _Optional[int] = ..., denied: _Optional[_Iterable[int]] = ..., as_root: _Optional[bool] = ..., fds_denied: _Optional[int] = ...) -> None: ...
+
+class NsMount(_message.Message):
+    __slots__ = ("path", "mnt_ns")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MNT_NS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    mnt_ns: int
+    def __init__(self, path: _Optional[str] = ..., mnt_ns: _Optional[int] = ...) -> None: ...
+
+class NsFd(_message.Message):
+    __slots__ = ("pid", "fd")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    fd: int
+    def __init__(self, pid: _Optional[int] = ..., fd: _Optional[int] = ...) -> None: ...
 
 class Namespace(_message.Message):
-    __slots__ = ("id", "type", "nprocs", "pid", "process", "node", "pods", "containers")
+    __slots__ = ("id", "type", "nprocs", "pid", "process", "node", "pods", "containers", "parent", "owner", "mounts", "fds")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NPROCS_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +128,10 @@ class Namespace(_message.Message):
     NODE_FIELD_NUMBER: _ClassVar[int]
     PODS_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    MOUNTS_FIELD_NUMBER: _ClassVar[int]
+    FDS_FIELD_NUMBER: _ClassVar[int]
     id: NamespaceId
     type: str
     nprocs: int
@@ -118,7 +140,11 @@ class Namespace(_message.Message):
     node: bool
     pods: _containers.RepeatedCompositeFieldContainer[PodRef]
     containers: _containers.RepeatedCompositeFieldContainer[ContainerRef]
-    def __init__(self, id: _Optional[_Union[NamespaceId, _Mapping]] = ..., type: _Optional[str] = ..., nprocs: _Optional[int] = ..., pid: _Optional[int] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., node: _Optional[bool] = ..., pods: _Optional[_Iterable[_Union[PodRef, _Mapping]]] = ..., containers: _Optional[_Iterable[_Union[ContainerRef, _Mapping]]] = ...) -> None: ...
+    parent: NamespaceId
+    owner: NamespaceId
+    mounts: _containers.RepeatedCompositeFieldContainer[NsMount]
+    fds: _containers.RepeatedCompositeFieldContainer[NsFd]
+    def __init__(self, id: _Optional[_Union[NamespaceId, _Mapping]] = ..., type: _Optional[str] = ..., nprocs: _Optional[int] = ..., pid: _Optional[int] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., node: _Optional[bool] = ..., pods: _Optional[_Iterable[_Union[PodRef, _Mapping]]] = ..., containers: _Optional[_Iterable[_Union[ContainerRef, _Mapping]]] = ..., parent: _Optional[_Union[NamespaceId, _Mapping]] = ..., owner: _Optional[_Union[NamespaceId, _Mapping]] = ..., mounts: _Optional[_Iterable[_Union[NsMount, _Mapping]]] = ..., fds: _Optional[_Iterable[_Union[NsFd, _Mapping]]] = ...) -> None: ...
 
 class NodeView(_message.Message):
     __slots__ = ("namespaces", "node_namespaces", "stats", "types", "node", "runtime")

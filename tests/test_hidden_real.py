@@ -1,0 +1,310 @@
+"""Namespaces no process is in, and the hierarchy, on real namespaces: against readlink, stat and lsns.
+
+Made here: a bind-mounted net namespace (``ip netns add``, in the node's mount namespace and in a
+private one), namespaces held only by a helper's open fds, and nested user + pid namespaces
+(``unshare --user --pid --fork``), one of them with no process at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from helpers import cli_json, node_truth, readlink_ns, require_root, run_cli
+
+from nsinspect.agent import convert
+from nsinspect.agent.v1 import agent_pb2 as pb
+from nsinspect.node import discover
+from nsinspect.node.procfs import ProcFS
+from nsinspect.render import dump_json
+from nsinspect.render.data import node_json, to_data
+
+pytestmark = pytest.mark.root
+
+
+def rows_by_ns(data: dict) -> dict[int, dict]:
+    return {r["ns"]: r for r in data["namespaces"]}
+
+
+def wait_for(pred, what: str, timeout: float = 10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+@pytest.fixture
+def netns():
+    """``ip netns add``: a net namespace no process is in, bind-mounted at /run/netns/NAME."""
+    require_root()
+    name = f"nsi-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name, os.stat(f"/run/netns/{name}").st_ino
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_bind_mounted_namespace_without_processes(netns):
+    name, ino = netns
+    data = cli_json("node")
+    row = rows_by_ns(data)[ino]
+    assert row["type"] == "net" and row["nprocs"] == 0
+    assert row["pid"] is None and row["command"] is None and row["user"] is None
+    assert row["nsfs"] == f"/run/netns/{name}"
+    assert row["mounts"] == [{"path": f"/run/netns/{name}", "mnt_ns": node_truth()["mnt"]}]
+    assert row["fds"] == []
+    # Owned by the user namespace ip ran in (the node's); a net namespace has no parent.
+    assert row["ons"] == node_truth()["user"] and row["pns"] == 0
+    table = run_cli("node", "-t", "net").stdout
+    line = next(line for line in table.splitlines() if line.startswith(str(ino)))
+    assert line.split()[:3] == [str(ino), "net", "0"]
+    assert line.endswith(f"(bind mount /run/netns/{name})")
+
+
+def test_nsfs_column_as_lsns_prints_it(netns):
+    """With a process in it, lsns shows the bind mount in NSFS: the same path, the same row."""
+    name, ino = netns
+    proc = subprocess.Popen(["ip", "netns", "exec", name, "sleep", "300"], start_new_session=True)
+    try:
+        wait_for(lambda: any(readlink_ns(p, "net") == ino for p in [proc.pid, *children(proc.pid)]), "the sleep in the netns")
+        lsns = json.loads(subprocess.run(["lsns", "-J", "-t", "net", "-o", "NS,NPROCS,NSFS,PNS,ONS"], check=True,
+                                         capture_output=True, text=True).stdout)["namespaces"]
+        theirs = next(r for r in lsns if r["ns"] == ino)
+        ours = rows_by_ns(cli_json("node", "-t", "net"))[ino]
+        assert ours["nprocs"] == 1
+        assert ours["nsfs"] == theirs["nsfs"] == f"/run/netns/{name}"
+        assert (ours["pns"], ours["ons"]) == (theirs["pns"], theirs["ons"])
+    finally:
+        kill_session(proc)
+
+
+def test_bind_mount_seen_only_in_another_mount_namespace():
+    """A net namespace pinned in a private mount namespace: only that namespace's mountinfo shows it."""
+    require_root()
+    name = f"nsi-{uuid.uuid4().hex[:8]}"
+    script = f"ip netns add {name} && stat -c %i /run/netns/{name} && exec sleep 300"
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        ino = int(proc.stdout.readline())
+        wait_for(lambda: readlink_ns(proc.pid, "mnt") != node_truth()["mnt"] and _comm(proc.pid) == "sleep", "the sleep")
+        # In the node's mount namespace the mount point is an empty file, not the namespace.
+        assert os.stat(f"/run/netns/{name}").st_ino != ino
+        row = rows_by_ns(cli_json("node"))[ino]
+        assert row["nprocs"] == 0 and row["type"] == "net"
+        assert row["mounts"] == [{"path": f"/run/netns/{name}", "mnt_ns": readlink_ns(proc.pid, "mnt")}]
+        # Opened through /proc/<pid>/root of a process in that mount namespace: its owner is known.
+        assert row["ons"] == node_truth()["user"]
+    finally:
+        kill_session(proc)
+        os.unlink(f"/run/netns/{name}")
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+HOLDER = """
+import os, sys, time
+pid = int(sys.argv[1])
+fds = {t: os.open(f"/proc/{pid}/ns/{t}", os.O_RDONLY) for t in ("net", "uts", "ipc")}
+print(" ".join(f"{t}={fd}" for t, fd in fds.items()), flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.fixture
+def held_by_fds():
+    """Namespaces whose only process exited while a helper keeps fds open on them."""
+    require_root()
+    owner = subprocess.Popen(["unshare", "--net", "--uts", "--ipc", "sleep", "300"], start_new_session=True)
+    wait_for(lambda: _comm(owner.pid) == "sleep", "unshare to exec sleep")
+    inos = {t: readlink_ns(owner.pid, t) for t in ("net", "uts", "ipc")}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(owner.pid)], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    fds = {t: int(fd) for t, fd in (kv.split("=") for kv in holder.stdout.readline().split())}
+    kill_session(owner)
+    try:
+        yield holder.pid, inos, fds
+    finally:
+        kill_session(holder)
+
+
+def test_namespaces_held_by_open_fds(held_by_fds):
+    pid, inos, fds = held_by_fds
+    rows = rows_by_ns(cli_json("node"))
+    for t, ino in inos.items():
+        # The kernel's word: the helper's fd names the namespace, and nobody is in it.
+        assert os.readlink(f"/proc/{pid}/fd/{fds[t]}") == f"{t}:[{ino}]"
+        row = rows[ino]
+        assert (row["type"], row["nprocs"], row["pid"], row["command"]) == (t, 0, None, None), t
+        assert row["fds"] == [{"pid": pid, "fd": fds[t]}], t
+        assert row["nsfs"] is None and row["mounts"] == []
+        assert row["ons"] == node_truth()["user"]
+    table = run_cli("node").stdout
+    line = next(line for line in table.splitlines() if line.startswith(str(inos["net"])))
+    assert line.endswith(f"(fd {fds['net']} of pid {pid})")
+    wide = run_cli("node", "-o", "wide").stdout.splitlines()
+    head = wide[0].split()
+    assert head[-4:] == ["PNS", "ONS", "NSFS", "COMMAND"]
+
+
+@pytest.fixture
+def nested():
+    """Nested user and pid namespaces:
+
+    ``unshare --user --pid --fork sh -c 'exec unshare --user --pid --fork sleep'``:
+    outer (U1, node pid ns) -> sh, then inner unshare (U2, P1) -> sleep (U2, P2);
+    and a user namespace no process is in: ``unshare --user sh -c 'exec unshare --user sleep'``
+    leaves G (its only process moved on into G2) as G2's parent and owner.
+    """
+    require_root()
+    a = subprocess.Popen(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child", "sh", "-c",
+                          "exec unshare --user --map-root-user --pid --fork --kill-child sleep 300"], start_new_session=True)
+    b = subprocess.Popen(["unshare", "--user", "--map-root-user", "sh", "-c", "exec unshare --user --map-root-user sleep 300"],
+                         start_new_session=True)
+    try:
+        def ready():
+            inner = children(a.pid)
+            leaf = children(inner[0]) if inner else []
+            if leaf and _comm(leaf[0]) == "sleep" and _comm(b.pid) == "sleep":
+                return a.pid, inner[0], leaf[0]
+            return None
+
+        outer, inner, leaf = wait_for(ready, "the nested namespaces")
+        yield {
+            "U1": readlink_ns(outer, "user"), "U2": readlink_ns(leaf, "user"),
+            "P1": readlink_ns(inner, "pid"), "P2": readlink_ns(leaf, "pid"),
+            "G2": readlink_ns(b.pid, "user"), "pids": (outer, inner, leaf, b.pid),
+        }
+    finally:
+        kill_session(a)
+        kill_session(b)
+
+
+def test_hierarchy_pns_ons_match_the_kernel_and_lsns(nested):
+    n, node = nested, node_truth()
+    assert len({n["U1"], n["U2"], n["P1"], n["P2"], node["user"], node["pid"]}) == 6
+    rows = rows_by_ns(cli_json("node"))
+    want = {  # (pns, ons) from how the namespaces were made
+        n["U1"]: (node["user"], node["user"]),
+        n["U2"]: (n["U1"], n["U1"]),
+        n["P1"]: (node["pid"], n["U1"]),
+        n["P2"]: (n["P1"], n["U2"]),
+    }
+    for ino, rel in want.items():
+        assert (rows[ino]["pns"], rows[ino]["ons"]) == rel, ino
+    # Other types have no parent, and the node's are owned by the node's user namespace.
+    assert rows[node["net"]]["pns"] == 0 and rows[node["net"]]["ons"] == node["user"]
+    assert rows[node["user"]]["pns"] == 0 and rows[node["user"]]["ons"] == 0
+    lsns = json.loads(subprocess.run(["lsns", "-J", "-l", "-o", "NS,TYPE,NPROCS,PNS,ONS"], check=True,
+                                     capture_output=True, text=True).stdout)["namespaces"]
+    theirs = {r["ns"]: r for r in lsns}
+    for ino in want:
+        assert (rows[ino]["pns"], rows[ino]["ons"], rows[ino]["nprocs"]) == (
+            theirs[ino]["pns"], theirs[ino]["ons"], theirs[ino]["nprocs"]), ino
+
+
+def test_ghost_parent_is_a_row(nested):
+    """G has no process: it lives on as G2's parent and owner, and shows as lsns -T shows it."""
+    rows = rows_by_ns(cli_json("node"))
+    g2 = rows[nested["G2"]]
+    g = rows[g2["pns"]]
+    assert g2["ons"] == g2["pns"] and g["ns"] not in (0, nested["G2"])
+    assert (g["type"], g["nprocs"], g["pid"], g["fds"], g["mounts"]) == ("user", 0, None, [], [])
+    assert (g["pns"], g["ons"]) == (node_truth()["user"], node_truth()["user"])
+    tree = json.loads(subprocess.run(["lsns", "-J", "--tree=owner", "-o", "NS,TYPE,NPROCS"], check=True,
+                                     capture_output=True, text=True).stdout)["namespaces"]
+    found = _find(tree, g["ns"])
+    assert found is not None and found["nprocs"] == 0
+    assert nested["G2"] in [c["ns"] for c in found.get("children", [])]
+
+
+def _find(items: list[dict], ino: int) -> dict | None:
+    for item in items:
+        if item["ns"] == ino:
+            return item
+        deeper = _find(item.get("children", []), ino)
+        if deeper is not None:
+            return deeper
+    return None
+
+
+def _tree_lines(text: str, mine: set[int], column: str) -> list[tuple[str, str]]:
+    """(tree cell, ns) of our namespaces' lines; the cell in NS (owner/parent) or COMMAND (process).
+
+    The part of an NS prefix above the first of our lines depends on the rest of the machine: cut off."""
+    lines = text.splitlines()
+    start = lines[0].index(column) if column == "COMMAND" else 0
+    out, cut = [], None
+    for line in lines[1:]:
+        body = line.lstrip("├└│─ ")
+        ino = body.split()[0] if body.split() else ""
+        if not ino.isdigit() or int(ino) not in mine:
+            continue
+        ns_cell = line[: len(line) - len(body)] + ino
+        if column == "NS":
+            prefix = ns_cell[: len(ns_cell) - len(ino)]
+            cut = len(prefix) if cut is None else cut
+            out.append((prefix[cut:], ino))
+        else:
+            out.append((line[start:].rstrip(), ino))
+    return out
+
+
+@pytest.mark.parametrize("how", ["owner", "parent", "process"])
+def test_tree_is_drawn_as_lsns_draws_it(nested, how):
+    n = nested
+    mine = {n["U1"], n["U2"], n["P1"], n["P2"]}
+    column = "COMMAND" if how == "process" else "NS"
+    cols = "NS,TYPE,NPROCS,PID,USER,COMMAND"
+    theirs = subprocess.run(["lsns", f"--tree={how}", "-o", cols, "-u"], check=True, capture_output=True, text=True,
+                            env={**os.environ, "LANG": "C.UTF-8"}).stdout
+    ours = run_cli("node", f"--tree={how}").stdout
+    got, want = _tree_lines(ours, mine, column), _tree_lines(theirs, mine, column)
+    assert sorted(int(i) for _c, i in got) == sorted(mine)
+    assert got == want
+    if how == "owner":  # U2 under U1, P2 under U2: nested branches
+        assert [c for c, i in got if int(i) == n["P2"]][0].endswith("─")
+
+
+def test_views_with_hidden_rows_through_the_wire(held_by_fds, netns):
+    """The agent's proto carries parents, owners, mounts and fds: the round trip gives the same view,
+    and the fast JSON is the generic JSON."""
+    with ProcFS() as proc:
+        view = discover.node_view(proc, parallel=False)
+    assert any(r.mounts for r in view.namespaces) and any(r.fds for r in view.namespaces)
+    assert any(r.parent is not None for r in view.namespaces) and any(r.owner is not None for r in view.namespaces)
+    back = convert.from_node(pb.NodeView.FromString(convert.to_node(view).SerializeToString()))
+    assert back == view
+    assert node_json(view) == dump_json(to_data(view))
