@@ -8,6 +8,8 @@ Pods and containers are attached on top by ``nsinspect.node.pods``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from nsinspect.errors import AccessDenied, NoSuchProcess
 from nsinspect.model import NS_TYPES, ContainerRef, Namespace, NamespaceId, NodeView, PodRef, PodView, ProcessView
 from nsinspect.node import hidden
@@ -57,7 +59,7 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
     return NodeView(namespaces, node_ns, stats._replace(fds_denied=fds_denied), types)
 
 
-def _mountinfo_readers(seen: dict, node_ns: dict[str, NamespaceId]) -> list[tuple[int, str]]:
+def _mountinfo_readers(seen: dict[Any, Any], node_ns: dict[str, NamespaceId]) -> list[tuple[int, str]]:
     """One process per mount namespace (the node's first), whose mountinfo shows its nsfs mounts.
 
     Without a scan of mnt links (``-t`` without mnt), the node's mount namespace and ours.

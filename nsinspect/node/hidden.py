@@ -193,7 +193,7 @@ class _Hierarchy:
         owner, ofd = _related(fd, NS_GET_USERNS)
         self.relations[ns] = (parent, owner)
         for rel, rfd, rtype in ((parent, pfd, nstype), (owner, ofd, "user")):
-            if rfd is None:
+            if rfd is None or rel is None:
                 continue
             try:
                 if rel not in self.known and rel not in self.relations and depth < _MAX_DEPTH and rtype in self.types:
@@ -249,7 +249,7 @@ def complete(
     ``workers`` > 1: each pass is cut into that many slices, all but one read by forked workers.
     Returns the rows and the number of processes whose fd tables could not be listed.
     """
-    def holders(chunk: tuple[list[int], list[tuple[int, str]]]) -> tuple[dict, int, dict]:
+    def holders(chunk: tuple[list[int], list[tuple[int, str]]]) -> tuple[dict[Any, Any], int, dict[Any, Any]]:
         fds, denied = fd_holders(procfd, chunk[0], types)
         return fds, denied, bind_mounts(procfd, chunk[1], types)
 
@@ -272,7 +272,7 @@ def complete(
             rows[key] = Namespace(nsid, t, 0, 0, None, node_ns.get(t) == nsid)
     known = {n.id for n in rows.values()}
 
-    def relate(keys: list[tuple[str, int]]) -> tuple[dict, list]:
+    def relate(keys: list[tuple[str, int]]) -> tuple[dict[Any, Any], list[Any]]:
         tree = _Hierarchy(known, types)
         for key in keys:
             n = rows[key]
