@@ -42,6 +42,7 @@ class App:
     agent_namespace: str = "nsinspect-system"
     as_user: str | None = None  # --as: impersonate this user (cluster mode)
     as_groups: tuple[str, ...] = ()  # --as-group, repeatable
+    as_uid: str | None = None  # --as-uid
     cluster: bool = False  # cluster mode forced (kubectl-nsinspect, --kubeconfig, --context, --as)
     _engine: Engine | None = field(default=None, repr=False)
 
@@ -83,7 +84,7 @@ class App:
         """The signed-in Kubernetes API client of cluster mode."""
         from nsinspect.cluster.api import Kube
 
-        return Kube(self.kubeconfig, self.context, as_user=self.as_user, as_groups=self.as_groups)
+        return Kube(self.kubeconfig, self.context, as_user=self.as_user, as_groups=self.as_groups, as_uid=self.as_uid)
 
     def node_engine(self, node_name: str | None) -> Engine:
         """For node and pid: this machine (or --agent), unless --node names a node of the cluster."""
@@ -151,6 +152,7 @@ output_option = click.option(
 @click.option("--context", metavar="NAME", help="Cluster mode: the kubeconfig context (default: the current one).")
 @click.option("--as", "as_user", metavar="USER", help="Cluster mode: act as this user (Kubernetes impersonation, as kubectl --as).")
 @click.option("--as-group", "as_groups", metavar="GROUP", multiple=True, help="Cluster mode: act as a member of this group (repeatable; needs --as).")
+@click.option("--as-uid", "as_uid", metavar="UID", help="Cluster mode: act with this UID (needs --as).")
 @click.option(
     "--agent-namespace",
     envvar="NSINSPECT_AGENT_NAMESPACE",
@@ -163,7 +165,7 @@ output_option = click.option(
 def cli(
     ctx: click.Context, proc_root: str, runtime_endpoint: str | None, agent: str | None, host_root: str | None,
     local: bool, kubeconfig: str | None, context: str | None, as_user: str | None, as_groups: tuple[str, ...],
-    agent_namespace: str,
+    as_uid: str | None, agent_namespace: str,
 ) -> None:
     """Which Linux namespaces do the containers of a pod really share?
 
@@ -178,14 +180,14 @@ def cli(
         ctx.get_parameter_source(p) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
         for p in ("proc_root", "runtime_endpoint", "host_root")
     )
-    cluster_options = bool(kubeconfig or context or as_user or as_groups)
+    cluster_options = bool(kubeconfig or context or as_user or as_groups or as_uid)
     forced_cluster = cluster_options or bool(isinstance(ctx.obj, dict) and ctx.obj.get("kubectl"))
     if sum((bool(agent), local, cluster_options)) > 1:
         raise InvalidArgument("choose one mode: --agent ADDR, --local, or --kubeconfig/--context/--as (cluster)")
     ctx.obj = App(
         proc_root=proc_root, runtime_endpoint=runtime_endpoint or None, agent=agent, host_root=host_root,
         local=local or (node_side and not forced_cluster), kubeconfig=kubeconfig, context=context,
-        as_user=as_user, as_groups=tuple(as_groups), agent_namespace=agent_namespace, cluster=forced_cluster,
+        as_user=as_user, as_groups=tuple(as_groups), as_uid=as_uid, agent_namespace=agent_namespace, cluster=forced_cluster,
     )
 
 
@@ -372,7 +374,7 @@ def agent(app: App, listen: str, cache_ttl: float, workers: int, probe: bool, ve
 # Options of the group that kubectl users put anywhere (kubectl's habit), and command options
 # they put before the command: both are moved to where click expects them.
 _GLOBAL_WITH_VALUE = ("--proc", "-r", "--runtime-endpoint", "--agent", "--host-root", "--kubeconfig", "--context",
-                      "--as", "--as-group", "--agent-namespace")
+                      "--as", "--as-group", "--as-uid", "--agent-namespace")
 _GLOBAL_FLAGS = ("--local",)
 _COMMAND_WITH_VALUE = ("-n", "--namespace", "-o", "--output", "-c", "--container")
 _COMMAND_FLAGS = ("-A", "--all-namespaces")

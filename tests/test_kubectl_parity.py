@@ -497,10 +497,9 @@ def test_the_pod_get_is_the_one_kubectl_sends(world: World, situation: str, kube
     k = kubectl_run(world, kubectl, case)
     n = nsinspect_run(world, situation, case)
     assert_same_pod_get(k, n, f"{situation} (kubectl {kubectl})")
-    if case.exec_log is not None and pod_get(k) is not None:
-        # The plugin is given what kubectl gives it (its arguments, and KUBERNETES_EXEC_INFO).
-        assert k.exec_calls and n.exec_calls
-        assert n.exec_calls[0] == k.exec_calls[0], (n.exec_calls[0], k.exec_calls[0])
+    if case.exec_log is not None:
+        # The exec plugin runs when kubectl runs it, and is given what kubectl gives it (arguments, KUBERNETES_EXEC_INFO).
+        assert n.exec_calls[:1] == k.exec_calls[:1]
 
 
 def test_the_situations_are_not_all_alike(world: World) -> None:

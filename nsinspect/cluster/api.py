@@ -18,6 +18,7 @@ import os
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
+from nsinspect.cluster.kubeconfig import Impersonation, resolve
 from nsinspect.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -116,36 +117,58 @@ def configured(kubeconfig: str | None = None) -> bool:
     return any(_non_empty(p) for p in kubeconfig_paths(kubeconfig)) or in_cluster()
 
 
-def _load_kubeconfig(files: list[str], context: str | None, cfg: Any) -> tuple[str, str, str | None, dict[str, Any]]:
-    """Load the kubeconfig into ``cfg``: (context name, its namespace, the cluster's proxy-url, the user entry).
-
-    What load_kube_config does, kept in hand to read the chosen context without merging and
-    parsing the files a second time, and with kubectl's rules for a list: empty files are skipped,
-    and the first file that names a current-context wins (the client's merger would fail on an
-    empty file and let the last one win)."""
-    from kubernetes.config.config_exception import ConfigException
-    from kubernetes.config.kube_config import KubeConfigLoader, KubeConfigMerger
-
-    if not any(os.path.exists(p) for p in files):
-        raise InvalidArgument(f"no kubeconfig at {', '.join(files)}; pass --kubeconfig PATH, or --local to read this node")
-    merged = KubeConfigMerger(os.pathsep.join(p for p in files if _non_empty(p)))
-    if merged.config is None:
-        raise ConfigException(f"no configuration in {', '.join(files)}")
-    current = [c["current-context"] for c in merged.config_files.values() if (c or {}).get("current-context")]
-    if current:
-        merged.config.value["current-context"] = current[0]
-    loader = KubeConfigLoader(config_dict=merged.config, active_context=context, config_base_path=None)
-    loader.load_and_set(cfg)
-    chosen = loader.current_context or {}
-    ctx = chosen.get("context") or {}
-    cluster = merged.config["clusters"].get_with_name(ctx.get("cluster"), safe=True)
-    user = merged.config["users"].get_with_name(ctx.get("user"), safe=True)
-    return (chosen.get("name", ""), ctx.get("namespace") or "default",
-            (cluster.value.get("cluster") or {}).get("proxy-url") if cluster else None,
-            (user.value.get("user") or {}) if user else {})
+def _load_kubeconfig(files: list[str], context: str | None, cfg: Any, as_user: str | None, as_groups: tuple[str, ...],
+                     as_uid: str | None) -> tuple[str, str, str | None, Impersonation]:
+    """The chosen context into ``cfg`` by kubectl's rules (kubeconfig.resolve): (context name, its
+    namespace, the cluster's proxy-url, whom to impersonate)."""
+    r = resolve(files, context, as_user, as_groups, as_uid)
+    cfg.host = r.server
+    cfg.verify_ssl = not r.insecure
+    cfg.tls_server_name = r.tls_server_name
+    cfg.ssl_ca_cert = _private_file(r.ca_data, "ca.crt") if r.ca_data else r.ca_file
+    cfg.cert_file = _private_file(r.cert_data, "client.crt") if r.cert_data else r.cert_file
+    cfg.key_file = _private_file(r.key_data, "client.key") if r.key_data else r.key_file
+    authorization = r.authorization
+    if r.auth_provider is not None:
+        authorization = _auth_provider(r.auth_provider, r.server)
+    if authorization:
+        cfg.api_key["BearerToken"] = authorization  # the whole header value, "Bearer ..." or "Basic ..."
+    return r.context, r.namespace, r.proxy_url, r.impersonation
 
 
-def _load_in_cluster(cfg: Any) -> tuple[str, str, None, dict[str, Any]]:
+def _auth_provider(provider: dict[str, Any], server: str) -> str | None:
+    """An auth-provider (oidc) user's header, by the kubernetes client's own code for it."""
+    from kubernetes.config.kube_config import KubeConfigLoader
+
+    one = {"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+           "clusters": [{"name": "c", "cluster": {"server": server}}], "users": [{"name": "u", "user": {"auth-provider": provider}}]}
+    loader = KubeConfigLoader(config_dict=one)
+    loader._load_auth_provider_token()
+    return getattr(loader, "token", None)
+
+
+_private_dir: str | None = None
+
+
+def _private_file(data: bytes, name: str) -> str:
+    """Key material from the kubeconfig as a file (the TLS libraries read files): in a 0700 directory of
+    our own, removed when the process ends."""
+    global _private_dir
+    import atexit
+    import shutil
+    import tempfile
+
+    if _private_dir is None:
+        _private_dir = tempfile.mkdtemp(prefix="nsinspect-kube-")
+        atexit.register(shutil.rmtree, _private_dir, True)
+    path = os.path.join(_private_dir, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _load_in_cluster(cfg: Any, as_user: str | None, as_groups: tuple[str, ...], as_uid: str | None) -> tuple[str, str, None, Impersonation]:
     """The pod's service account into ``cfg``: the same four answers as _load_kubeconfig."""
     from kubernetes import config
 
@@ -155,14 +178,16 @@ def _load_in_cluster(cfg: Any) -> tuple[str, str, None, dict[str, Any]]:
             namespace = f.read().strip() or "default"
     except OSError:
         namespace = "default"
-    return "in-cluster", namespace, None, {}
+    if (as_groups or as_uid) and not as_user:
+        raise InvalidArgument("--as-group and --as-uid need --as USER (the API server impersonates them only along with a user)")
+    return "in-cluster", namespace, None, Impersonation(as_user or "", tuple(as_groups), as_uid or "")
 
 
 class Kube:
     """A signed-in API client: ``get_pod``, ``list_pods``, ``portforward``, ``apply``."""
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, timeout: tuple[float, float] = REQUEST_TIMEOUT,
-                 as_user: str | None = None, as_groups: tuple[str, ...] = ()):
+                 as_user: str | None = None, as_groups: tuple[str, ...] = (), as_uid: str | None = None):
         from kubernetes import client
         from kubernetes.config.config_exception import ConfigException
 
@@ -171,14 +196,19 @@ class Kube:
         try:
             files = kubeconfig_paths(kubeconfig)
             if kubeconfig or context or not in_cluster() or any(os.path.exists(p) for p in files):
-                self.context, self.namespace, kubeconfig_proxy, kubeconfig_user = _load_kubeconfig(files, context, cfg)
+                self.context, self.namespace, kubeconfig_proxy, self.impersonation = _load_kubeconfig(
+                    files, context, cfg, as_user, as_groups, as_uid)
             else:
-                self.context, self.namespace, kubeconfig_proxy, kubeconfig_user = _load_in_cluster(cfg)
+                self.context, self.namespace, kubeconfig_proxy, self.impersonation = _load_in_cluster(cfg, as_user, as_groups, as_uid)
         except ConfigException as e:
             raise InvalidArgument(f"cannot use the Kubernetes configuration ({_one_line(str(e))}); check --kubeconfig and --context") from None
         except (OSError, ValueError) as e:
             raise InvalidArgument(f"cannot read the kubeconfig ({_one_line(str(e))}); check --kubeconfig") from None
         cfg.retries = 1  # a refused connection is reported, not retried for seconds
+        if not cfg.verify_ssl:  # insecure-skip-tls-verify: the user's choice, said once in the kubeconfig (kubectl is silent too)
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         # One proxy decision for the REST calls and the port-forward websockets alike.
         self.proxy = proxy_for(cfg.host, kubeconfig_proxy)
         cfg.proxy, cfg.no_proxy = self.proxy, None
@@ -188,13 +218,6 @@ class Kube:
             from urllib3 import make_headers
 
             cfg.proxy_headers = make_headers(proxy_basic_auth=":".join(_proxy_auth(self.proxy)))
-        # Impersonation, as kubectl: --as/--as-group, else the kubeconfig user's as/as-groups.
-        if as_user or as_groups:
-            self.impersonate = (as_user or "", tuple(as_groups))
-        else:
-            self.impersonate = (str(kubeconfig_user.get("as") or ""), tuple(map(str, kubeconfig_user.get("as-groups") or ())))
-        if self.impersonate[1] and not self.impersonate[0]:
-            raise InvalidArgument("--as-group needs --as USER (the API server impersonates groups only along with a user)")
         self.config = cfg
         self.host = cfg.host
         self.api = client.ApiClient(cfg)
@@ -212,11 +235,11 @@ class Kube:
             method, url, headers, body, _ = self.api.param_serialize(
                 method, path, query_params=query or None, header_params=headers, body=body, auth_settings=["BearerToken"]
             )
-            if self.impersonate[0]:
+            if self.impersonation.user:
                 from urllib3 import HTTPHeaderDict
 
                 headers = HTTPHeaderDict(headers)  # one Impersonate-Group line per group, as the API server reads them
-                for k, v in self._impersonation():
+                for k, v in self.impersonation.headers():
                     headers.add(k, v)
             resp = self.api.call_api(method, url, header_params=headers, body=body, _request_timeout=self.timeout)
             data = resp.read()
@@ -274,7 +297,7 @@ class Kube:
         url = self.host.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + path + "?" + urlencode({"ports": port})
         headers: dict[str, str] = {}
         self.api.update_params_for_auth(headers, [], ["BearerToken"], path, "GET", None)
-        header = [f"{k}: {v}" for k, v in [*headers.items(), *self._impersonation()]]
+        header = [f"{k}: {v}" for k, v in [*headers.items(), *self.impersonation.headers()]]
         header.append(f"Sec-WebSocket-Protocol: {PROTOCOL}")
         cfg = self.config
         sslopt: dict[str, Any] = {"cert_reqs": ssl.CERT_NONE}
@@ -322,12 +345,6 @@ class Kube:
             ws.shutdown()
             raise
         return ws
-
-    def _impersonation(self) -> list[tuple[str, str]]:
-        user, groups = self.impersonate
-        if not user:
-            return []
-        return [("Impersonate-User", user)] + [("Impersonate-Group", g) for g in groups]
 
     def _unreachable(self, what: str, reason: str, check: str) -> Unavailable:
         """``what`` failed for ``reason``: one sentence, naming the proxy (never its credentials) if one is used."""
