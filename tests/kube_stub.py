@@ -328,7 +328,7 @@ class Fleet:
                  specs: dict[str, dict] | None = None):
         from cri_env import Agent
 
-        self.api = api or StubAPI()
+        self.api = api or StubAPI(tls=True)
         self.nodes = [f"node-{i:02d}" for i in range(nodes)]
         self.agents = [Agent(endpoint, node=n, wait=False) for n in self.nodes]
         try:

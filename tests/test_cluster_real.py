@@ -47,7 +47,7 @@ def agent(ctrd):
 
 @pytest.fixture
 def api(ctrd, agent, tmp_path):
-    stub = StubAPI()
+    stub = StubAPI(tls=True)  # kubectl (and nsinspect) send credentials only over TLS
     for name in SPECS:
         stub.add_pod(course_pod(ctrd, name))
     stub.add_agent(NODE, agent.address)

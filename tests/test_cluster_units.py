@@ -116,7 +116,7 @@ def test_deploy_prints_the_shipped_manifests():
 
 
 def test_deploy_applies_server_side_and_reports_rbac(tmp_path):
-    api = StubAPI()
+    api = StubAPI(tls=True)  # kubectl (and nsinspect) send credentials only over TLS
     try:
         kc = api.kubeconfig(tmp_path / "kc")
         r = run_cli("--kubeconfig", str(kc), "deploy", "--apply")
@@ -198,7 +198,7 @@ def test_big_lists_are_read_in_pages(tmp_path):
 
     from nsinspect.cluster.api import LIST_PAGE, Kube
 
-    api = StubAPI()
+    api = StubAPI(tls=True)
     try:
         n = 2 * LIST_PAGE + 7
         for i in range(n):
