@@ -98,6 +98,7 @@ class RecordingAPI:
             ctx.sni_callback = self._sni
             self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True, do_handshake_on_connect=True)
         self._sni_by_peer: dict[tuple[str, int], str | None] = {}
+        self.redirect_to: str | None = None  # a base URL: the pod's GET is answered 302 to it
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def _sni(self, sock: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
@@ -172,6 +173,11 @@ def _handler(api: RecordingAPI) -> type:
                 self._send(200, _API_RESOURCES)
             elif parts == ["version"]:
                 self._send(200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "platform": "linux/amd64"})
+            elif len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods" and api.redirect_to:
+                self.send_response(302)
+                self.send_header("Location", api.redirect_to + url.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             elif len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods":
                 self._send(200, _pod(parts[3], parts[5]))
             elif len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods":

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from recording_api import PKI, SNI_NAME, RecordingAPI, Seen
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,7 +172,8 @@ def kubeconfig_list_split(w: World, d: Path) -> Case:
 
 def kubeconfig_flag(w: World, d: Path) -> Case:
     """--kubeconfig wins over $KUBECONFIG."""
-    env_file = write_kubeconfig(w, d / "env", {"c": w.cluster("other")}, {"u": {"token": "token-env"}}, {"ctx-env": {"cluster": "c", "user": "u"}}, "ctx-env")
+    env_file = write_kubeconfig(w, d / "env", {"c": w.cluster("other")}, {"u": {"token": "token-env"}},
+                                {"ctx-env": {"cluster": "c", "user": "u"}}, "ctx-env")
     flag_file = write_kubeconfig(w, d / "flag", {"c": w.cluster("main")}, {"u": {"token": "token-flag"}},
                                  {"ctx-flag": {"cluster": "c", "user": "u", "namespace": "ns-flag"}}, "ctx-flag")
     return Case(args=["--kubeconfig", str(flag_file)], env={"KUBECONFIG": str(env_file)})
@@ -326,6 +326,23 @@ def impersonation_uid_flag(w: World, d: Path) -> Case:
     return _one(w, d, {"token": "token-admin"}, args=["--as", "u1", "--as-uid", "42"])
 
 
+def exec_v1_without_interactive_mode(w: World, d: Path) -> Case:
+    """v1 requires interactiveMode."""
+    return _exec(w, d, "v1", "token-x")
+
+
+def exec_failing(w: World, d: Path) -> Case:
+    """The plugin exits 1 (an expired login, say): no request."""
+    case = _exec(w, d, "v1", "token-x", interactiveMode="Never")
+    (d / "bin" / "credential-plugin").write_text("#!/bin/sh\necho 'log in first' >&2\nexit 1\n")
+    return case
+
+
+def server_without_scheme(w: World, d: Path) -> Case:
+    """server: 127.0.0.1:PORT, no scheme."""
+    return _one(w, d, {"token": "token-no-scheme"}, cluster={"server": w.url("plain").removeprefix("http://")})
+
+
 def impersonation_flags(w: World, d: Path) -> Case:
     return _one(w, d, {"token": "token-admin"}, args=["--as", "student", "--as-group", "lab", "--as-group", "students"])
 
@@ -413,7 +430,7 @@ SITUATIONS: dict[str, Callable[[World, Path], Case]] = {f.__name__.replace("_", 
     client_cert_files, client_cert_data, client_cert_and_token, client_cert_from_other_file,
     impersonation_flags, impersonation_kubeconfig, impersonation_flag_over_kubeconfig, impersonation_extra,
     impersonation_groups_only, basic_auth, token_and_basic_auth, token_and_exec, exec_and_client_cert,
-    exec_always_interactive, exec_not_found, client_cert_data_and_file, insecure_and_ca, empty_user,
+    exec_always_interactive, exec_not_found, exec_v1_without_interactive_mode, exec_failing, server_without_scheme, client_cert_data_and_file, insecure_and_ca, empty_user,
     plain_http_without_user, impersonation_uid_flag, plain_http, plain_http_impersonation, insecure_skip_verify,
     ca_file, ca_data_over_file, untrusted_server, tls_server_name, server_with_path, context_without_user, missing_context,
 )}
@@ -513,8 +530,10 @@ def assert_same_pod_get(k: Run, n: Run, what: str) -> None:
     kget, nget = pod_get(k), pod_get(n)
     assert nget == kget, f"{what}: kubectl sent {kget}, nsinspect sent {nget} (kubectl stderr: {k.stderr.strip()[:300]!r}, " \
                          f"nsinspect stderr: {n.stderr.strip()[:300]!r})"
-    if kget is None:
-        assert k.code != 0 and n.code not in (0, 70) and "Traceback" not in n.stderr, (k.stderr, n.stderr)
+    if kget is None:  # kubectl refused: so does nsinspect, in one sentence of its own (after what a plugin printed)
+        assert k.code != 0 and n.code in (2, 4), (k.stderr, n.stderr)
+        ours = [line for line in n.stderr.splitlines() if line.startswith("nsinspect:")]
+        assert len(ours) == 1 and n.stderr.rstrip().endswith(ours[0]) and "Traceback" not in n.stderr, n.stderr
     # Credentials go only where kubectl sends them: every (server, credentials) nsinspect used, kubectl used too.
     sent = {(s.server, s.credentials) for s in k.log}
     extra = {(s.server, s.credentials) for s in n.log} - sent
@@ -543,6 +562,22 @@ def test_the_situations_are_not_all_alike(world: World) -> None:
         get = pod_get(runs_of(world, name)["nsinspect"])
         seen.add(None if get is None else (get.server, get.path, get.credentials, get.impersonation))
     assert len(seen) >= 20 and None in seen
+
+
+def test_a_redirect_carries_no_token_further_than_kubectl_does(world: World) -> None:
+    """The API server answers the pod's GET with a redirect to another server. kubectl follows it with
+    its token; nsinspect (urllib3) follows it without: less than kubectl, never more."""
+    case = case_of(world, "impersonation-flags")
+    world.servers["main"].redirect_to = world.url("other")
+    try:
+        k = run(world, [kubectl_binary("default"), "get", "pod", POD, "-o", "json", *case.args], case)
+        n = run(world, [sys.executable, "-m", "nsinspect", "pod", POD, "-o", "json", *case.args], case)
+    finally:
+        world.servers["main"].redirect_to = None
+    followed = [s for s in n.log if s.server == "other"]
+    assert [s.server for s in k.log if POD_GET.fullmatch(s.path)] == ["main", "other"]
+    assert followed and followed[0].authorization is None and followed[0].impersonation == pod_get(n).impersonation
+    assert {(s.server, s.credentials) for s in n.log} <= {(s.server, s.credentials) for s in k.log} | {("other", (None, None))}
 
 
 # -- the plugin, as users run it ---------------------------------------------------------------------

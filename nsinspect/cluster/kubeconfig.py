@@ -178,10 +178,10 @@ def _cluster(out: Resolved, cluster: Entry, name: str) -> None:
     out.insecure = bool(c.get("insecure-skip-tls-verify"))
     out.tls_server_name = c.get("tls-server-name") or None
     if c.get("certificate-authority") and c.get("certificate-authority-data"):
-        raise InvalidArgument(f"certificate-authority-data and certificate-authority are both specified for {name}; keep one "
+        raise InvalidArgument(f"certificate-authority-data and certificate-authority are both specified for the cluster {name!r}; keep one "
                               "(kubectl refuses this too)")
     if out.insecure and (c.get("certificate-authority") or c.get("certificate-authority-data")):
-        raise InvalidArgument(f"the cluster {name} sets insecure-skip-tls-verify and a certificate authority; drop one "
+        raise InvalidArgument(f"the cluster {name!r} sets insecure-skip-tls-verify and a certificate authority; drop one "
                               "(kubectl refuses this too)")
     out.ca_file = cluster.path("certificate-authority")
     if out.ca_file and not os.access(out.ca_file, os.R_OK):
@@ -194,9 +194,9 @@ def _user(out: Resolved, user: Entry | None, name: str, cluster: Entry, run_exec
     u = user.value if user is not None else {}
     for key in ("client-certificate", "client-key"):
         if u.get(key) and u.get(key + "-data"):
-            raise InvalidArgument(f"{key}-data and {key} are both specified for the user {name}; keep one (kubectl refuses this too)")
+            raise InvalidArgument(f"{key}-data and {key} are both specified for the user {name!r}; keep one (kubectl refuses this too)")
     if u.get("token") and (u.get("username") or u.get("password")):
-        raise InvalidArgument(f"the user {name} has a token and a username/password; keep one (kubectl refuses this too)")
+        raise InvalidArgument(f"the user {name!r} has a token and a username/password; keep one (kubectl refuses this too)")
     assert user is not None or not u
     token = str(u.get("token") or "")
     token_file = user.path("tokenFile") if user is not None else None
@@ -205,7 +205,7 @@ def _user(out: Resolved, user: Entry | None, name: str, cluster: Entry, run_exec
             with open(token_file) as f:
                 token = f.read().strip()
         except OSError as e:
-            raise InvalidArgument(f"cannot read the tokenFile {token_file} of the user {name} ({e.strerror})") from None
+            raise InvalidArgument(f"cannot read the tokenFile {token_file} of the user {name!r} ({e.strerror})") from None
     if token:
         out.authorization = "Bearer " + token
     elif u.get("username") or u.get("password"):
@@ -218,7 +218,7 @@ def _user(out: Resolved, user: Entry | None, name: str, cluster: Entry, run_exec
         out.key_file = user.path("client-key") if user is not None else None
     for path, what in ((out.cert_file, "client-certificate"), (out.key_file, "client-key")):
         if path and not os.access(path, os.R_OK):
-            raise InvalidArgument(f"cannot read the {what} {path} of the user {name}; fix the kubeconfig")
+            raise InvalidArgument(f"cannot read the {what} {path} of the user {name!r}; fix the kubeconfig")
     has_cert = bool(out.cert_file or out.cert_data)
     if u.get("auth-provider"):
         out.auth_provider = u["auth-provider"]
@@ -227,9 +227,10 @@ def _user(out: Resolved, user: Entry | None, name: str, cluster: Entry, run_exec
             assert user is not None
             _exec(out, user, name, cluster)
     elif not (out.authorization or has_cert):
-        raise InvalidArgument(f"the context {out.context!r} has no credentials for {out.server} (its user {name} has no token, "
-                              "client certificate, exec plugin or auth-provider; kubectl would ask for a password); "
-                              "fix the kubeconfig's user")
+        who = f"its user {name!r} has no token, client certificate, exec plugin or auth-provider" if user is not None else \
+            (f"it names the user {name!r}, which no kubeconfig file defines" if name != "(none)" else "it names no user")
+        raise InvalidArgument(f"the context {out.context!r} has no credentials for {out.server} ({who}; kubectl would ask "
+                              "for a password); fix the kubeconfig")
 
 
 def _b64(value: Any, what: str) -> bytes:
@@ -245,15 +246,15 @@ def _exec(out: Resolved, user: Entry, name: str, cluster: Entry) -> None:
     spec = user.value["exec"]
     api_version = str(spec.get("apiVersion") or "")
     if api_version not in EXEC_VERSIONS:
-        raise InvalidArgument(f"the exec plugin of the user {name} has apiVersion {api_version!r}; "
+        raise InvalidArgument(f"the exec plugin of the user {name!r} has apiVersion {api_version!r}; "
                               f"kubectl supports {' and '.join(EXEC_VERSIONS)}")
     mode = spec.get("interactiveMode") or ("" if api_version.endswith("/v1") else "IfAvailable")
     if mode not in ("Never", "IfAvailable", "Always"):
-        raise InvalidArgument(f"the exec plugin of the user {name} needs interactiveMode Never, IfAvailable or Always "
+        raise InvalidArgument(f"the exec plugin of the user {name!r} needs interactiveMode Never, IfAvailable or Always "
                               f"(got {mode!r}; kubectl requires it with {api_version})")
     tty = sys.stdin is not None and sys.stdin.isatty()
     if mode == "Always" and not tty:
-        raise InvalidArgument(f"the exec plugin of the user {name} is interactive (interactiveMode: Always), "
+        raise InvalidArgument(f"the exec plugin of the user {name!r} is interactive (interactiveMode: Always), "
                               "but standard input is not a terminal")
     interactive = mode != "Never" and tty
     info: dict[str, Any] = {"kind": "ExecCredential", "apiVersion": api_version, "spec": {"interactive": interactive}}
@@ -261,7 +262,7 @@ def _exec(out: Resolved, user: Entry, name: str, cluster: Entry) -> None:
         info["spec"]["cluster"] = _cluster_info(cluster)
     command = str(spec.get("command") or "")
     if os.sep in command and not os.path.isabs(command):
-        command = os.path.join(user.base, command)  # relative to the kubeconfig that holds it, as kubectl
+        command = os.path.normpath(os.path.join(user.base, command))  # relative to the kubeconfig that holds it, as kubectl
     env = dict(os.environ)
     for item in spec.get("env") or []:
         if isinstance(item, dict) and item.get("name"):
@@ -269,19 +270,19 @@ def _exec(out: Resolved, user: Entry, name: str, cluster: Entry) -> None:
     env["KUBERNETES_EXEC_INFO"] = json.dumps(info)
     hint = f" ({spec['installHint'].strip()})" if spec.get("installHint") else ""
     if shutil.which(command, path=env.get("PATH")) is None:
-        raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name} is not installed{hint}")
+        raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name!r} is not installed{hint}")
     try:
         done = subprocess.run([command, *map(str, spec.get("args") or [])], env=env, stdout=subprocess.PIPE,
                               stdin=None if interactive else subprocess.DEVNULL, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name} could not run ({e}){hint}") from None
+        raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name!r} could not run ({e}){hint}") from None
     if done.returncode != 0:
-        raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name} failed (exit {done.returncode})")
+        raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name!r} failed (exit {done.returncode})")
     try:
         cred = json.loads(done.stdout)
         status = cred.get("status") or {}
     except (ValueError, AttributeError):
-        raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name} did not answer an ExecCredential") from None
+        raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name!r} did not answer an ExecCredential") from None
     if cred.get("apiVersion") != api_version:
         raise InvalidArgument(f"the exec credential plugin {command!r} answered {cred.get('apiVersion')!r}, not {api_version!r}")
     if status.get("token"):
@@ -289,7 +290,7 @@ def _exec(out: Resolved, user: Entry, name: str, cluster: Entry) -> None:
     if status.get("clientCertificateData") and status.get("clientKeyData"):
         out.cert_data, out.key_data = str(status["clientCertificateData"]).encode(), str(status["clientKeyData"]).encode()
     if not out.authorization and not out.cert_data:
-        raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name} gave neither a token nor a client certificate")
+        raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name!r} gave neither a token nor a client certificate")
 
 
 def _cluster_info(cluster: Entry) -> dict[str, Any]:
