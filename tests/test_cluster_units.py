@@ -259,3 +259,30 @@ def test_proxy_errors_never_show_its_credentials():
     assert "s3cr" not in str(e) and "via the proxy http://px:3128 (ProxyError('http://px:3128': refused)" in str(e)
     k.proxy = None
     assert str(k._unreachable("cannot reach X", "refused", "the context")) == "cannot reach X (refused); check the context and your network"
+
+
+def test_key_material_from_the_kubeconfig_stays_private(tmp_path):
+    """client-certificate-data and friends become files the TLS library can read: owner-only, in a
+    directory of our own that is gone when the process ends (the client's loader left them in /tmp)."""
+    import base64
+    import os
+    import stat
+
+    from nsinspect.cluster.api import Kube
+
+    pem = b"-----BEGIN CERTIFICATE-----\nnot really\n-----END CERTIFICATE-----\n"
+    kc = tmp_path / "kc"
+    kc.write_text(json.dumps({
+        "current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1", "certificate-authority-data": base64.b64encode(pem).decode()}}],
+        "users": [{"name": "u", "user": {"client-certificate-data": base64.b64encode(pem).decode(),
+                                         "client-key-data": base64.b64encode(b"key").decode()}}],
+    }))
+    kube = Kube(str(kc))
+    for path in (kube.config.ssl_ca_cert, kube.config.cert_file, kube.config.key_file):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    assert open(kube.config.key_file, "rb").read() == b"key"
+    code = f"from nsinspect.cluster.api import Kube; print(Kube({str(kc)!r}).config.key_file)"
+    left = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout.strip()
+    assert left and not os.path.exists(os.path.dirname(left))
