@@ -9,6 +9,7 @@ import base64
 import contextlib
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -56,7 +57,7 @@ class Echo:
 
 @pytest.fixture
 def api(tmp_path):
-    stub = StubAPI()
+    stub = StubAPI(tls=True)  # kubectl (and nsinspect) send credentials only over TLS
     stub.kc = stub.kubeconfig(tmp_path / "kubeconfig")
     yield stub
     stub.close()
@@ -119,6 +120,8 @@ class Raw:
 
     def __init__(self, api, protocols: str | None, pod: str = POD, port: int = PORT):
         self.sock = socket.create_connection(api.server.server_address, timeout=10)
+        if api.ca is not None:  # a TLS stub: nsinspect, like kubectl, sends credentials only over TLS
+            self.sock = ssl.create_default_context(cafile=str(api.ca)).wrap_socket(self.sock, server_hostname="127.0.0.1")
         lines = [f"GET /api/v1/namespaces/{AGENT_NS}/pods/{pod}/portforward?ports={port} HTTP/1.1",
                  "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Authorization: Bearer admin-token"]
