@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from kube_stub import PROXIED_NAME  # a server name only the test proxy resolves
+
 NODE = "node-1"
 SNI_NAME = "api.sni.test"  # a server name only in the SNI server's certificate
 PREFIX = "/k8s/clusters/c-1"  # the API is served under this path too (a proxying front end's habit)
@@ -38,6 +40,7 @@ class Seen:
     impersonation: tuple[tuple[str, str], ...]  # (header, value), sorted: Impersonate-User/-Group/-Uid/-Extra-*
     sni: str | None
     user_agent: str = field(default="", compare=False)
+    port: int = field(default=0, compare=False)  # the client's port (a proxy's, when one carried the request)
 
     @property
     def credentials(self) -> tuple[str | None, str | None]:
@@ -52,7 +55,7 @@ class PKI:
         directory.mkdir(parents=True, exist_ok=True)
         self.ca = self._ca("ca", "test-cluster-ca")
         self.other_ca = self._ca("other-ca", "unrelated-ca")
-        self.server = self._leaf("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost", "serverAuth")
+        self.server = self._leaf("server", "127.0.0.1", f"subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:{PROXIED_NAME}", "serverAuth")
         self.sni_server = self._leaf("sni-server", SNI_NAME, f"subjectAltName=DNS:{SNI_NAME}", "serverAuth")
         self.clients = {cn: self._leaf(f"client-{cn}", cn, None, "clientAuth") for cn in ("alice", "bob", "carol")}
 
@@ -161,6 +164,7 @@ def _handler(api: RecordingAPI) -> type:
                 server=api.name, method="GET", path=url.path, query=tuple(parse_qsl(url.query, keep_blank_values=True)),
                 authorization=self.headers.get("Authorization"), client_cn=_client_cn(self.connection),
                 impersonation=tuple(imp), sni=api._sni_by_peer.get(self.client_address), user_agent=self.headers.get("User-Agent", ""),
+                port=self.client_address[1],
             ))
             path = url.path.removeprefix(PREFIX) if url.path.startswith(PREFIX + "/") else url.path
             parts = [unquote(p) for p in path.strip("/").split("/")]

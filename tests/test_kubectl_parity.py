@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kube_stub import PROXIED_NAME, ConnectProxy
 from recording_api import PKI, SNI_NAME, RecordingAPI, Seen
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +69,7 @@ class World:
     cwd: Path
     cases: dict[str, Case] = field(default_factory=dict)
     runs: dict[str, dict[str, Run]] = field(default_factory=dict)  # situation -> client -> what it did
+    proxied: dict[str, tuple] = field(default_factory=dict)  # proxy case -> what nsinspect did through it
 
     def url(self, name: str) -> str:
         return self.servers[name].url
@@ -578,6 +580,51 @@ def test_a_redirect_carries_no_token_further_than_kubectl_does(world: World) -> 
     assert [s.server for s in k.log if POD_GET.fullmatch(s.path)] == ["main", "other"]
     assert followed and followed[0].authorization is None and followed[0].impersonation == pod_get(n).impersonation
     assert {(s.server, s.credentials) for s in n.log} <= {(s.server, s.credentials) for s in k.log} | {("other", (None, None))}
+
+
+@pytest.fixture(scope="module")
+def proxy():
+    p = ConnectProxy("proxy-user", "proxy-pass")
+    yield p
+    p.close()
+
+
+PROXY_CASES = ("proxy-url", "https-proxy-loopback-server", "https-proxy-named-server")
+
+
+@pytest.mark.parametrize("kubectl", KUBECTLS)
+@pytest.mark.parametrize("how", PROXY_CASES)
+def test_the_proxy_is_the_one_kubectl_uses(world: World, proxy: ConnectProxy, how: str, kubectl: str) -> None:
+    """The cluster's proxy-url, or HTTPS_PROXY (with credentials): the pod's GET goes through the proxy
+    exactly when kubectl's does, with the same credentials; a loopback server is reached directly."""
+    binary = kubectl_binary(kubectl)
+    d = world.dir / "proxy" / how
+    port = world.servers["main"].server.server_address[1]
+    cluster = world.cluster("main")
+    env: dict[str, str] = {}
+    if how == "proxy-url":
+        cluster["proxy-url"] = proxy.url
+    else:
+        env["HTTPS_PROXY"] = proxy.url
+        if how == "https-proxy-named-server":
+            cluster["server"] = f"https://{PROXIED_NAME}:{port}"  # only the proxy resolves this name
+    case = _one(world, d, {"token": "token-via-proxy"}, cluster=cluster)
+    case.env.update(env)
+
+    def run_through(cmd: list[str]) -> tuple[Seen | None, bool, set[str], bool]:
+        """The pod's GET, whether the proxy carried it, the CONNECT targets, and whether all were authorized."""
+        proxy.seen.clear()
+        r = run(world, cmd, case)
+        get = pod_get(r)
+        assert get is not None, r.stderr
+        return get, get.port in proxy.ports, {t for t, _ in proxy.seen}, all(ok for _, ok in proxy.seen)
+
+    k = run_through([binary, "get", "pod", POD, "-o", "json"])
+    if how not in world.proxied:  # nsinspect does not depend on the kubectl version
+        world.proxied[how] = run_through([sys.executable, "-m", "nsinspect", "pod", POD, "-o", "json"])
+    n = world.proxied[how]
+    assert n == k, (how, k, n)
+    assert k[1] == (how != "https-proxy-loopback-server") and k[3]
 
 
 # -- the plugin, as users run it ---------------------------------------------------------------------
