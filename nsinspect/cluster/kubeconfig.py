@@ -136,7 +136,7 @@ def merge(files: list[str]) -> tuple[str, dict[str, dict[str, Entry]]]:
 
 
 def resolve(files: list[str], context: str | None = None, as_user: str | None = None, as_groups: tuple[str, ...] = (),
-            as_uid: str | None = None, run_exec: bool = True) -> Resolved:
+            as_uid: str | None = None) -> Resolved:
     """The chosen context, its cluster and user, by kubectl's rules (see the module's docstring)."""
     if not any(os.path.exists(p) for p in files):
         raise InvalidArgument(f"no kubeconfig at {', '.join(files)}; pass --kubeconfig PATH, or --local to read this node")
@@ -164,7 +164,7 @@ def resolve(files: list[str], context: str | None = None, as_user: str | None = 
     if out.impersonation.groups and not out.impersonation.user or out.impersonation.uid and not out.impersonation.user:
         raise InvalidArgument("--as-group and --as-uid need --as USER (the API server impersonates them only along with a user)")
     if urlsplit(out.server).scheme == "https":  # kubectl sends a user's credentials only over TLS
-        _user(out, user, user_name or "(none)", cluster, run_exec)
+        _user(out, user, user_name or "(none)", cluster)
     return out
 
 
@@ -190,14 +190,13 @@ def _cluster(out: Resolved, cluster: Entry, name: str) -> None:
         out.ca_data = _b64(c["certificate-authority-data"], f"certificate-authority-data of {name}")
 
 
-def _user(out: Resolved, user: Entry | None, name: str, cluster: Entry, run_exec: bool) -> None:
+def _user(out: Resolved, user: Entry | None, name: str, cluster: Entry) -> None:
     u = user.value if user is not None else {}
     for key in ("client-certificate", "client-key"):
         if u.get(key) and u.get(key + "-data"):
             raise InvalidArgument(f"{key}-data and {key} are both specified for the user {name!r}; keep one (kubectl refuses this too)")
     if u.get("token") and (u.get("username") or u.get("password")):
         raise InvalidArgument(f"the user {name!r} has a token and a username/password; keep one (kubectl refuses this too)")
-    assert user is not None or not u
     token = str(u.get("token") or "")
     token_file = user.path("tokenFile") if user is not None else None
     if token_file:
@@ -223,8 +222,7 @@ def _user(out: Resolved, user: Entry | None, name: str, cluster: Entry, run_exec
     if u.get("auth-provider"):
         out.auth_provider = u["auth-provider"]
     elif u.get("exec") and not (out.authorization or has_cert):
-        if run_exec:
-            assert user is not None
+        if user is not None:
             _exec(out, user, name, cluster)
     elif not (out.authorization or has_cert):
         who = f"its user {name!r} has no token, client certificate, exec plugin or auth-provider" if user is not None else \
