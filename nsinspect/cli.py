@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 EXIT_USAGE, EXIT_UNAVAILABLE = InvalidArgument.exit_code, Unavailable.exit_code
 
-OUTPUT_FORMATS = ("table", "wide", "json", "yaml")
+OUTPUT_FORMATS = ("table", "wide", "json", "yaml", "tree")  # tree: pod only (the pod picture)
 
 
 @dataclass
@@ -101,9 +101,30 @@ class App:
         width = None
         if tty and fmt in ("table", "wide"):
             width = shutil.get_terminal_size().columns
+        elif fmt == "tree":  # always drawn to a width: $COLUMNS, else the terminal's, else 80
+            width = shutil.get_terminal_size().columns
         color = tty and "NO_COLOR" not in os.environ
-        sys.stdout.write(render(view, fmt, width=width, color=color, tree=tree))
+        sys.stdout.write(render(view, fmt, width=width, color=color, tree=tree, ascii_only=not utf8_output()))
         sys.stdout.flush()
+
+
+def utf8_output() -> bool:
+    """Can stdout carry box-drawing characters?  Its encoding follows the locale (LC_ALL, LC_CTYPE, LANG),
+    PYTHONIOENCODING and Python's UTF-8 mode (which a C or POSIX locale turns on: PEP 538, 540)."""
+    import codecs
+
+    try:
+        return codecs.lookup(sys.stdout.encoding or "ascii").name == "utf-8"
+    except LookupError:
+        return False
+
+
+def _output_format(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    name = ctx.command.name
+    if value == "tree" and name != "pod":
+        also = " (the node's namespace hierarchy is 'nsinspect node --tree')" if name == "node" else ""
+        raise InvalidArgument(f"-o tree draws one pod's picture: use it with 'nsinspect pod NAME', not with '{name}'{also}")
+    return value
 
 
 node_option = click.option(
@@ -117,7 +138,8 @@ output_option = click.option(
     type=click.Choice(OUTPUT_FORMATS),
     default="table",
     show_default=True,
-    help="Output format. JSON and YAML are never truncated.",
+    callback=_output_format,
+    help="Output format. JSON and YAML are never truncated; tree draws the pod's picture (pod only).",
 )
 
 

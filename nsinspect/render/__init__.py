@@ -1,18 +1,29 @@
 """Renderers: each turns a model object into text.  They know nothing of /proc, CRI or gRPC.
 
 ``render(view, fmt)`` picks the format; ``data`` gives the plain-data form (the JSON contract),
-``table`` the rich tables.  rich and yaml are imported only when their format is asked for.
+``table`` the rich tables, ``picture`` a pod's picture (``tree``).  rich and yaml are imported only when
+their format is asked for.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-FORMATS = ("table", "wide", "json", "yaml")
+FORMATS = ("table", "wide", "json", "yaml", "tree")  # tree: a pod only
 
 
-def render(view: object, fmt: str, width: int | None = None, color: bool = False, tree: str | None = None) -> str:
-    """``view`` as text in ``fmt``.  ``tree`` draws a node view's table as ``lsns -T`` (JSON/YAML stay flat)."""
+def render(view: object, fmt: str, width: int | None = None, color: bool = False, tree: str | None = None,
+           ascii_only: bool = False) -> str:
+    """``view`` as text in ``fmt``.  ``tree`` draws a node view's table as ``lsns -T`` (JSON/YAML stay flat).
+    ``width``: the terminal's (None: not a terminal); ``ascii_only``: the output cannot carry box-drawing
+    characters (the pod picture, ``fmt`` tree, draws with ASCII)."""
+    if fmt == "tree":
+        from nsinspect.model import PodView
+        from nsinspect.render.picture import picture
+
+        if not isinstance(view, PodView):
+            raise TypeError(f"no picture for {type(view).__name__}")
+        return picture(view, width, ascii_only=ascii_only, color=color)
     if fmt == "json":
         from nsinspect.render.data import node_json, to_data
 

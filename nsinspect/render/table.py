@@ -17,7 +17,7 @@ from rich.text import Text
 
 from nsinspect.model import NS_TYPES, CheckView, ClusterPodsView, Member, Namespace, NodeView, PodsView, PodView, ProcessView, ScanStats
 from nsinspect.render.columns import DIM, RESET, format_columns
-from nsinspect.render.text import safe
+from nsinspect.render.text import safe, sentences
 
 _UNLIMITED = 1 << 16
 
@@ -242,16 +242,8 @@ def pod_table(v: PodView, wide: bool) -> RenderableType:
     if spec:
         legend += "\nACTUAL: the kernel; EXPECTED: what the runtime was asked for; SPEC: the pod's spec (· says nothing)."
     parts: list[RenderableType] = [head, t, Text(legend, style="dim")]
-    explain = []
-    for nstype, verdict in v.sharing.items():
-        disagree = verdict.disagreement
-        if disagree and verdict.actual is not None:
-            explain.append(Text(f"{nstype}: ", style="bold").append(disagree, style="bold red"))
-        elif verdict.actual == "host":
-            explain.append(Text(f"{nstype}: ", style="bold").append(verdict.reason))
-        if verdict.evidence:
-            explain.append(Text(f"{nstype}: ", style="bold").append(safe(verdict.evidence)))
-    parts.extend(explain)
+    for nstype, sentence, bad in sentences(v):
+        parts.append(Text(f"{nstype}: ", style="bold").append(safe(sentence), style="bold red" if bad else ""))
     parts.extend(Text(f"note: {safe(n)}", style="dim") for n in v.notes)
     if wide and v.lsns:
         rows = [
