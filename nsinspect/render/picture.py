@@ -149,7 +149,7 @@ def wrap(items: Iterable[Line], width: int, sep: str = " ", indent: int = 0, fir
     """``items`` joined by ``sep`` on lines of at most ``width`` cells (after ``first``, when given), broken
     between items, and inside an item only when it is wider than a line; lines after the first start with
     ``indent`` spaces."""
-    indent = min(indent, width // 3)
+    indent = indent if indent <= width // 3 else 2  # a hanging indent that would eat the line: a small one
     pad: Line = [(" " * indent, "")] if indent else []
     lines: list[Line] = []
     cur: Line = list(first or [])
@@ -159,6 +159,8 @@ def wrap(items: Iterable[Line], width: int, sep: str = " ", indent: int = 0, fir
     for item in items:
         gap = len(sep) if joined else 0
         if not bare and used + gap + _len(item) > width:
+            if joined and sep == ", " and used < width:
+                cur.append((",", ""))  # a list broken across lines keeps its commas
             lines.append(cur)
             cur, used, bare, joined, gap = list(pad), indent, True, False, 0
         if gap:
@@ -208,7 +210,7 @@ def _side(g: Glyphs, line: Line, inner: int) -> Line:
 def _row(pen: Pen, p: Place, width: int, holders: list[Line] | None = None) -> list[Line]:
     """``TYPE  INODE`` (and who is in it), then its evidence, indented."""
     label: Line = [pen.t(p.type.ljust(_LABEL) + " ", "bold"), pen.t(p.ns.ino, "node" if p.node else "")]
-    lines = wrap(holders or [], width, sep=", ", indent=_LABEL + 12, first=[*label, ("  ", "")] if holders else label)
+    lines = wrap(holders or [], width, sep=", ", indent=_LABEL + 13, first=[*label, ("  ", "")] if holders else label)
     for fact in place_evidence(p):
         lines.extend(wrap(pen.words(fact, "dim"), width, indent=4, first=[("  ", "")]))
     return lines
