@@ -48,7 +48,7 @@ class Glyphs(NamedTuple):
 
 
 UNICODE = Glyphs("┌", "┐", "└", "┘", "─", "│", "├", "┤", " · ", "✓", "✗")
-ASCII = Glyphs("+", "+", "+", "+", "-", "|", "+", "+", ", ", "ok", "X")
+ASCII = Glyphs("+", "+", "+", "+", "-", "|", "|", "|", ", ", "ok", "X")
 
 
 class Place(NamedTuple):
@@ -212,7 +212,7 @@ def _row(pen: Pen, p: Place, width: int, holders: list[Line] | None = None) -> l
     label: Line = [pen.t(p.type.ljust(_LABEL) + " ", "bold"), pen.t(p.ns.ino, "node" if p.node else "")]
     lines = wrap(holders or [], width, sep=", ", indent=_LABEL + 13, first=[*label, ("  ", "")] if holders else label)
     for fact in place_evidence(p):
-        lines.extend(wrap(pen.words(fact, "dim"), width, indent=4, first=[("  ", "")]))
+        lines.extend(wrap(pen.words(fact, "dim"), width, indent=4, first=[("  ", "")]))  # under its row
     return lines
 
 
@@ -265,7 +265,7 @@ def _pod_box(pen: Pen, v: PodView, all_places: list[Place], width: int) -> list[
         title = [[pen.t(p.type, "bold"), pen.t(" "), pen.t(p.ns.ino)]]
         lines = wrap(_names(pen, p.members), inner - 4, sep=", ")
         for fact in place_evidence(p):
-            lines.extend(wrap(pen.words(fact, "dim"), inner - 4, indent=2))
+            lines.extend(wrap(pen.words(fact, "dim"), inner - 4, indent=4, first=[("  ", "")]))
         body.extend(box(pen, title, lines, inner))
     for m in v.members:
         body.extend(_member_box(pen, v, m, all_places, inner))
