@@ -49,7 +49,7 @@ def both(ctrd, agent, *args):
 
 def test_agent_answers_equal_local_mode(ctrd, agent):
     for name in ctrd.pods:
-        for fmt in ("json", "table", "yaml"):
+        for fmt in ("json", "table", "yaml", "tree"):
             local, remote = both(ctrd, agent, "pod", name, "-n", "lab", "-o", fmt)
             assert local.returncode == remote.returncode == 0, (local.stderr, remote.stderr)
             assert remote.stdout == local.stdout, (name, fmt)
