@@ -9,9 +9,15 @@ the drawing, rewrite them with NSINSPECT_UPDATE_SNAPSHOTS=1 and review the diff.
 from __future__ import annotations
 
 import difflib
+import fcntl
 import json
 import os
+import pty
 import re
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -132,3 +138,31 @@ def test_the_picture_draws_what_the_kernel_says(ctrd):
             assert links == members[name], (pod, name)
             own = dict(re.findall(r"│ (\w+) +(\d{10})", body))
             assert own and all(links[t] == int(ino) and holders[(t, int(ino))] == {name} for t, ino in own.items()), (pod, name)
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_on_a_terminal_colour_unless_no_color(ctrd, no_color):
+    """On a terminal the picture is coloured (the node's inodes, the marks), and NO_COLOR turns that off;
+    the terminal's width is the drawing's."""
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 64, 0, 0))  # 64 columns
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "COLUMNS", "KUBECONFIG")}
+    env |= {"NO_COLOR": "1"} if no_color else {}
+    proc = subprocess.Popen([sys.executable, "-m", "nsinspect", "-r", ctrd.endpoint, "pod", "hostnet", "-n", "lab", "-o", "tree"],
+                            stdout=secondary, stderr=subprocess.PIPE, env=env)
+    os.close(secondary)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    os.close(primary)
+    text = out.decode().replace("\r\n", "\n")
+    assert ("\x1b[" in text) is not no_color
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    assert max(len(line) for line in plain.split("\n")) == 64
