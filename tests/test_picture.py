@@ -241,3 +241,15 @@ def test_tree_is_refused_elsewhere_in_one_sentence(args):
     r = run_cli("--local", *args, "-o", "tree")
     assert_one_sentence_error(r, 2)
     assert f"-o tree draws one pod's picture: use it with 'nsinspect pod NAME', not with '{args[0]}'" in r.stderr
+
+
+def test_a_member_with_namespaces_but_no_process():
+    """A sandbox whose namespaces are known without a process in them (held by a bind mount) is drawn
+    with its namespaces, its state instead of a pid."""
+    v = namespace_demo()
+    pause = v.members[0]._replace(process=None, state="notready")
+    drawing = picture(v._replace(members=[pause, *v.members[1:]]), 80)
+    check_shape(drawing, 80)
+    assert "┌─ demo · sandbox · notready ─" in drawing and "mnt    4026532010" in drawing
+    assert re.search(r"┌─ net 4026532001 ─+┐ │ │\n│ │ │ demo \(sandbox\), web, sidecar ", drawing)
+    assert "all members with namespaces" in drawing and "all running members" not in drawing

@@ -52,7 +52,7 @@ ASCII = Glyphs("+", "+", "+", "+", "-", "|", "|", "|", ", ", "ok", "X")
 
 
 class Place(NamedTuple):
-    """One namespace of one type, and the running members in it."""
+    """One namespace of one type, and the members in it."""
 
     type: str
     ns: NamespaceId
@@ -61,8 +61,9 @@ class Place(NamedTuple):
 
 
 def places(v: PodView) -> list[Place]:
-    """Every namespace the running members are in, by type (``ORDER``), then by first member."""
-    running = [m for m in v.members if m.running]
+    """Every namespace the members are in (those whose namespaces are known: the running ones), by type
+    (``ORDER``), then by first member."""
+    running = [m for m in v.members if m.namespaces]
     out: list[Place] = []
     for t in ORDER:
         groups: dict[NamespaceId, list[Member]] = {}
@@ -225,13 +226,13 @@ def _member_title(pen: Pen, m: Member, members: Sequence[Member]) -> list[Line]:
     if m.role == EPHEMERAL and m.target_id:
         target = next((o.name for o in members if o.id == m.target_id), m.target_id[:13])
         title.append([pen.t(f"targets {target}")])
-    title.append([pen.t(f"pid {m.pid}")] if m.running else [pen.t(m.state, "dim")])
+    title.append([pen.t(f"pid {m.pid}")] if m.pid is not None else [pen.t(m.state, "dim")])
     return title
 
 
 def _member_box(pen: Pen, v: PodView, m: Member, all_places: list[Place], width: int) -> list[Line]:
     inner = width - 4
-    if not m.running:
+    if not m.namespaces:
         body = wrap(pen.words(f"{m.state}, no process: no namespaces to read", "dim"), inner)
         return box(pen, _member_title(pen, m, v.members), body, width)
     body = []
@@ -277,15 +278,16 @@ def _pod_box(pen: Pen, v: PodView, all_places: list[Place], width: int) -> list[
 
 def _node_box(pen: Pen, v: PodView, all_places: list[Place], width: int) -> list[Line]:
     inner = width - 4
-    running = [m for m in v.members if m.running]
+    placed = [m for m in v.members if m.namespaces]
     body: list[Line] = []
     mine = [p for p in all_places if p.node]
     if mine:
         body.extend(wrap(pen.words("the node's own namespaces, with the members in them:", "dim"), inner))
-    elif running:
+    elif placed:
         body.extend(wrap(pen.words("no member is in a namespace of the node", "dim"), inner))
     for p in mine:
-        holders = [[pen.t("all running members", "dim")]] if len(p.members) == len(running) else _names(pen, p.members)
+        every = "all running members" if all(m.running for m in placed) else "all members with namespaces"
+        holders = [[pen.t(every, "dim")]] if len(p.members) == len(placed) else _names(pen, p.members)
         body.extend(_row(pen, p, inner, holders))
     body.extend(_pod_box(pen, v, all_places, inner))
     title = [[pen.t("NODE ", "bold"), pen.t(v.pod.node or "?")]]
