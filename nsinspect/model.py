@@ -172,6 +172,20 @@ class ProcessView(NamedTuple):
     node: str = ""
 
 
+class Stray(NamedTuple):
+    """A process of a member's cgroup that is not in all of the member's namespaces: it unshared or setns'd away.
+
+    ``differs`` holds only the types where it differs: type -> the namespace it is in instead.
+    """
+
+    process: Process
+    differs: Mapping[str, NamespaceId]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
 class Member(NamedTuple):
     """A member of a pod: its sandbox (pause) or one of its containers."""
 
@@ -190,6 +204,8 @@ class Member(NamedTuple):
     # The kernel's id maps of its user namespace (/proc/<pid>/uid_map, gid_map); () when not running.
     uid_map: tuple[IdRange, ...] = ()
     gid_map: tuple[IdRange, ...] = ()
+    # Processes of its cgroup whose namespaces differ from its main process's (``node.strays``); () when not running.
+    strays: tuple[Stray, ...] = ()
 
     @property
     def pid(self) -> int | None:

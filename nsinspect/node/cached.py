@@ -4,7 +4,8 @@
 (``pods.Facts``), confirmed with ListPodSandbox + ListContainers when older than ``ttl`` seconds;
 statuses are asked only for what changed.  Answers built from a snapshot are reused while it stays
 current, for at most VIEW_MAX_AGE, and only after checking that every member's process is still
-the same one (pid and start time), so a dead process's namespaces are never shown.  A request
+the same one (pid and start time), so a dead process's namespaces are never shown (nor a stray
+process that exited; a new stray process shows when the pod's namespaces are read again).  A request
 that finds a member's process gone, or a pod the snapshot does not know, waits for a fresh
 snapshot.  The snapshot is dropped as soon as the runtime's connection breaks, so a stopped
 runtime is reported, not papered over.  Thread-safe: the agent serves from several threads.
@@ -136,6 +137,8 @@ class CachedEngine(LocalEngine):
                 if m.process is not None:
                     if not self.proc.is_alive(m.process.id):
                         return False
+                    if not all(self.proc.is_alive(s.process.id) for s in m.strays):
+                        return False  # a stray exited: read the pod again
                 elif m.state in ("running", "ready") and not settled:
                     return False
         return True

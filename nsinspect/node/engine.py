@@ -81,7 +81,7 @@ class LocalEngine:
 
     def _build(self, sandboxes: list[Any], facts: Any = None, node_ns: dict[str, NamespaceId] | None = None) -> list[PodView]:
         """PodViews of these sandboxes: from ``facts`` when given (a snapshot), else asked for now."""
-        from nsinspect.node import pods
+        from nsinspect.node import pods, strays
 
         if node_ns is None:
             node_ns = discover.node_namespaces(self.proc)
@@ -89,7 +89,8 @@ class LocalEngine:
             self._cgroup2 = pods.cgroup_v2(self.host_root)
         if facts is None:
             facts = pods.fetch(self.runtime(), self.proc, sandboxes, self._cache)
-        views = pods.assemble(self.proc, self._cache, facts, self.node_name, self._cgroup2, node_ns, sandboxes)
+        finder = strays.Finder(self.proc, strays.cgroupfs_root(self.host_root), self._cgroup2)
+        views = pods.assemble(self.proc, self._cache, facts, self.node_name, self._cgroup2, node_ns, sandboxes, finder)
         return [v._replace(runtime=self._runtime_name) for v in views]
 
     # -- what the snapshot layer replaces --------------------------------------------------------

@@ -40,6 +40,7 @@ from nsinspect.model import (
     ProcessId,
 )
 from nsinspect.node.procfs import ProcFS
+from nsinspect.node.strays import Finder
 
 L_NAME, L_NAMESPACE, L_UID, L_CONTAINER = (
     "io.kubernetes.pod.name",
@@ -219,19 +220,21 @@ def fetch(client: Any, proc: ProcFS, sandboxes: list[Any], cache: PidCache, prev
 
 
 def assemble(proc: ProcFS, cache: PidCache, facts: Facts, node: str, cgroup2: bool, node_ns: Mapping[str, NamespaceId],
-             sandboxes: list[Any] | None = None) -> list[PodView]:
-    """PodViews of these sandboxes (default: all of ``facts``), namespaces read now from /proc."""
+             sandboxes: list[Any] | None = None, strays: Finder | None = None) -> list[PodView]:
+    """PodViews of these sandboxes (default: all of ``facts``), namespaces read now from /proc; each member's
+    stray processes too when a ``strays`` finder is given."""
     views = []
     for sb in facts.sandboxes if sandboxes is None else sandboxes:
         st = facts.sb_statuses.get(sb.id)
         if st is None:  # removed while we looked
             continue
-        views.append(_pod_view(proc, cache, sb, st, facts.containers.get(sb.id, []), facts.statuses, node, cgroup2, node_ns))
+        views.append(_pod_view(proc, cache, sb, st, facts.containers.get(sb.id, []), facts.statuses, node, cgroup2, node_ns,
+                               strays))
     return views
 
 
 def _pod_view(proc: ProcFS, cache: PidCache, sb: Any, st: Any, containers: list[Any], statuses: dict[str, Any], node: str,
-              cgroup2: bool, node_ns: Mapping[str, NamespaceId]) -> PodView:
+              cgroup2: bool, node_ns: Mapping[str, NamespaceId], strays: Finder | None = None) -> PodView:
     status = st.status
     labels = dict(sb.labels)
     meta = sb.metadata
@@ -276,6 +279,9 @@ def _pod_view(proc: ProcFS, cache: PidCache, sb: Any, st: Any, containers: list[
     verdicts = sharing.verdicts(members, options, node_ns, facts, requested)
     if sharing.sandbox_apart(members, node_ns):
         notes.append(sharing.SANDBOX_APART)
+    if strays is not None:
+        members, unseen = strays.pod(members)
+        notes.extend(unseen)
     return PodView(info, members, verdicts, dict(node_ns), notes=tuple(notes))
 
 

@@ -85,6 +85,18 @@ def parse_id_map(data: bytes) -> tuple[IdRange, ...]:
     return tuple(out)
 
 
+def parse_cgroup(data: bytes) -> dict[str, str]:
+    """``/proc/<pid>/cgroup`` -> {controllers: path}: ``pids``, ``cpu,cpuacct``, ``name=systemd`` (v1), and ""
+    for the unified hierarchy's ``0::/path`` (v2).  Paths are relative to the reader's cgroup namespace."""
+    out = {}
+    for line in os.fsdecode(data).split("\n"):
+        _hid, sep, rest = line.partition(":")
+        controllers, sep2, path = rest.partition(":")
+        if sep and sep2:
+            out[controllers] = path
+    return out
+
+
 def user_name(uid: int | None) -> str:
     if uid is None:
         return ""
@@ -324,6 +336,20 @@ class ProcFS:
             return parse_id_map(_read_at(self.fd, f"{pid}/uid_map")), parse_id_map(_read_at(self.fd, f"{pid}/gid_map"))
         except OSError as e:
             raise _classify(e, pid) from None
+
+    def cgroups(self, pid: int) -> dict[str, str]:
+        """The cgroups of one process (``parse_cgroup``).  Raises NoSuchProcess or AccessDenied."""
+        try:
+            return parse_cgroup(_read_at(self.fd, f"{pid}/cgroup"))
+        except OSError as e:
+            raise _classify(e, pid) from None
+
+    def shows_us(self) -> bool:
+        """Does this procfs show this process as itself (``self`` is our pid): is it our pid namespace's?"""
+        try:
+            return os.readlink("self", dir_fd=self.fd) == str(os.getpid())
+        except OSError:
+            return False
 
     def start_time(self, pid: int) -> int:
         try:
