@@ -298,6 +298,11 @@ class PodView(NamedTuple):
     spec: PodSpec | None = None  # what the pod's spec declares (cluster mode)
 
     @property
+    def stray_count(self) -> int:
+        """Processes of its members' cgroups that are not in all of their member's namespaces."""
+        return sum(len(m.strays) for m in self.members)
+
+    @property
     def ok(self) -> bool:
         """Every type whose members run agrees (kernel, runtime and, when known, spec)."""
         return all(s.ok or s.actual is None for s in self.sharing.values())

@@ -9,6 +9,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cri_env import USERNS_HOST_ID, Containerd, ContainerSpec, require_runtime, run_pod  # noqa: E402
 from helpers import require_root  # noqa: E402
 
+STRAYS_ADMIN = "unshare -u -i sleep 1000 & unshare -n sleep 1001 & exec sleep 1002"
+STRAYS_ROOTLESS = "unshare -U -r -u sleep 1003 & exec sleep 1004"
+
 # The real-runtime tests run once per containerd build (scripts/runtimes.py); select with
 # --runtime ID (repeatable) or -m containerd_1_6 / containerd_1_7 / containerd_2.
 RUNTIMES = {"1.6": "containerd_1_6", "1.7": "containerd_1_7", "2.x": "containerd_2"}
@@ -57,6 +60,12 @@ def ctrd(request):
         # hostUsers: false, as kubelet asks for it (containerd 1.6 drops the request: see test_userns_pod).
         "userns-demo": run_pod(client, "userns-demo", containers=[ContainerSpec("app"), ContainerSpec("sidecar")],
                                userns_host_id=USERNS_HOST_ID),
+        # Stray processes (tests/test_strays_real.py): container processes that left some of its namespaces.
+        "stray-demo": run_pod(client, "stray-demo", containers=[
+            ContainerSpec("admin", ["/bin/sh", "-c", STRAYS_ADMIN], privileged=True),  # unshare -u/-i/-n needs CAP_SYS_ADMIN
+            ContainerSpec("rootless", ["/bin/sh", "-c", STRAYS_ROOTLESS]),  # a user namespace first: no capability needed
+            ContainerSpec("app", ["/bin/sh", "-c", "sleep 1005 & exec sleep 1006"]),  # a child in its namespaces: no stray
+        ]),
     }
     env.client = client
     env.pods = pods

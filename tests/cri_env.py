@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 IMAGE = "docker.io/nsinspect/busybox:test"
-APPLETS = ("sh", "sleep", "true", "cat", "ls", "ps", "hostname", "id", "readlink")
+APPLETS = ("sh", "sleep", "true", "cat", "ls", "ps", "hostname", "id", "readlink", "unshare")
 KUBE = "io.kubernetes"
 USERNS_LENGTH = 65536  # kubelet's ids per pod (userNsUnitLength, the default idsPerPod)
 USERNS_HOST_ID = 65536  # the first range kubelet gives out (ids below 65536 are never a pod's)

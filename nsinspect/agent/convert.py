@@ -29,6 +29,7 @@ from nsinspect.model import (
     ProcessId,
     ProcessView,
     ScanStats,
+    Stray,
     Verdict,
 )
 from nsinspect.sharing import explained, with_evidence
@@ -170,6 +171,10 @@ def _member(target: Any, x: Member) -> None:
     target.created_at, target.finished_at = x.created_at, x.finished_at
     _ranges(target.uid_map, x.uid_map)
     _ranges(target.gid_map, x.gid_map)
+    for s in x.strays:
+        entry = target.strays.add()
+        _process(entry.process, s.process)
+        _ns_map(entry.differs, s.differs)
 
 
 def _from_member(m: Any) -> Member:
@@ -187,6 +192,7 @@ def _from_member(m: Any) -> Member:
         m.image,
         uid_map=_from_ranges(m.uid_map),
         gid_map=_from_ranges(m.gid_map),
+        strays=tuple(Stray(_from_process(s.process), _ns_dict(s.differs)) for s in m.strays),
     )
 
 

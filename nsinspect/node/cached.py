@@ -137,7 +137,7 @@ class CachedEngine(LocalEngine):
                 if m.process is not None:
                     if not self.proc.is_alive(m.process.id):
                         return False
-                    if not all(self.proc.is_alive(s.process.id) for s in m.strays):
+                    if not all(self.proc.runs(s.process.id) for s in m.strays):
                         return False  # a stray exited: read the pod again
                 elif m.state in ("running", "ready") and not settled:
                     return False

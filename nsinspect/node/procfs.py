@@ -372,6 +372,14 @@ class ProcFS:
         except (NoSuchProcess, AccessDenied):
             return False
 
+    def runs(self, proc_id: ProcessId) -> bool:
+        """Is this exact process still there and not a zombie (whose namespace links are gone)?"""
+        try:
+            _comm, state, _ppid, start = parse_stat(_read_at(self.fd, f"{proc_id.pid}/stat"))
+        except (OSError, ValueError, IndexError):
+            return False
+        return start == proc_id.start_time and state not in ("Z", "X")
+
     def nsfs_dev(self) -> int:
         """The device of the nsfs filesystem (one superblock holds every namespace).
 

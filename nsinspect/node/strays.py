@@ -11,7 +11,8 @@ container's namespaces.  For each running member:
     namespaces of its own, the node's /proc mounted) every process whose ``/proc/<pid>/cgroup`` puts it in
     that cgroup or below it: one read per process of the node, done once for all the members asked about;
  3. each process's namespaces against the main process's.  One that differs is described, then kept only if
-    it is still the same process (pid and start time) and still in the cgroup after its links were read.
+    it is still the same process (pid and start time), not a zombie, and still in the cgroup after its links
+    were read.
 
 A member whose cgroup is the root, or holds another member's cgroup, is not looked at (every process there
 would look stray); the pod gets a note saying so.  Only thread-group leaders are seen (``/proc/<pid>/ns``).
@@ -114,7 +115,7 @@ class Finder:
                 process = self.proc.process(pid)
                 links = self.proc.ns_links(pid)
                 still = within(self.proc.cgroups(pid).get(key, ""), path)
-                if not still or not self.proc.is_alive(process.id):
+                if not still or not self.proc.runs(process.id):  # gone, or a zombie (its links are gone)
                     continue
             except (NoSuchProcess, AccessDenied):
                 continue

@@ -24,6 +24,7 @@ from nsinspect.model import (
     Process,
     ProcessView,
     ScanStats,
+    Stray,
     Verdict,
 )
 
@@ -181,7 +182,16 @@ def member(m: Member) -> dict[str, Any]:
         "sidecar": m.sidecar,
         "uid_map": id_map(m.uid_map) if m.running else None,
         "gid_map": id_map(m.gid_map) if m.running else None,
+        "strays": [stray(s) for s in m.strays],
     }
+
+
+def stray(s: Stray) -> dict[str, Any]:
+    """A process of the member's cgroup outside some of its namespaces: ``differs`` maps each such type to
+    the inode of the namespace it is in instead."""
+    p = s.process
+    return {"pid": p.pid, "start_time": p.id.start_time, "comm": p.comm, "command": p.command,
+            "differs": {t: ns.ino for t, ns in sorted(s.differs.items())}}
 
 
 def pod_spec(s: PodSpec | None) -> dict[str, Any] | None:
@@ -239,6 +249,7 @@ def pod_row(pv: PodView) -> dict[str, Any]:
         "sandbox_id": pv.pod.sandbox_id,
         "members": len(pv.members),
         "running": sum(1 for m in pv.members if m.running),
+        "strays": pv.stray_count,
         "sharing": {t: {"actual": s.actual, "expected": s.expected, "ok": s.ok, "declared": s.declared}
                     for t, s in pv.sharing.items()},
         "ok": pv.ok,

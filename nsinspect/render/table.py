@@ -244,6 +244,8 @@ def pod_table(v: PodView, wide: bool) -> RenderableType:
     parts: list[RenderableType] = [head, t, Text(legend, style="dim")]
     for nstype, sentence, bad in sentences(v):
         parts.append(Text(f"{nstype}: ", style="bold").append(safe(sentence), style="bold red" if bad else ""))
+    if v.stray_count:
+        parts.append(stray_lines(v))
     parts.extend(Text(f"note: {safe(n)}", style="dim") for n in v.notes)
     if wide and v.lsns:
         rows = [
@@ -254,6 +256,19 @@ def pod_table(v: PodView, wide: bool) -> RenderableType:
         parts.append(Text(""))
         parts.append(Text("\n".join(lines)))
     return Group(*parts)
+
+
+def stray_lines(v: PodView) -> Text:
+    """The members' stray processes: which types differ from their member's, and the namespace each is in."""
+    rows = [
+        [m.name, str(st.pid), ", ".join(f"{t} {ns.ino}" for t, ns in sorted(st.differs.items())), st.process.command]
+        for m in v.members for st in m.strays
+    ]
+    lines = format_columns(["MEMBER", "PID", "OUTSIDE (TYPE INODE)", "COMMAND"], rows, [False, True, False, False])
+    n = len(rows)
+    head = Text(f"\n{n} stray process{'es' if n != 1 else ''}: in a member's cgroup, not in all of its namespaces "
+                "(unshare, setns)\n", style="bold")
+    return head.append("\n".join(lines))
 
 
 def _pod_cells(pv: PodView) -> list[RenderableType]:
@@ -271,28 +286,46 @@ def _pod_cells(pv: PodView) -> list[RenderableType]:
     return row
 
 
+def _stray_column(pods: list[PodView]) -> tuple[list[str], Callable[[PodView], list[RenderableType]]]:
+    """A STRAYS column (processes that left their member's namespaces) when any pod has one."""
+    if not any(pv.stray_count for pv in pods):
+        return [], lambda pv: []
+    return ["STRAYS"], lambda pv: [Text(str(pv.stray_count), style="bold yellow" if pv.stray_count else "")]
+
+
+def _stray_footer(pods: list[PodView]) -> list[RenderableType]:
+    n = sum(pv.stray_count for pv in pods)
+    if not n:
+        return []
+    return [Text(f"STRAYS: {n} process{'es' if n != 1 else ''} in a member's cgroup but not in all of its namespaces; "
+                 "nsinspect pod NAME lists them", style="dim")]
+
+
 def pods_table(v: PodsView, wide: bool) -> RenderableType:
-    t = plain_table("NAMESPACE", "NAME", "MEMBERS", *NS_TYPES, "OK", wide_last=False)
-    for pv in v.pods:
-        t.add_row(T(pv.pod.namespace), T(pv.pod.name), *_pod_cells(pv))
     if not v.pods:
         return Text("no pods on this node", style="dim")
-    return t
+    head, cell = _stray_column(v.pods)
+    t = plain_table("NAMESPACE", "NAME", "MEMBERS", *NS_TYPES, "OK", *head, wide_last=False)
+    for pv in v.pods:
+        t.add_row(T(pv.pod.namespace), T(pv.pod.name), *_pod_cells(pv), *cell(pv))
+    footer = _stray_footer(v.pods)
+    return Group(t, *footer) if footer else t
 
 
 def cluster_pods_table(v: ClusterPodsView, wide: bool) -> RenderableType:
     where = f"namespace {safe(v.namespace)}" if v.namespace else "any namespace"
     if not v.pods:
         return Text(f"no pods in {where}", style="dim")
-    t = plain_table("NAMESPACE", "NAME", "NODE", "MEMBERS", *NS_TYPES, "OK", *(["NOTE"] if wide else []), wide_last=wide)
+    head, cell = _stray_column(v.pods)
+    t = plain_table("NAMESPACE", "NAME", "NODE", "MEMBERS", *NS_TYPES, "OK", *head, *(["NOTE"] if wide else []), wide_last=wide)
     for pv in v.pods:
         note = [T("; ".join(pv.notes), "dim")] if wide else []
-        t.add_row(T(pv.pod.namespace), T(pv.pod.name), T(pv.pod.node or "-"), *_pod_cells(pv), *note)
+        t.add_row(T(pv.pod.namespace), T(pv.pod.name), T(pv.pod.node or "-"), *_pod_cells(pv), *cell(pv), *note)
     bad = sum(1 for pv in v.pods if pv.members and not pv.ok)
     asked = len(v.nodes) - len(v.failed)
     summary = Text(f"{len(v.pods)} pods in {where} on {len(v.nodes)} nodes; {asked} answered; "
                    f"{bad} pod{'s' if bad != 1 else ''} where kernel, runtime and spec disagree", style="bold")
-    lines: list[RenderableType] = [t, summary]
+    lines: list[RenderableType] = [t, summary, *_stray_footer(v.pods)]
     for n in v.failed:
         lines.append(Text(f"node {safe(n.node)}: ", style="bold red").append(safe(n.error)))
     unknown = sum(1 for pv in v.pods if not pv.members)

@@ -210,7 +210,7 @@ class IdRange(_message.Message):
     def __init__(self, inside: _Optional[int] = ..., outside: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("name", "role", "id", "state", "process", "namespaces", "target_id", "attempt", "created_at", "finished_at", "image", "uid_map", "gid_map")
+    __slots__ = ("name", "role", "id", "state", "process", "namespaces", "target_id", "attempt", "created_at", "finished_at", "image", "uid_map", "gid_map", "strays")
     class NamespacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +231,7 @@ class Member(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     UID_MAP_FIELD_NUMBER: _ClassVar[int]
     GID_MAP_FIELD_NUMBER: _ClassVar[int]
+    STRAYS_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: str
     id: str
@@ -244,7 +245,23 @@ class Member(_message.Message):
     image: str
     uid_map: _containers.RepeatedCompositeFieldContainer[IdRange]
     gid_map: _containers.RepeatedCompositeFieldContainer[IdRange]
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., id: _Optional[str] = ..., state: _Optional[str] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., target_id: _Optional[str] = ..., attempt: _Optional[int] = ..., created_at: _Optional[int] = ..., finished_at: _Optional[int] = ..., image: _Optional[str] = ..., uid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ..., gid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ...) -> None: ...
+    strays: _containers.RepeatedCompositeFieldContainer[StrayProcess]
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., id: _Optional[str] = ..., state: _Optional[str] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., target_id: _Optional[str] = ..., attempt: _Optional[int] = ..., created_at: _Optional[int] = ..., finished_at: _Optional[int] = ..., image: _Optional[str] = ..., uid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ..., gid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ..., strays: _Optional[_Iterable[_Union[StrayProcess, _Mapping]]] = ...) -> None: ...
+
+class StrayProcess(_message.Message):
+    __slots__ = ("process", "differs")
+    class DiffersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: NamespaceId
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[NamespaceId, _Mapping]] = ...) -> None: ...
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    DIFFERS_FIELD_NUMBER: _ClassVar[int]
+    process: Process
+    differs: _containers.MessageMap[str, NamespaceId]
+    def __init__(self, process: _Optional[_Union[Process, _Mapping]] = ..., differs: _Optional[_Mapping[str, NamespaceId]] = ...) -> None: ...
 
 class Verdict(_message.Message):
     __slots__ = ("actual", "expected", "reason")
