@@ -77,7 +77,8 @@ def ctrd(request):
 @pytest.fixture(scope="session")
 def ctrd_v2(request):
     """A private containerd of one build on a unified cgroup hierarchy (cri_env: cgroup2), with pods
-    as the cgroup rules tell them apart: plain, hostNetwork + hostPID, and privileged beside unprivileged."""
+    as the cgroup rules tell them apart: plain, hostNetwork + hostPID, and privileged beside unprivileged; and one
+    whose container has stray processes (unshare)."""
     require_root()
     require_runtime(request.param)
     env = Containerd.create(request.param, cgroup2=True)
@@ -88,6 +89,7 @@ def ctrd_v2(request):
         "plain": run_pod(client, "plain", containers=[ContainerSpec("web"), ContainerSpec("sidecar")]),
         "hostns": run_pod(client, "hostns", containers=[ContainerSpec("app")], host_network=True, host_pid=True),
         "privileged": run_pod(client, "privileged", containers=[ContainerSpec("admin", privileged=True), ContainerSpec("app")]),
+        "stray": run_pod(client, "stray", containers=[ContainerSpec("admin", ["/bin/sh", "-c", STRAYS_ADMIN], privileged=True)]),
     }
     env.client = client
     env.pods = pods

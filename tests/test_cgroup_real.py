@@ -7,10 +7,11 @@ that mount namespace too (nsenter), so it sees the node as a v2 node, as it woul
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from cri_env import Agent
-from helpers import run_cli, truth
+from helpers import descendants, run_cli, truth
 
 from nsinspect.sharing import SANDBOX_APART
 
@@ -89,3 +90,26 @@ def test_through_the_agent_the_same(ctrd_v2):
         assert [e["member"] for e in json.loads(r.stdout)["results"][0]["apart"]] == ["plain"]
     finally:
         agent.stop()
+
+
+def test_stray_processes_on_v2(ctrd_v2):
+    """Found through the unified hierarchy's cgroup.procs: the kernel's links of the container's other processes."""
+    deadline = time.monotonic() + 15
+    while True:
+        admin = next(m for m in pod_json(ctrd_v2, "stray")["members"] if m["name"] == "admin")
+        if len(admin["strays"]) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    with open(f"/proc/{admin['pid']}/cgroup") as f:
+        unified = next(line for line in f.read().splitlines() if line.startswith("0::"))
+    assert unified not in ("0::", "0::/")  # runc gave it a v2 cgroup of its own: that is where its processes are listed
+    ref = truth(admin["pid"])
+    kernel = {}
+    for pid in descendants(admin["pid"]):
+        differs = {t: ino for t, ino in truth(pid).items() if ino is not None and ino != ref[t]}
+        if differs:
+            kernel[pid] = differs
+    assert {s["pid"]: s["differs"] for s in admin["strays"]} == kernel
+    assert sorted(sorted(d) for d in kernel.values()) == [["ipc", "uts"], ["net"]]
+    r = nsi(ctrd_v2, "pods", "-n", "lab", "-o", "json")
+    assert {p["name"]: p["strays"] for p in json.loads(r.stdout)["pods"]}["stray"] == 2

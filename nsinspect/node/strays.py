@@ -20,6 +20,7 @@ would look stray); the pod gets a note saying so.  Only thread-group leaders are
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Sequence
 
@@ -61,7 +62,8 @@ class Finder:
         self.cgroupfs = cgroupfs
         self.cgroup2 = cgroup2
         self._direct = direct
-        self._by_path: dict[str, dict[str, list[int]]] = {}  # hierarchy -> cgroup path -> pids (the slow way)
+        self._by_path: dict[str, tuple[list[str], dict[str, list[int]]]] = {}  # hierarchy -> (sorted paths, path -> pids)
+        self._dirs: dict[str, str | None] = {}
 
     def direct(self) -> bool:
         """May cgroup.procs be read here: are its pids the procfs's pids?"""
@@ -132,13 +134,26 @@ class Finder:
                 pids = _cgroup_procs(os.path.join(top, path.lstrip("/")))
                 if pids is not None:
                     return pids
-        by_path = self._by_path.get(key)
-        if by_path is None:
-            by_path = self._by_path[key] = self._scan(key)
-        return {pid for p, pids in by_path.items() if within(p, path) for pid in pids}
+        scanned = self._by_path.get(key)
+        if scanned is None:
+            by_path = self._scan(key)
+            scanned = self._by_path[key] = (sorted(by_path), by_path)
+        paths, by_path = scanned
+        out = set(by_path.get(path, ()))
+        below = path.rstrip("/") + "/"
+        for p in paths[bisect.bisect_left(paths, below):]:  # the cgroups below it sort right after that prefix
+            if not p.startswith(below):
+                break
+            out.update(by_path[p])
+        return out
 
     def _dir(self, key: str) -> str | None:
         """Where hierarchy ``key`` is mounted under the cgroupfs root."""
+        if key not in self._dirs:
+            self._dirs[key] = self._find_dir(key)
+        return self._dirs[key]
+
+    def _find_dir(self, key: str) -> str | None:
         if key == "":
             unified = os.path.join(self.cgroupfs, "unified")  # a hybrid node's v2 tree
             return self.cgroupfs if self.cgroup2 or not os.path.isdir(unified) else unified
