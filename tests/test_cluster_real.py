@@ -26,6 +26,7 @@ SPECS = {
     "hostpid-ipc": dict(containers=["app"], hostPID=True, hostIPC=True),
     "with-init": dict(containers=["app"], init=["setup", "migrate"]),
     "debugged": dict(containers=["web", "cache"], ephemeral=[("debugger", "web")]),
+    "stray-demo": dict(containers=["admin", "rootless", "app"]),
 }
 
 
@@ -144,6 +145,23 @@ def test_a_hostusers_false_pod_through_the_agent(ctrd, api):
     else:
         assert (user["expected"], user["actual"], user["ok"]) == ("shared", "shared", True)
         assert "user: root in the pod is uid 65536 on the node" in table, table
+
+
+def test_stray_processes_in_cluster_mode(ctrd, api):
+    """The agent's strays reach the cluster's pod and pods answers as local mode has them."""
+    deadline = time.monotonic() + 15
+    while True:
+        local = as_json(run_cli("-r", ctrd.endpoint, "pod", "stray-demo", "-n", "lab", "-o", "json"))
+        if sum(len(m["strays"]) for m in local["members"]) == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    remote = as_json(kube(api, "pod", "stray-demo", "-o", "json"))
+    assert [(m["name"], m["strays"]) for m in remote["members"]] == [(m["name"], m["strays"]) for m in local["members"]]
+    assert sum(len(m["strays"]) for m in remote["members"]) == 3
+    rows = {p["name"]: p["strays"] for p in as_json(kube(api, "pods", "-o", "json"))["pods"]}
+    assert rows["stray-demo"] == 3 and rows["namespace-demo"] == 0
+    table = kube(api, "pods").stdout.splitlines()
+    assert table[0].split()[-1] == "STRAYS" and next(x for x in table if x.startswith("lab ") and " stray-demo " in x).split()[-1] == "3"
 
 
 def test_container_filter_wide_yaml_and_check_in_cluster_mode(api):
