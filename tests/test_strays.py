@@ -128,3 +128,24 @@ def test_members_whose_cgroup_says_nothing_get_a_note(hier):
         assert len(notes) == 2
     finally:
         g.close()
+
+
+def test_rendering_escapes_the_command_and_counts_only_when_there_are_strays():
+    """A stray's command line is untrusted: escaped in the table; the STRAYS column shows only when needed."""
+    from nsinspect.model import NS_TYPES, NamespaceId, PodInfo, PodsView, PodView, Process, ProcessId, Stray, Verdict
+    from nsinspect.render import render
+
+    ns = {t: NamespaceId(4, 4026531000 + i) for i, t in enumerate(NS_TYPES)}
+    bad = Process(ProcessId(4242, 7), 1, 0, "root", "sleep", "sleep \x1b[2J\x1b]0;owned\x07 1000")
+    m = Member("web", "app", "id-web", "running", Process(ProcessId(4241, 6), 1, 0, "root", "sleep", "sleep"), ns,
+               strays=(Stray(bad, {"uts": NamespaceId(4, 4026532999)}),))
+    sharing = {t: Verdict("private", "private") for t in NS_TYPES}
+    view = PodView(PodInfo("lab", "p", "u", "sb", "n"), [m], sharing, {})
+    out = render(view, "table")
+    line = next(x for x in out.splitlines() if x.startswith("web ") and "4242" in x)
+    assert "\x1b" not in out and "\x07" not in out
+    assert line.split() == ["web", "4242", "uts", "4026532999", "sleep", "\\x1b[2J\\x1b]0;owned\\x07", "1000"]
+    assert "STRAYS" in render(PodsView([view], "n"), "table")
+    plain = view._replace(members=[m._replace(strays=())])
+    assert "STRAYS" not in render(PodsView([plain], "n"), "table")
+    assert '"strays": 1' in render(PodsView([view], "n"), "json") and '"strays": 0' in render(PodsView([plain], "n"), "json")
