@@ -16,9 +16,21 @@ import marshal
 import os
 import pwd
 import threading
+from typing import Any
 
 from nsinspect.errors import AccessDenied, InvalidArgument, NoSuchProcess
 from nsinspect.model import NS_TYPES, IdRange, NamespaceId, Process, ProcessId, ScanStats
+
+# The scan's hot loop in C (nsinspect/node/_scan.c), built at install time when a compiler is
+# there; without it (or with NSINSPECT_PURE_PYTHON=1) the same loop runs in Python.
+_c: Any
+if os.environ.get("NSINSPECT_PURE_PYTHON"):
+    _c = None
+else:
+    try:
+        from nsinspect.node import _scan as _c
+    except ImportError:
+        _c = None
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC
@@ -191,8 +203,11 @@ def _read_links_slow(nsfd: int, types: tuple[str, ...]) -> list[int | None]:
     return out
 
 
-def _scan_chunk(procfd: int, pids: list[int], types: tuple[str, ...], describe: bool) -> _Chunk:
-    agg: list[dict[int, list[int]]] = [{} for _ in types]
+def _scan_pids(procfd: int, pids: list[int], types: tuple[str, ...], agg: list[dict[int, list[int]]]) -> tuple[int, list[int]]:
+    """Read the ns links of these pids into ``agg``: per type, {inode: [nprocs, lowest pid]}.
+
+    Returns (vanished, denied pids).  The pure-Python loop; ``_scan.links`` does the same in C.
+    """
     vanished = 0
     denied: list[int] = []
     fast = [(t, len(t) + 2) for t in types]
@@ -233,15 +248,33 @@ def _scan_chunk(procfd: int, pids: list[int], types: tuple[str, ...], describe: 
                 entry[0] += 1
                 if pid < entry[1]:
                     entry[1] = pid
+    return vanished, denied
+
+
+def _scan_chunk(procfd: int, pids: list[int], types: tuple[str, ...], describe: bool) -> _Chunk:
+    if _c is not None:
+        # The common case in C; what it hands back (errors, odd links) is read again here.
+        agg, vanished, denied, retry = _c.links(procfd, pids, types)
+        if retry:
+            more_vanished, more_denied = _scan_pids(procfd, retry, types, agg)
+            vanished += more_vanished
+            denied += more_denied
+    else:
+        agg = [{} for _ in types]
+        vanished, denied = _scan_pids(procfd, pids, types, agg)
     descs: dict[int, _Desc | None] = {}
     if describe:
+        fast_describe = _c.describe if _c is not None else None
         for seen in agg:
             for _count, low in seen.values():
                 if low not in descs:
-                    try:
-                        descs[low] = _describe(procfd, low)
-                    except (NoSuchProcess, AccessDenied):
-                        descs[low] = None
+                    d = fast_describe(procfd, low) if fast_describe is not None else None
+                    if d is None:
+                        try:
+                            d = _describe(procfd, low)
+                        except (NoSuchProcess, AccessDenied):
+                            pass
+                    descs[low] = d
     return agg, len(pids), vanished, denied, descs
 
 
