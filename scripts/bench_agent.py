@@ -7,7 +7,8 @@ channel, built from the generated stubs as any client would) that call GetPod on
 for DURATION seconds or CALLS calls each.  In the same run, the baseline: the standard gRPC
 health Check on the same agent, same concurrency (the cost of a gRPC round trip with no work).
 Prints p50/p90/p99/max, throughput, errors, and the agent's RSS (now and peak).
-Budgets (issue 4): p99 <= 5 ms, zero errors, agent RSS <= 80 MB.
+Budgets (issue 13): GetPod p99 <= 1.2x the health Check's p99 (what our code adds to a gRPC round
+trip; the absolute 5 ms of issue 4 is below this machine's grpcio floor), zero errors, agent RSS <= 80 MB.
   sudo python3 scripts/bench_agent.py [--pods 60] [--clients 8] [--calls 2000] [--threads] [--check]
 Environment for experiments: BENCH_AGENT_ARGS (extra `nsinspect agent` options, e.g. "--workers 2"),
 BENCH_NO_CHECK=1 (clients do not check the answers).
@@ -172,12 +173,14 @@ def main() -> int:
               f"max {r['max']:6.1f} ms  {r['throughput']:6.0f} calls/s  agent CPU {r['agent_cpu_us']:4.0f} us/call  "
               f"errors {r['errors']}")
     print(f"  agent RSS {rss / 1024:.1f} MB (peak {peak / 1024:.1f} MB)")
-    ok_p99, ok_err, ok_rss = got["p99"] <= 5.0, got["errors"] == 0, peak <= 80 * 1024
-    print(f"p99        {got['p99']:6.2f} ms  budget <= 5 ms   {'ok' if ok_p99 else 'MISSED'}")
+    ratio = got["p99"] / base["p99"]
+    ok_ratio, ok_err, ok_rss = ratio <= 1.2, got["errors"] == 0, peak <= 80 * 1024
+    print(f"ratio GetPod/health p99 {ratio:5.2f}x   budget <= 1.2x   {'ok' if ok_ratio else 'MISSED'}   "
+          f"(p50 {got['p50'] / base['p50']:.2f}x; absolute p99 {got['p99']:.2f} ms, the health check's {base['p99']:.2f} ms)")
     print(f"errors     {got['errors']:6d}     budget 0         {'ok' if ok_err else 'MISSED'}")
     print(f"RSS peak   {peak / 1024:6.1f} MB  budget <= 80 MB  {'ok' if ok_rss else 'MISSED'}")
-    print(f"ratio GetPod/health p99: {got['p99'] / base['p99']:.2f}x   p50: {got['p50'] / base['p50']:.2f}x")
-    return 1 if args.check and not (ok_p99 and ok_err and ok_rss) else 0
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return 1 if args.check and not (ok_ratio and ok_err and ok_rss) else 0
 
 
 if __name__ == "__main__":

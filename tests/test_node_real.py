@@ -239,3 +239,58 @@ def test_scan_races_with_process_churn(force_parallel):
         stop.set()
         t.join()
     assert not errors
+
+
+def test_watched_process_checked_by_pidfd(monkeypatch, tmp_path):
+    """ProcFS(watch=True), the agent's: a process found alive is checked again through a pidfd (no
+    /proc read) while it runs; a zombie still counts as there, a reaped one not, as with the stat check."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        proc = ProcFS(watch=True)
+        me = procfs.ProcessId(child.pid, proc.start_time(child.pid))
+        assert not proc.is_alive(me._replace(start_time=me.start_time + 1))  # another process: no pidfd kept
+        assert proc._pidfds == {}
+        assert proc.is_alive(me) and list(proc._pidfds) == [me]
+        reads = []
+        real_read = procfs._read_at
+        monkeypatch.setattr(procfs, "_read_at", lambda *a, **k: reads.append(a) or real_read(*a, **k))
+        assert proc.is_alive(me) and proc.is_alive(me)
+        assert reads == []  # answered by the pidfd
+        child.kill()
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # a zombie now: exited, not reaped
+        assert proc.is_alive(me) and len(reads) == 1 and proc._pidfds == {}  # the stat line answered
+        child.wait()
+        assert not proc.is_alive(me)
+    finally:
+        child.kill()
+        child.wait()
+    # A fixture tree is not our pid namespace's procfs: no pidfds there.
+    (tmp_path / "proc" / str(child.pid)).mkdir(parents=True)
+    (tmp_path / "proc" / str(child.pid) / "stat").write_bytes(f"{child.pid} (x) S 1 ".encode() + b"0 " * 17 + f"{me.start_time} 0\n".encode())
+    fixture = ProcFS(str(tmp_path / "proc"), watch=True)
+    assert fixture.is_alive(me) and fixture.is_alive(me) and fixture._pidfds == {}
+
+
+def test_watched_pidfds_are_bounded_and_swept():
+    """The kept pidfds stay within their bound: those of exited processes are closed to make room."""
+    proc = ProcFS(watch=True)
+    proc.is_alive(procfs.ProcessId(1, proc.start_time(1)))
+    proc._pidfds_max = 3
+    children = [subprocess.Popen(["sleep", "30"]) for _ in range(4)]
+    try:
+        ids = [procfs.ProcessId(c.pid, proc.start_time(c.pid)) for c in children]
+        assert all(proc.is_alive(i) for i in ids)
+        assert len(proc._pidfds) == 3 and ids[3] not in proc._pidfds  # full: checked by its stat line
+        children[1].kill()
+        children[1].wait()
+        assert proc.is_alive(ids[3]) and ids[3] in proc._pidfds and ids[1] not in proc._pidfds
+    finally:
+        for c in children:
+            c.kill()
+            c.wait()
+    fds = list(proc._pidfds.values())
+    proc.close()
+    assert proc._pidfds == {}
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)

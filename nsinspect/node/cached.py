@@ -40,6 +40,7 @@ class CachedEngine(LocalEngine):
 
     def __init__(self, *args: Any, ttl: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.proc.watch = True  # the same members' processes are checked on every request: keep pidfds
         self.ttl = ttl
         self._facts: Any = None  # pods.Facts of every sandbox
         self._node_ns: dict[str, NamespaceId] = {}  # read with each new snapshot

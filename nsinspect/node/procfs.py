@@ -293,6 +293,15 @@ def _merge(into: _Chunk, other: _Chunk) -> _Chunk:
     return agg, processes + other[1], vanished + other[2], denied + other[3], descs
 
 
+def _exited(pidfd: int) -> bool:
+    """Has the process of this pidfd exited (zombie or reaped)?  A pidfd turns readable then."""
+    import select
+
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def _workers_for(npids: int) -> int:
     if npids < PARALLEL_MIN_PIDS:
         return 1
@@ -309,10 +318,17 @@ def _workers_for(npids: int) -> int:
 class ProcFS:
     """A procfs tree, rooted at ``root``."""
 
-    def __init__(self, root: str = "/proc"):
+    def __init__(self, root: str = "/proc", watch: bool = False):
+        """``watch``: keep a pidfd of each process found alive, so that checking it again is one
+        poll() while it runs (for a long-lived caller that checks the same processes over and
+        over: the agent's ``CachedEngine``)."""
         self.root = root
         self._fd: int | None = None
         self._nsfs_dev: int | None = None
+        self.watch = watch
+        self._pidfds: dict[ProcessId, int] = {}
+        self._pidfds_max = 0  # set when pidfds can be used here (then > 0)
+        self._pidfd_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------
     @property
@@ -328,6 +344,10 @@ class ProcFS:
         return self._fd
 
     def close(self) -> None:
+        with self._pidfd_lock:
+            for fd in self._pidfds.values():
+                os.close(fd)
+            self._pidfds.clear()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -399,11 +419,69 @@ class ProcFS:
         return _to_process(pid, _describe(self.fd, pid))
 
     def is_alive(self, proc_id: ProcessId) -> bool:
-        """Is this exact process (pid *and* start time) still there?"""
+        """Is this exact process (pid *and* start time) still there?
+
+        One read of /proc/<pid>/stat.  With ``watch``, a pidfd opened before a check that found
+        the process is kept: while the process runs, the pidfd answers (one poll(), a tenth of
+        the cost: the kernel formats no stat line); once it reports an exit (a zombie is still
+        "there", as in the stat check), the stat line answers again.
+        """
+        fd = None
+        if self.watch:
+            with self._pidfd_lock:
+                fd = self._pidfds.get(proc_id)
+                if fd is not None:
+                    if not _exited(fd):
+                        return True
+                    del self._pidfds[proc_id]
+                    os.close(fd)
+            fd = self._pidfd(proc_id.pid)
         try:
-            return self.start_time(proc_id.pid) == proc_id.start_time
+            alive = self.start_time(proc_id.pid) == proc_id.start_time
         except (NoSuchProcess, AccessDenied):
-            return False
+            alive = False
+        if fd is not None:
+            # Opened before the check: if the check found the process, the pidfd is that process.
+            if alive and not _exited(fd):
+                with self._pidfd_lock:
+                    if len(self._pidfds) >= self._pidfds_max:
+                        self._sweep()
+                    if proc_id not in self._pidfds and len(self._pidfds) < self._pidfds_max:
+                        self._pidfds[proc_id], fd = fd, None
+            if fd is not None:
+                os.close(fd)
+        return alive
+
+    def _sweep(self) -> None:
+        """Close the pidfds of processes that exited (pods deleted: nobody asks about them again)."""
+        import select
+
+        poller = select.poll()
+        by_fd = {fd: pid_id for pid_id, fd in self._pidfds.items()}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        for fd, _events in poller.poll(0):
+            del self._pidfds[by_fd[fd]]
+            os.close(fd)
+
+    def _pidfd(self, pid: int) -> int | None:
+        """A pidfd of ``pid`` (our pid namespace must be the procfs root's), or None."""
+        if not self._pidfds_max:
+            try:
+                ours = os.readlink("self", dir_fd=self.fd) == str(os.getpid()) and hasattr(os, "pidfd_open")
+            except OSError:
+                ours = False
+            if not ours:
+                self.watch = False  # a fixture tree, or the procfs of another pid namespace
+                return None
+            import resource
+
+            # Room for every member of a busy node's pods, well within the open-files limit.
+            self._pidfds_max = max(16, min(1024, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
+        try:
+            return os.pidfd_open(pid)
+        except OSError:
+            return None
 
     def runs(self, proc_id: ProcessId) -> bool:
         """Is this exact process still there and not a zombie (whose namespace links are gone)?"""
