@@ -16,6 +16,7 @@ import marshal
 import os
 import pwd
 import threading
+from collections import Counter
 from typing import Any
 
 from nsinspect.errors import AccessDenied, InvalidArgument, NoSuchProcess
@@ -206,7 +207,8 @@ def _read_links_slow(nsfd: int, types: tuple[str, ...]) -> list[int | None]:
 def _scan_pids(procfd: int, pids: list[int], types: tuple[str, ...], agg: list[dict[int, list[int]]]) -> tuple[int, list[int]]:
     """Read the ns links of these pids into ``agg``: per type, {inode: [nprocs, lowest pid]}.
 
-    Returns (vanished, denied pids).  The pure-Python loop; ``_scan.links`` does the same in C.
+    Returns (vanished, denied pids).  Each pid on its own, with every error told apart: for the pids
+    the bulk readers (``_links_py``, ``_scan.links``) hand back.
     """
     vanished = 0
     denied: list[int] = []
@@ -251,17 +253,56 @@ def _scan_pids(procfd: int, pids: list[int], types: tuple[str, ...], agg: list[d
     return vanished, denied
 
 
+def _links_py(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[list[dict[int, list[int]]], int, list[int], list[int]]:
+    """``_scan.links`` in Python: the common case per pid, aggregated per type at the end.
+
+    Returns (per type {inode: [nprocs, lowest pid]}, vanished, denied pids, pids to read again
+    with ``_scan_pids``: any link that did not read as ``type:[inode]``).
+    """
+    vanished = 0
+    denied: list[int] = []
+    retry: list[int] = []
+    rows: list[list[int]] = []
+    read: list[int] = []
+    fast = [(t, len(t) + 2) for t in types]
+    readlink, open_, close = os.readlink, os.open, os.close
+    for pid in pids:
+        try:
+            nsfd = open_(f"{pid}/ns", _DIR_FLAGS, dir_fd=procfd)
+        except OSError as e:
+            if e.errno in _GONE:
+                vanished += 1
+            elif e.errno in _DENIED:
+                denied.append(pid)
+            else:
+                retry.append(pid)
+            continue
+        try:
+            rows.append([int(readlink(t, dir_fd=nsfd)[n:-1]) for t, n in fast])
+            read.append(pid)
+        except (OSError, ValueError):
+            retry.append(pid)
+        finally:
+            close(nsfd)
+    # Per type: counts by Counter, and the lowest pid of each inode by a dict built from the
+    # highest pid down (the last write, the lowest pid, wins): both loops run in C.
+    order = sorted(range(len(read)), key=read.__getitem__, reverse=True)
+    down = [read[i] for i in order]
+    agg: list[dict[int, list[int]]] = []
+    for k in range(len(types)):
+        column = [rows[i][k] for i in order]
+        lowest = dict(zip(column, down, strict=True))
+        agg.append({ino: [n, lowest[ino]] for ino, n in Counter(column).items()})
+    return agg, vanished, denied, retry
+
+
 def _scan_chunk(procfd: int, pids: list[int], types: tuple[str, ...], describe: bool) -> _Chunk:
-    if _c is not None:
-        # The common case in C; what it hands back (errors, odd links) is read again here.
-        agg, vanished, denied, retry = _c.links(procfd, pids, types)
-        if retry:
-            more_vanished, more_denied = _scan_pids(procfd, retry, types, agg)
-            vanished += more_vanished
-            denied += more_denied
-    else:
-        agg = [{} for _ in types]
-        vanished, denied = _scan_pids(procfd, pids, types, agg)
+    # The common case in C, or in Python; what it hands back (errors, odd links) is read pid by pid.
+    agg, vanished, denied, retry = (_c.links if _c is not None else _links_py)(procfd, pids, types)
+    if retry:
+        more_vanished, more_denied = _scan_pids(procfd, retry, types, agg)
+        vanished += more_vanished
+        denied += more_denied
     descs: dict[int, _Desc | None] = {}
     if describe:
         fast_describe = _c.describe if _c is not None else None
