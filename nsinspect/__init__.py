@@ -6,3 +6,7 @@ One engine, three front doors (``engine.Engine``): this node (``node/``), a node
 """
 
 __version__ = "0.1.0"
+
+# The eight namespace types, in the order lsns and /proc/<pid>/ns list them (``nsinspect.model.NS_TYPES``).
+# Here so that the CLI can declare its options without importing the model.
+NS_TYPES: tuple[str, ...] = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")

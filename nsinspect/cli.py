@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
 import sys
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from nsinspect import __version__
+from nsinspect import NS_TYPES, __version__
 from nsinspect.agent import AGENT_LISTEN
 from nsinspect.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_OK, InvalidArgument, NsinspectError, Unavailable
-from nsinspect.model import NS_TYPES
 
 if TYPE_CHECKING:
     from nsinspect.engine import Engine, Progress
@@ -28,23 +25,31 @@ EXIT_USAGE, EXIT_UNAVAILABLE = InvalidArgument.exit_code, Unavailable.exit_code
 OUTPUT_FORMATS = ("table", "wide", "json", "yaml", "tree")  # tree: pod only (the pod picture)
 
 
-@dataclass
 class App:
-    """What every command needs: where to read from, and how to write."""
+    """What every command needs: where to read from, and how to write.
 
-    proc_root: str = "/proc"
-    runtime_endpoint: str | None = None
-    agent: str | None = None
-    host_root: str | None = None
-    local: bool = False  # --local, or a node-side option was given (-r, --proc, --host-root)
-    kubeconfig: str | None = None
-    context: str | None = None
-    agent_namespace: str = "nsinspect-system"
-    as_user: str | None = None  # --as: impersonate this user (cluster mode)
-    as_groups: tuple[str, ...] = ()  # --as-group, repeatable
-    as_uid: str | None = None  # --as-uid
-    cluster: bool = False  # cluster mode forced (kubectl-nsinspect, --kubeconfig, --context, --as)
-    _engine: Engine | None = field(default=None, repr=False)
+    A plain class, not a dataclass: importing dataclasses costs more than --help itself.
+    """
+
+    def __init__(
+        self, proc_root: str = "/proc", runtime_endpoint: str | None = None, agent: str | None = None,
+        host_root: str | None = None, local: bool = False, kubeconfig: str | None = None, context: str | None = None,
+        agent_namespace: str = "nsinspect-system", as_user: str | None = None, as_groups: tuple[str, ...] = (),
+        as_uid: str | None = None, cluster: bool = False,
+    ):
+        self.proc_root = proc_root
+        self.runtime_endpoint = runtime_endpoint
+        self.agent = agent
+        self.host_root = host_root
+        self.local = local  # --local, or a node-side option was given (-r, --proc, --host-root)
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self.agent_namespace = agent_namespace
+        self.as_user = as_user  # --as: impersonate this user (cluster mode)
+        self.as_groups = as_groups  # --as-group, repeatable
+        self.as_uid = as_uid  # --as-uid
+        self.cluster = cluster  # cluster mode forced (kubectl-nsinspect, --kubeconfig, --context, --as)
+        self._engine: Engine | None = None
 
     def mode(self) -> str:
         """local, agent or cluster (README, "Modes"): --agent, then --local (or node-side options),
@@ -95,6 +100,8 @@ class App:
         return self.engine("agent" if self.agent else "local")
 
     def emit(self, view: object, fmt: str, tree: str | None = None) -> None:
+        import shutil
+
         from nsinspect.render import render
 
         tty = sys.stdout.isatty()

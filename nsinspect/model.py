@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
+# The eight namespace types, in the order lsns and /proc/<pid>/ns list them (defined with the
+# package: the CLI declares its options with them without importing the model).
+from nsinspect import NS_TYPES as NS_TYPES
+
 _NO_NAMESPACES: Mapping[str, NamespaceId] = MappingProxyType({})
 _NO_STRINGS: Mapping[str, str] = MappingProxyType({})
-
-# The eight namespace types, in the order lsns and /proc/<pid>/ns list them.
-NS_TYPES: tuple[str, ...] = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 
 # Sharing states over the running members of a pod (README, "Sharing states").
 HOST, SHARED, PRIVATE, MIXED = "host", "shared", "private", "mixed"

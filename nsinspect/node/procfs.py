@@ -22,16 +22,21 @@ from typing import Any
 from nsinspect.errors import AccessDenied, InvalidArgument, NoSuchProcess
 from nsinspect.model import NS_TYPES, IdRange, NamespaceId, Process, ProcessId, ScanStats
 
-# The scan's hot loop in C (nsinspect/node/_scan.c), built at install time when a compiler is
-# there; without it (or with NSINSPECT_PURE_PYTHON=1) the same loop runs in Python.
-_c: Any
-if os.environ.get("NSINSPECT_PURE_PYTHON"):
-    _c = None
-else:
+
+
+def _speedup() -> Any:
+    """The scan's hot loop in C (nsinspect/node/_scan.c), built at install time when a compiler is
+    there; without it (or with NSINSPECT_PURE_PYTHON=1) the same loop runs in Python."""
+    if os.environ.get("NSINSPECT_PURE_PYTHON"):
+        return None
     try:
-        from nsinspect.node import _scan as _c
+        from nsinspect.node import _scan
     except ImportError:
-        _c = None
+        return None
+    return _scan
+
+
+_c: Any = _speedup()
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC
