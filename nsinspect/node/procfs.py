@@ -23,7 +23,6 @@ from nsinspect.errors import AccessDenied, InvalidArgument, NoSuchProcess
 from nsinspect.model import NS_TYPES, IdRange, NamespaceId, Process, ProcessId, ScanStats
 
 
-
 def _speedup() -> Any:
     """The scan's hot loop in C (nsinspect/node/_scan.c), built at install time when a compiler is
     there; without it (or with NSINSPECT_PURE_PYTHON=1) the same loop runs in Python."""
