@@ -11,7 +11,7 @@ Budgets (issue 13): GetPod p99 <= 1.2x the health Check's p99 (what our code add
 trip; the absolute 5 ms of issue 4 is below this machine's grpcio floor), zero errors, agent RSS <= 80 MB.
   sudo python3 scripts/bench_agent.py [--pods 60] [--clients 8] [--calls 2000] [--threads] [--check]
 Environment for experiments: BENCH_AGENT_ARGS (extra `nsinspect agent` options, e.g. "--workers 2"),
-BENCH_NO_CHECK=1 (clients do not check the answers).
+BENCH_NO_CHECK=1 (clients do not check the answers; by default every 25th is parsed and checked).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK = not os.environ.get("BENCH_NO_CHECK")
+CHECK_EVERY = 25
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout, not an installed copy
 
 
@@ -37,28 +38,40 @@ def client_main(address: str, calls: int, method: str, names: list[str], seed: i
     import threading
 
     import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1 import health_pb2
 
-    from nsinspect.agent.v1 import agent_pb2, agent_pb2_grpc
+    from nsinspect.agent import SERVICE
+    from nsinspect.agent.v1 import agent_pb2
 
     def make_call(i: int):
+        # Both calls answer raw bytes here: the clients share the agent's two CPUs (and, with --threads,
+        # one GIL), so parsing every GetPod answer would time the client's work, not the agent's.
+        # Every CHECK_EVERY-th answer (and the first) is parsed and checked.
         channel = grpc.insecure_channel(address)
         grpc.channel_ready_future(channel).result(timeout=10)
         rnd = random.Random(seed * 1000 + i)
+        count = [0]
         if method == "GetPod":
-            stub = agent_pb2_grpc.InspectorStub(channel)
+            rpc = channel.unary_unary(f"/{SERVICE}/GetPod", request_serializer=agent_pb2.GetPodRequest.SerializeToString)
             reqs = [agent_pb2.GetPodRequest(namespace="bench", name=n) for n in names]
 
-            def call() -> None:
-                reply = stub.GetPod(rnd.choice(reqs), timeout=5)
-                if CHECK and (len(reply.members) < 3 or not all(len(m.namespaces) == 8 for m in reply.members)):
+            def check(data: bytes) -> None:
+                reply = agent_pb2.PodView.FromString(data)
+                if len(reply.members) < 3 or not all(len(m.namespaces) == 8 for m in reply.members):
                     raise RuntimeError("incomplete answer")
         else:
-            stub = health_pb2_grpc.HealthStub(channel)
-            req = health_pb2.HealthCheckRequest(service="nsinspect.v1.Inspector")
+            rpc = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=health_pb2.HealthCheckRequest.SerializeToString)
+            reqs = [health_pb2.HealthCheckRequest(service=SERVICE)]
 
-            def call() -> None:
-                stub.Check(req, timeout=5)
+            def check(data: bytes) -> None:
+                if health_pb2.HealthCheckResponse.FromString(data).status != health_pb2.HealthCheckResponse.SERVING:
+                    raise RuntimeError("not serving")
+
+        def call() -> None:
+            data = rpc(rnd.choice(reqs), timeout=5)
+            if CHECK and count[0] % CHECK_EVERY == 0:
+                check(data)
+            count[0] += 1
 
         call()  # connection warm
         return call
@@ -117,10 +130,16 @@ def load(address: str, method: str, clients: int, calls: int, names: list[str], 
         p.stdin.flush()
     results = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
     wall, cpu = time.perf_counter() - t, cpu_seconds(agent_pid) - cpu
-    lat = sorted(x for r in results for x in r["lat"])
+    return {"lat": [x for r in results for x in r["lat"]], "errors": sum(r["errors"] for r in results), "wall": wall, "cpu": cpu}
+
+
+def summary(phases: list[dict]) -> dict:
+    """Latency quantiles (ms) over every phase of one method, throughput and agent CPU per call."""
+    lat = sorted(x for ph in phases for x in ph["lat"])
+    wall, cpu = sum(ph["wall"] for ph in phases), sum(ph["cpu"] for ph in phases)
     q = statistics.quantiles(lat, n=100)
     return {
-        "calls": len(lat), "errors": sum(r["errors"] for r in results), "wall": wall,
+        "calls": len(lat), "errors": sum(ph["errors"] for ph in phases), "wall": wall,
         "p50": q[49] / 1000, "p90": q[89] / 1000, "p99": q[98] / 1000, "max": lat[-1] / 1000,
         "throughput": len(lat) / wall, "agent_cpu_us": cpu / len(lat) * 1e6,
     }
@@ -131,6 +150,7 @@ def main() -> int:
     ap.add_argument("--pods", type=int, default=60)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--calls", type=int, default=2000, help="GetPod calls per client")
+    ap.add_argument("--phases", type=int, default=4, help="alternations of the two methods (calls split among them)")
     ap.add_argument("--check", action="store_true", help="exit 1 when a budget is missed")
     ap.add_argument("--client", help=argparse.SUPPRESS)
     ap.add_argument("--method", default="GetPod", help=argparse.SUPPRESS)
@@ -159,15 +179,22 @@ def main() -> int:
         client.close()
         agent = Agent(env.endpoint, None, *os.environ.get("BENCH_AGENT_ARGS", "").split())
         address, pid = agent.address, agent.proc.pid
-        base = load(address, "Health.Check", args.clients, args.calls, names, pid, args.threads)
-        got = load(address, "GetPod", args.clients, args.calls, names, pid, args.threads)
+        # The two methods alternate, in --phases turns each, so that a change of the machine's load
+        # (it is shared) falls on both alike.
+        phases: dict[str, list[dict]] = {"Health.Check": [], "GetPod": []}
+        per_phase = max(1, args.calls // args.phases)
+        for _ in range(args.phases):
+            for method, got_phases in phases.items():
+                got_phases.append(load(address, method, args.clients, per_phase, names, pid, args.threads))
+        base, got = summary(phases["Health.Check"]), summary(phases["GetPod"])
         rss, peak = rss_kb(pid)
     finally:
         if agent is not None:
             agent.stop()
         env.destroy()
     shape = "threads of one process" if args.threads else "client processes"
-    print(f"{args.pods} pods x 2 containers; {args.clients} {shape} x {args.calls} calls; {os.cpu_count()} cpus")
+    print(f"{args.pods} pods x 2 containers; {args.clients} {shape} x {args.calls} calls of each method, "
+          f"alternating in {args.phases} phases; {os.cpu_count()} cpus")
     for label, r in (("health Check (baseline)", base), ("GetPod", got)):
         print(f"  {label:<24} p50 {r['p50']:5.2f} ms  p90 {r['p90']:5.2f} ms  p99 {r['p99']:5.2f} ms  "
               f"max {r['max']:6.1f} ms  {r['throughput']:6.0f} calls/s  agent CPU {r['agent_cpu_us']:4.0f} us/call  "
