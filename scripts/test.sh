@@ -24,6 +24,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q --root-user-action=ignore --disable-pip-version-check '.[test]'
+# The suite imports this checkout, not the installed copy: build the scan's C speed-up in place too (gcc is
+# installed above), so that every test runs the C path; tests/test_scan_speedup.py compares it with the Python one.
+python3 setup.py -q build_ext --inplace
 
 # Generated protobuf code must match its .proto files; lint and types must be clean (pinned in the test extra).
 python3 scripts/gen_protos.py --check
