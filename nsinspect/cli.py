@@ -321,12 +321,16 @@ def _progress_bar() -> Progress | None:
 @click.argument("name")
 @namespace_option
 @click.option("-c", "--container", default=None, help="Show only this container (and the sandbox).")
+@click.option("--details", is_flag=True,
+              help="The evidence of each namespace, per member: addresses, hostname, System V objects, mounts, "
+                   "uid 0 on the node, cgroup limits, processes (always in -o wide).")
 @output_option
 @click.pass_obj
-def pod(app: App, name: str, namespace: str | None, container: str | None, fmt: str) -> None:
+def pod(app: App, name: str, namespace: str | None, container: str | None, details: bool, fmt: str) -> None:
     """The comparison: the pod's members x 8 namespace types, and actual vs expected sharing
     (and, in cluster mode, what the pod's spec declares)."""
-    app.emit(app.engine().pod(name, namespace or None, container, detail=(fmt == "wide")), fmt)
+    wide = fmt == "wide"
+    app.emit(app.engine().pod(name, namespace or None, container, detail=wide, details=details or wide), fmt)
 
 
 @cli.command()
@@ -406,7 +410,7 @@ _GLOBAL_WITH_VALUE = ("--proc", "-r", "--runtime-endpoint", "--agent", "--host-r
                       "--as", "--as-group", "--as-uid", "--agent-namespace")
 _GLOBAL_FLAGS = ("--local",)
 _COMMAND_WITH_VALUE = ("-n", "--namespace", "-o", "--output", "-c", "--container")
-_COMMAND_FLAGS = ("-A", "--all-namespaces")
+_COMMAND_FLAGS = ("-A", "--all-namespaces", "--details")
 
 
 def normalize_argv(argv: list[str]) -> list[str]:

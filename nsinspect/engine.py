@@ -37,8 +37,11 @@ class Engine(Protocol):
         (``all_namespaces`` asks for every one).  ``progress`` hears of each node asked (cluster)."""
         ...
 
-    def pod(self, name: str, namespace: str | None = None, container: str | None = None, detail: bool = False, uid: str = "") -> PodView:
-        """One pod (``namespace`` None: the engine's default), optionally one ``container`` of it."""
+    def pod(self, name: str, namespace: str | None = None, container: str | None = None, detail: bool = False, uid: str = "",
+            details: bool = False) -> PodView:
+        """One pod (``namespace`` None: the engine's default), optionally one ``container`` of it.
+        ``detail``: its namespaces as lsns rows (a full scan); ``details``: each running member's evidence
+        (``Member.details``) and the verdicts' evidence sentences made from it."""
         ...
 
     def check(self, name: str, namespace: str | None, expects: list[tuple[str, str]]) -> CheckView:

@@ -185,6 +185,100 @@ class Stray(NamedTuple):
     @property
     def pid(self) -> int:
         return self.process.pid
+# -- evidence: what the kernel shows about a member's namespaces beyond their inodes (``pod --details``) --
+# Each section says what it found, or in ``error`` why the kernel gave no answer (never a guess).
+# Strings from the kernel (hostnames, interface names, paths) are untrusted: escape before printing.
+
+
+class NetAddress(NamedTuple):
+    """A local address of a network namespace (IPv4 from fib_trie, IPv6 from if_inet6)."""
+
+    family: str  # inet, inet6
+    address: str
+    prefix: int | None  # None when no route of the namespace names it
+    interface: str  # "" when /proc does not tie the address to an interface (IPv4 without a link route)
+
+
+class NetDetails(NamedTuple):
+    interfaces: tuple[str, ...] = ()  # /proc/<pid>/net/dev, in its order
+    addresses: tuple[NetAddress, ...] = ()
+    error: str = ""
+
+
+class UtsDetails(NamedTuple):
+    hostname: str = ""  # the UTS namespace's nodename (read inside it)
+    error: str = ""
+
+
+class IpcObject(NamedTuple):
+    """A System V object of an IPC namespace (/proc/sysvipc/shm, sem, msg read inside it)."""
+
+    kind: str  # shm, sem, msg
+    key: int
+    id: int
+    size: int  # shm: bytes; sem: semaphores in the set; msg: bytes queued
+    uid: int  # its owner, in the reader's user namespace
+
+
+class IpcDetails(NamedTuple):
+    objects: tuple[IpcObject, ...] = ()
+    error: str = ""
+
+
+class MountPoint(NamedTuple):
+    """One line of /proc/<pid>/mountinfo."""
+
+    target: str  # where it is mounted, in the member's mount namespace
+    fstype: str
+    source: str
+    root: str  # the mounted directory within its filesystem
+    device: str  # major:minor of the filesystem
+
+
+class MntDetails(NamedTuple):
+    root: MountPoint | None = None  # what the member sees as /
+    volumes: tuple[MountPoint, ...] = ()  # mounts outside /proc, /sys and /dev
+    shm: MountPoint | None = None  # /dev/shm (POSIX shared memory)
+    error: str = ""
+
+
+class UserDetails(NamedTuple):
+    root_uid: int | None = None  # the node's uid for uid 0 of the member's user namespace (None: unmapped)
+    root_gid: int | None = None
+    uid: int | None = None  # the node's uid the member's process runs as
+    error: str = ""
+
+
+class CgroupDetails(NamedTuple):
+    path: str = ""  # /proc/<pid>/cgroup (v2: the unified path; v1: the memory controller's)
+    version: int = 0  # 1 or 2
+    cpu_max: str = ""  # "max" or "QUOTA PERIOD" in microseconds (v2 cpu.max; v1 cfs_quota_us/cfs_period_us)
+    memory_max: str = ""  # "max" or bytes
+    error: str = ""  # why the path or the limits are not known
+
+
+class SeenProcess(NamedTuple):
+    pid: int  # on the node
+    ns_pid: int  # in the member's pid namespace (NSpid)
+    comm: str
+
+
+class PidDetails(NamedTuple):
+    nprocs: int = 0  # processes in the member's pid namespace
+    processes: tuple[SeenProcess, ...] = ()  # the first few of them (lowest pids)
+    error: str = ""
+
+
+class MemberDetails(NamedTuple):
+    """The evidence of one running member, per namespace type (time has none)."""
+
+    net: NetDetails = NetDetails()
+    uts: UtsDetails = UtsDetails()
+    ipc: IpcDetails = IpcDetails()
+    mnt: MntDetails = MntDetails()
+    user: UserDetails = UserDetails()
+    cgroup: CgroupDetails = CgroupDetails()
+    pid: PidDetails = PidDetails()
 
 
 class Member(NamedTuple):
@@ -207,6 +301,7 @@ class Member(NamedTuple):
     gid_map: tuple[IdRange, ...] = ()
     # Processes of its cgroup whose namespaces differ from its main process's (``node.strays``); () when not running.
     strays: tuple[Stray, ...] = ()
+    details: MemberDetails | None = None  # the evidence (``pod --details``); None when not asked or not running
 
     @property
     def pid(self) -> int | None:

@@ -25,6 +25,7 @@ from nsinspect.model import (
     SHARED,
     IdRange,
     Member,
+    MemberDetails,
     NamespaceId,
     PodSpec,
     PodView,
@@ -278,13 +279,132 @@ def user_evidence(running: list[Member], requested: IdMaps) -> str:
     return text
 
 
-def with_evidence(verdicts: dict[str, Verdict], members: list[Member], requested: IdMaps) -> dict[str, Verdict]:
-    """The verdicts with the user type's evidence (the id maps) when the members are not in the node's
-    user namespace.  Made from the members' maps, so it is made again after crossing the wire."""
-    user = verdicts.get("user")
-    if user is None or user.actual in (None, HOST):
-        return verdicts
-    return dict(verdicts, user=user._replace(evidence=user_evidence([m for m in members if m.running], requested)))
+def with_evidence(verdicts: dict[str, Verdict], members: list[Member], requested: IdMaps,
+                  node_ns: Mapping[str, NamespaceId] | None = None) -> dict[str, Verdict]:
+    """The verdicts with their evidence in words: the user type's id maps when the members are not in the
+    node's user namespace, and, when the members carry details (``pod --details``), what the kernel shows
+    of every type (``details_evidence``).  Made from the members, so it is made again after crossing the wire."""
+    running = [m for m in members if m.running]
+    out = dict(verdicts)
+    user = out.get("user")
+    if user is not None and user.actual not in (None, HOST):
+        out["user"] = user._replace(evidence=user_evidence(running, requested))
+    detailed = [m for m in running if m.details is not None]
+    if detailed:
+        for t, v in out.items():
+            if not v.evidence and v.actual is not None:
+                out[t] = v._replace(evidence=details_evidence(t, detailed, (node_ns or {}).get(t)))
+    return out
+
+
+# -- the evidence of each type, in words (from Member.details) ------------------------------------
+
+SHOWN = 4  # addresses, objects, volumes or processes named in a sentence; the rest are counted
+
+
+def _more(items: list[str], total: int | None = None) -> str:
+    total = len(items) if total is None else total
+    text = ", ".join(items[:SHOWN])
+    return text + (f" and {total - SHOWN} more" if total > SHOWN else "")
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _net_phrase(d: MemberDetails) -> str:
+    n = d.net
+    if n.error:
+        return f"no answer ({n.error})"
+    addrs = [a for a in n.addresses if a.interface != "lo" and not a.address.startswith(("127.", "::1"))
+             and not (a.family == "inet6" and a.address.startswith("fe80:"))]
+    shown = [f"{a.address}" + (f" on {a.interface}" if a.interface else " (no interface named in /proc/net/route)")
+             for a in addrs]
+    ifaces = f"interfaces {', '.join(n.interfaces)}" if len(n.interfaces) <= 2 * SHOWN else _plural(len(n.interfaces), "interface")
+    if not shown:
+        return f"no address but the loopback's ({ifaces})"
+    return f"IP {_more(shown)} ({ifaces})"
+
+
+def _ipc_phrase(d: MemberDetails) -> str:
+    i = d.ipc
+    if i.error:
+        return f"no answer ({i.error})"
+    by_kind = {k: [o for o in i.objects if o.kind == k] for k in ("shm", "sem", "msg")}
+    segments = by_kind["shm"]
+    parts = [_plural(len(segments), "System V shared memory segment")
+             + (" (" + _more([f"key {o.key:#010x} id {o.id} {o.size} bytes" for o in segments]) + ")" if segments else ""),
+             _plural(len(by_kind["sem"]), "semaphore set"), _plural(len(by_kind["msg"]), "message queue")]
+    shm = d.mnt.shm
+    return ", ".join(parts) + (f"; /dev/shm {shm.fstype} on device {shm.device}" if shm is not None else "")
+
+
+def _mnt_phrase(d: MemberDetails) -> str:
+    m = d.mnt
+    if m.error:
+        return f"no answer ({m.error})"
+    root = f"root {m.root.fstype} {m.root.source} (device {m.root.device})" if m.root else "no root mount listed"
+    vols = [f"{v.target} ({v.fstype} {v.device})" for v in m.volumes]
+    return root + (f", volumes {_more(vols)}" if vols else "")
+
+
+def _user_phrase(d: MemberDetails) -> str:
+    u = d.user
+    if u.error:
+        return f"no answer ({u.error})"
+    if u.root_uid is None:
+        who = "uid 0 is not mapped"
+    elif u.root_uid == 0:
+        who = "root in the container is uid 0 on the node"
+    else:
+        who = f"root in the container is uid {u.root_uid} on the node"
+    return who + (f"; its process runs as uid {u.uid} on the node" if u.uid is not None else "")
+
+
+def _cgroup_phrase(d: MemberDetails) -> str:
+    c = d.cgroup
+    if not c.path:
+        return f"no answer ({c.error})"
+    limits = f"cpu {c.cpu_max or '?'}, memory {c.memory_max or '?'}"
+    return f"cgroup {c.path} (v{c.version}; {limits})" + (f" ({c.error})" if c.error else "")
+
+
+def _pid_phrase(d: MemberDetails) -> str:
+    p = d.pid
+    if p.error:
+        return f"no answer ({p.error})"
+    names = [f"{s.comm} ({s.ns_pid})" for s in p.processes]
+    return _plural(p.nprocs, "process", "processes") + (f": {_more(names, p.nprocs)}" if names else "")
+
+
+PHRASES: dict[str, Callable[[MemberDetails], str]] = {
+    "net": _net_phrase,
+    "uts": lambda d: f"hostname {d.uts.hostname}" if not d.uts.error else f"no answer ({d.uts.error})",
+    "ipc": _ipc_phrase,
+    "mnt": _mnt_phrase,
+    "user": _user_phrase,
+    "cgroup": _cgroup_phrase,
+    "pid": _pid_phrase,
+}
+
+
+def details_evidence(t: str, members: list[Member], node: NamespaceId | None = None) -> str:
+    """What the members' details show of type ``t``, in one sentence: "same hostname web-1" when every
+    member shows the same, else each group of members and what it shows.  '' for a type without evidence."""
+    phrase = PHRASES.get(t)
+    if phrase is None:
+        return ""
+    groups: dict[tuple[NamespaceId | None, str], list[str]] = {}
+    for m in members:
+        assert m.details is not None
+        groups.setdefault((m.namespaces.get(t), phrase(m.details)), []).append(m.name)
+    parts = []
+    for (ns, text), names in groups.items():
+        where = f" (the node's {t} namespace)" if node is not None and ns == node else ""
+        if len(groups) == 1 and len(names) > 1:
+            return f"same {text} in every running member{where}"
+        parts.append(f"{', '.join(names)}: {text}{where}")
+    return "; ".join(parts)
 
 
 def explain(v: Verdict) -> str:

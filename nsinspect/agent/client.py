@@ -98,9 +98,10 @@ class AgentEngine:
         namespace = None if all_namespaces else namespace
         return convert.from_pods(self._call("ListPods", pb.ListPodsRequest(namespace=namespace or "")))
 
-    def pod(self, name: str, namespace: str | None = None, container: str | None = None, detail: bool = False, uid: str = "") -> PodView:
+    def pod(self, name: str, namespace: str | None = None, container: str | None = None, detail: bool = False, uid: str = "",
+            details: bool = False) -> PodView:
         namespace = DEFAULT_NAMESPACE if namespace is None else namespace
-        req = pb.GetPodRequest(namespace=namespace, name=name, uid=uid, container=container or "", detail=detail)
+        req = pb.GetPodRequest(namespace=namespace, name=name, uid=uid, container=container or "", detail=detail, details=details)
         return convert.from_pod(self._call("GetPod", req, NODE_TIMEOUT if detail else None))
 
     def check(self, name: str, namespace: str | None, expects: list[tuple[str, str]]) -> CheckView:

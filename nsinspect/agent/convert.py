@@ -7,6 +7,7 @@ Every ``to_*`` has its ``from_*``; ``tests/test_convert.py`` round-trips real vi
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from nsinspect.model import (
     ContainerRef,
     IdRange,
     Member,
+    MemberDetails,
     Namespace,
     NamespaceId,
     NodeView,
@@ -114,6 +116,57 @@ def _from_ranges(source: Any) -> tuple[IdRange, ...]:
     return tuple(IdRange(r.inside, r.outside, r.length) for r in source)
 
 
+# -- a member's evidence: the model's NamedTuples and the *Evidence messages have the same field names --
+
+
+def _evidence(target: Any, value: Any) -> None:
+    """Fill a message from an evidence NamedTuple (nested records, tuples of records or scalars, None: unset)."""
+    for name in value._fields:
+        v = getattr(value, name)
+        if v is None:
+            continue
+        if hasattr(v, "_fields"):
+            _evidence(getattr(target, name), v)
+        elif isinstance(v, tuple):
+            field = getattr(target, name)
+            for item in v:
+                if hasattr(item, "_fields"):
+                    _evidence(field.add(), item)
+                else:
+                    field.append(item)
+        else:
+            setattr(target, name, v)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _from_evidence(cls: Any, m: Any) -> Any:
+    """The evidence NamedTuple ``cls`` from its message (the inverse of ``_evidence``)."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    kw: dict[str, Any] = {}
+    for name in cls._fields:
+        tp = hints[name]
+        args = typing.get_args(tp)
+        if typing.get_origin(tp) is tuple:
+            item = args[0]
+            kw[name] = tuple(_from_evidence(item, x) if hasattr(item, "_fields") else x for x in getattr(m, name))
+        elif type(None) in args:  # X | None: unset is None
+            inner = next(a for a in args if a is not type(None))
+            if m.HasField(name):
+                v = getattr(m, name)
+                kw[name] = _from_evidence(inner, v) if hasattr(inner, "_fields") else v
+            else:
+                kw[name] = None
+        elif hasattr(tp, "_fields"):
+            kw[name] = _from_evidence(tp, getattr(m, name))
+        else:
+            kw[name] = getattr(m, name)
+    return cls(**kw)
+
+
 # -- views --------------------------------------------------------------------------------------
 
 
@@ -175,6 +228,8 @@ def _member(target: Any, x: Member) -> None:
         entry = target.strays.add()
         _process(entry.process, s.process)
         _ns_map(entry.differs, s.differs)
+    if x.details is not None:
+        _evidence(target.details, x.details)
 
 
 def _from_member(m: Any) -> Member:
@@ -193,6 +248,7 @@ def _from_member(m: Any) -> Member:
         uid_map=_from_ranges(m.uid_map),
         gid_map=_from_ranges(m.gid_map),
         strays=tuple(Stray(_from_process(s.process), _ns_dict(s.differs)) for s in m.strays),
+        details=_from_evidence(MemberDetails, m.details) if m.HasField("details") else None,
     )
 
 
@@ -241,7 +297,7 @@ def from_pod(m: pb.PodView) -> PodView:
     return PodView(
         info,
         members,
-        with_evidence(verdicts, members, (info.uid_mappings, info.gid_mappings)),  # made again from the maps
+        with_evidence(verdicts, members, (info.uid_mappings, info.gid_mappings), _ns_dict(m.node_namespaces)),  # made again
         _ns_dict(m.node_namespaces),
         m.runtime,
         tuple(m.notes),

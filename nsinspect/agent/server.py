@@ -92,7 +92,10 @@ class Inspector(agent_pb2_grpc.InspectorServicer):  # type: ignore[misc]  # gene
 
     def GetPod(self, request: Any, context: grpc.ServicerContext) -> Any:
         def run() -> Any:
-            view = self.engine.pod(request.name, request.namespace, request.container or None, request.detail, request.uid)
+            view = self.engine.pod(request.name, request.namespace, request.container or None, request.detail, request.uid,
+                                   details=request.details)
+            if request.details:  # read afresh on every request: never reused
+                return convert.to_pod(view).SerializeToString()
             key = (request.namespace, request.name, request.uid, request.container, str(request.detail))
             hit = self._messages.get(key)
             if hit is not None and hit[0] is view:

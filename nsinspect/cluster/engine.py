@@ -135,7 +135,8 @@ class ClusterEngine:
         return self._session(node, self._pick(node, self._agents(node).get(node, [])))
 
     # -- the engine's questions ----------------------------------------------------------------
-    def pod(self, name: str, namespace: str | None = None, container: str | None = None, detail: bool = False, uid: str = "") -> PodView:
+    def pod(self, name: str, namespace: str | None = None, container: str | None = None, detail: bool = False, uid: str = "",
+            details: bool = False) -> PodView:
         namespace = self.namespace if namespace is None else namespace
         validate_name(name, "pod name")
         validate_name(namespace, "namespace")
@@ -151,7 +152,7 @@ class ClusterEngine:
             raise Unavailable(f"pod {namespace}/{name} is not on a node yet (phase {spec.phase or 'unknown'}); wait for it to be scheduled")
         with self._on_node(spec.node) as agent:
             try:
-                view = agent.pod(name, namespace, None, detail, uid=uid)
+                view = agent.pod(name, namespace, None, detail, uid=uid, details=details)
             except NotFound:
                 raise NotFound(
                     f"pod {namespace}/{name} is on node {spec.node}, but its runtime has no sandbox for it "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from nsinspect import sharing
 from nsinspect.cri import endpoints
 from nsinspect.engine import DEFAULT_NAMESPACE, Progress, evaluate, this_node_only, validate_name, validate_pid
 from nsinspect.errors import NotFound, Unavailable
@@ -147,7 +148,8 @@ class LocalEngine:
         views.sort(key=lambda v: (v.pod.namespace, v.pod.name))
         return PodsView(views, self.node_name, self._runtime_name)
 
-    def pod(self, name: str, namespace: str | None = None, container: str | None = None, detail: bool = False, uid: str = "") -> PodView:
+    def pod(self, name: str, namespace: str | None = None, container: str | None = None, detail: bool = False, uid: str = "",
+            details: bool = False) -> PodView:
         namespace = DEFAULT_NAMESPACE if namespace is None else namespace
         validate_name(name, "pod name")
         validate_name(namespace, "namespace")
@@ -161,6 +163,12 @@ class LocalEngine:
             mine = {(t, ns.ino) for m in view.members for t, ns in m.namespaces.items()}
             scan = discover.node_view(self.proc, parallel=False)
             view = view._replace(lsns=tuple(n for n in scan.namespaces if (n.type, n.id.ino) in mine))
+        if details:
+            from nsinspect.node.evidence import gather
+
+            view = gather(self.proc, view, self.host_root)
+            view = view._replace(sharing=sharing.with_evidence(view.sharing, view.members, (view.pod.uid_mappings, view.pod.gid_mappings),
+                                                               view.node_namespaces))
         return view
 
     def check(self, name: str, namespace: str | None, expects: list[tuple[str, str]]) -> CheckView:

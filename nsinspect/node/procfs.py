@@ -448,6 +448,51 @@ class ProcFS:
             return os.readlink("self", dir_fd=self.fd) == str(os.getpid())
         except OSError:
             return False
+    def read(self, pid: int, name: str, limit: int = 1 << 20) -> bytes:
+        """A file of /proc/<pid> (``net/dev``, ``mountinfo``, ``cgroup``, ``status``), at most ``limit`` bytes.
+
+        Raises NoSuchProcess or AccessDenied."""
+        try:
+            fd = os.open(f"{pid}/{name}", _FILE_FLAGS, dir_fd=self.fd)
+        except OSError as e:
+            raise _classify(e, pid) from None
+        try:
+            chunks, size = [], 0
+            while size < limit:
+                chunk = os.read(fd, min(65536, limit - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks)
+        except OSError as e:
+            raise _classify(e, pid) from None
+        finally:
+            os.close(fd)
+
+    def open_ns(self, pid: int, nstype: str) -> int:
+        """An fd of the process's namespace of this type (it pins the namespace, whatever the process does
+        next).  The caller closes it.  Raises NoSuchProcess or AccessDenied."""
+        try:
+            return os.open(f"{pid}/ns/{nstype}", _FILE_FLAGS, dir_fd=self.fd)
+        except OSError as e:
+            raise _classify(e, pid) from None
+
+    def members_of(self, nstype: str, inos: set[int]) -> dict[int, list[int]]:
+        """The pids of every process in one of these namespaces of one type (a readlink per process),
+        ascending: {inode: [pid, ...]}."""
+        out: dict[int, list[int]] = {ino: [] for ino in inos}
+        n = len(nstype) + 2
+        readlink = os.readlink
+        for pid in self.pids():
+            try:
+                ino = int(readlink(f"{pid}/ns/{nstype}", dir_fd=self.fd)[n:-1])
+            except (OSError, ValueError):
+                continue  # gone, a zombie's missing link, or hidden: not a process it can be shown
+            pids = out.get(ino)
+            if pids is not None:
+                pids.append(pid)
+        return out
 
     def start_time(self, pid: int) -> int:
         try:

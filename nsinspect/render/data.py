@@ -183,6 +183,7 @@ def member(m: Member) -> dict[str, Any]:
         "uid_map": id_map(m.uid_map) if m.running else None,
         "gid_map": id_map(m.gid_map) if m.running else None,
         "strays": [stray(s) for s in m.strays],
+        "details": plain(m.details),
     }
 
 
@@ -192,6 +193,15 @@ def stray(s: Stray) -> dict[str, Any]:
     p = s.process
     return {"pid": p.pid, "start_time": p.id.start_time, "comm": p.comm, "command": p.command,
             "differs": {t: ns.ino for t, ns in sorted(s.differs.items())}}
+
+
+def plain(value: Any) -> Any:
+    """An evidence record as plain data: records as objects (their field names as keys), tuples as lists."""
+    if hasattr(value, "_fields"):
+        return {k: plain(v) for k, v in zip(value._fields, value, strict=True)}
+    if isinstance(value, tuple):
+        return [plain(v) for v in value]
+    return value
 
 
 def pod_spec(s: PodSpec | None) -> dict[str, Any] | None:

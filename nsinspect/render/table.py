@@ -247,6 +247,7 @@ def pod_table(v: PodView, wide: bool) -> RenderableType:
     if v.stray_count:
         parts.append(stray_lines(v))
     parts.extend(Text(f"note: {safe(n)}", style="dim") for n in v.notes)
+    parts.extend(details_lines(v))
     if wide and v.lsns:
         rows = [
             [str(n.id.ino), n.type, str(n.nprocs), str(n.pid), n.process.user if n.process else "", n.process.command if n.process else "(exited)"]
@@ -269,6 +270,22 @@ def stray_lines(v: PodView) -> Text:
     head = Text(f"\n{n} stray process{'es' if n != 1 else ''}: in a member's cgroup, not in all of its namespaces "
                 "(unshare, setns)\n", style="bold")
     return head.append("\n".join(lines))
+def details_lines(v: PodView) -> list[RenderableType]:
+    """Each running member's evidence, one line per type (``pod --details``), in the rules' words."""
+    from nsinspect.sharing import PHRASES
+
+    out: list[RenderableType] = []
+    for m in v.members:
+        if m.details is None:
+            continue
+        if not out:
+            out.append(Text("\nDETAILS", style="bold"))
+        out.append(Text(safe(m.name), style="bold").append(f" ({m.role}, pid {m.pid})", style="dim"))
+        for t in NS_TYPES:
+            phrase = PHRASES.get(t)
+            if phrase is not None:
+                out.append(Text(f"  {t:<7}", style="dim").append(safe(phrase(m.details))))
+    return out
 
 
 def _pod_cells(pv: PodView) -> list[RenderableType]:

@@ -25,18 +25,20 @@ class ListPodsRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ...) -> None: ...
 
 class GetPodRequest(_message.Message):
-    __slots__ = ("namespace", "name", "uid", "container", "detail")
+    __slots__ = ("namespace", "name", "uid", "container", "detail", "details")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     name: str
     uid: str
     container: str
     detail: bool
-    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ..., container: _Optional[str] = ..., detail: _Optional[bool] = ...) -> None: ...
+    details: bool
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ..., container: _Optional[str] = ..., detail: _Optional[bool] = ..., details: _Optional[bool] = ...) -> None: ...
 
 class NamespaceId(_message.Message):
     __slots__ = ("dev", "ino")
@@ -210,7 +212,7 @@ class IdRange(_message.Message):
     def __init__(self, inside: _Optional[int] = ..., outside: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("name", "role", "id", "state", "process", "namespaces", "target_id", "attempt", "created_at", "finished_at", "image", "uid_map", "gid_map", "strays")
+    __slots__ = ("name", "role", "id", "state", "process", "namespaces", "target_id", "attempt", "created_at", "finished_at", "image", "uid_map", "gid_map", "strays", "details")
     class NamespacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +234,7 @@ class Member(_message.Message):
     UID_MAP_FIELD_NUMBER: _ClassVar[int]
     GID_MAP_FIELD_NUMBER: _ClassVar[int]
     STRAYS_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: str
     id: str
@@ -246,7 +249,8 @@ class Member(_message.Message):
     uid_map: _containers.RepeatedCompositeFieldContainer[IdRange]
     gid_map: _containers.RepeatedCompositeFieldContainer[IdRange]
     strays: _containers.RepeatedCompositeFieldContainer[StrayProcess]
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., id: _Optional[str] = ..., state: _Optional[str] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., target_id: _Optional[str] = ..., attempt: _Optional[int] = ..., created_at: _Optional[int] = ..., finished_at: _Optional[int] = ..., image: _Optional[str] = ..., uid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ..., gid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ..., strays: _Optional[_Iterable[_Union[StrayProcess, _Mapping]]] = ...) -> None: ...
+    details: MemberEvidence
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., id: _Optional[str] = ..., state: _Optional[str] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., target_id: _Optional[str] = ..., attempt: _Optional[int] = ..., created_at: _Optional[int] = ..., finished_at: _Optional[int] = ..., image: _Optional[str] = ..., uid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ..., gid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ..., strays: _Optional[_Iterable[_Union[StrayProcess, _Mapping]]] = ..., details: _Optional[_Union[MemberEvidence, _Mapping]] = ...) -> None: ...
 
 class StrayProcess(_message.Message):
     __slots__ = ("process", "differs")
@@ -262,6 +266,148 @@ class StrayProcess(_message.Message):
     process: Process
     differs: _containers.MessageMap[str, NamespaceId]
     def __init__(self, process: _Optional[_Union[Process, _Mapping]] = ..., differs: _Optional[_Mapping[str, NamespaceId]] = ...) -> None: ...
+
+class NetEvidenceAddress(_message.Message):
+    __slots__ = ("family", "address", "prefix", "interface")
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    INTERFACE_FIELD_NUMBER: _ClassVar[int]
+    family: str
+    address: str
+    prefix: int
+    interface: str
+    def __init__(self, family: _Optional[str] = ..., address: _Optional[str] = ..., prefix: _Optional[int] = ..., interface: _Optional[str] = ...) -> None: ...
+
+class NetEvidence(_message.Message):
+    __slots__ = ("interfaces", "addresses", "error")
+    INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    interfaces: _containers.RepeatedScalarFieldContainer[str]
+    addresses: _containers.RepeatedCompositeFieldContainer[NetEvidenceAddress]
+    error: str
+    def __init__(self, interfaces: _Optional[_Iterable[str]] = ..., addresses: _Optional[_Iterable[_Union[NetEvidenceAddress, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class UtsEvidence(_message.Message):
+    __slots__ = ("hostname", "error")
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    hostname: str
+    error: str
+    def __init__(self, hostname: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class IpcEvidenceObject(_message.Message):
+    __slots__ = ("kind", "key", "id", "size", "uid")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    key: int
+    id: int
+    size: int
+    uid: int
+    def __init__(self, kind: _Optional[str] = ..., key: _Optional[int] = ..., id: _Optional[int] = ..., size: _Optional[int] = ..., uid: _Optional[int] = ...) -> None: ...
+
+class IpcEvidence(_message.Message):
+    __slots__ = ("objects", "error")
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    objects: _containers.RepeatedCompositeFieldContainer[IpcEvidenceObject]
+    error: str
+    def __init__(self, objects: _Optional[_Iterable[_Union[IpcEvidenceObject, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class MntEvidenceMount(_message.Message):
+    __slots__ = ("target", "fstype", "source", "root", "device")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    FSTYPE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    fstype: str
+    source: str
+    root: str
+    device: str
+    def __init__(self, target: _Optional[str] = ..., fstype: _Optional[str] = ..., source: _Optional[str] = ..., root: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+
+class MntEvidence(_message.Message):
+    __slots__ = ("root", "volumes", "shm", "error")
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    SHM_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    root: MntEvidenceMount
+    volumes: _containers.RepeatedCompositeFieldContainer[MntEvidenceMount]
+    shm: MntEvidenceMount
+    error: str
+    def __init__(self, root: _Optional[_Union[MntEvidenceMount, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[MntEvidenceMount, _Mapping]]] = ..., shm: _Optional[_Union[MntEvidenceMount, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class UserEvidence(_message.Message):
+    __slots__ = ("root_uid", "root_gid", "uid", "error")
+    ROOT_UID_FIELD_NUMBER: _ClassVar[int]
+    ROOT_GID_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    root_uid: int
+    root_gid: int
+    uid: int
+    error: str
+    def __init__(self, root_uid: _Optional[int] = ..., root_gid: _Optional[int] = ..., uid: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class CgroupEvidence(_message.Message):
+    __slots__ = ("path", "version", "cpu_max", "memory_max", "error")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CPU_MAX_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MAX_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    version: int
+    cpu_max: str
+    memory_max: str
+    error: str
+    def __init__(self, path: _Optional[str] = ..., version: _Optional[int] = ..., cpu_max: _Optional[str] = ..., memory_max: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class PidEvidenceProcess(_message.Message):
+    __slots__ = ("pid", "ns_pid", "comm")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    NS_PID_FIELD_NUMBER: _ClassVar[int]
+    COMM_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    ns_pid: int
+    comm: str
+    def __init__(self, pid: _Optional[int] = ..., ns_pid: _Optional[int] = ..., comm: _Optional[str] = ...) -> None: ...
+
+class PidEvidence(_message.Message):
+    __slots__ = ("nprocs", "processes", "error")
+    NPROCS_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    nprocs: int
+    processes: _containers.RepeatedCompositeFieldContainer[PidEvidenceProcess]
+    error: str
+    def __init__(self, nprocs: _Optional[int] = ..., processes: _Optional[_Iterable[_Union[PidEvidenceProcess, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class MemberEvidence(_message.Message):
+    __slots__ = ("net", "uts", "ipc", "mnt", "user", "cgroup", "pid")
+    NET_FIELD_NUMBER: _ClassVar[int]
+    UTS_FIELD_NUMBER: _ClassVar[int]
+    IPC_FIELD_NUMBER: _ClassVar[int]
+    MNT_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    CGROUP_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    net: NetEvidence
+    uts: UtsEvidence
+    ipc: IpcEvidence
+    mnt: MntEvidence
+    user: UserEvidence
+    cgroup: CgroupEvidence
+    pid: PidEvidence
+    def __init__(self, net: _Optional[_Union[NetEvidence, _Mapping]] = ..., uts: _Optional[_Union[UtsEvidence, _Mapping]] = ..., ipc: _Optional[_Union[IpcEvidence, _Mapping]] = ..., mnt: _Optional[_Union[MntEvidence, _Mapping]] = ..., user: _Optional[_Union[UserEvidence, _Mapping]] = ..., cgroup: _Optional[_Union[CgroupEvidence, _Mapping]] = ..., pid: _Optional[_Union[PidEvidence, _Mapping]] = ...) -> None: ...
 
 class Verdict(_message.Message):
     __slots__ = ("actual", "expected", "reason")

@@ -1,0 +1,153 @@
+"""What only the inside of a namespace shows: a UTS namespace's hostname, an IPC namespace's System V objects.
+
+``/proc/sys/kernel/hostname`` and ``/proc/sysvipc/*`` answer for the namespaces of the process that
+reads them, so reading a member's means entering its namespace with setns(2).  setns changes the
+calling thread, and the agent serves requests from threads: no thread of nsinspect ever enters a
+namespace.  A short-lived process does, and writes what it read back over a pipe: a fork of this
+process when it has one thread (the CLI), else a fresh interpreter running this file (the agent,
+whose threads make fork unsafe).  It is given namespace fds opened by the caller (an fd pins its
+namespace, whatever the process does next), enters each in turn, and exits.
+
+This file is also the helper's script: standard library only, run as ``python -I -S enter.py``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+FLAGS = {"uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC}
+SYSVIPC = ("shm", "sem", "msg")
+LIMIT = 4 << 20  # what the helper may write back, in all
+TIMEOUT = 5.0
+
+
+def _setns(fd: int, flag: int) -> None:
+    setns = getattr(os, "setns", None)  # Python 3.12+
+    if setns is not None:
+        setns(fd, flag)
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, flag) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _read(path: str) -> str:
+    with open(path, "rb") as f:
+        return f.read(LIMIT // 4).decode("utf-8", "surrogateescape")
+
+
+def _why(e: OSError, what: str) -> str:
+    if e.errno in (errno.EPERM, errno.EACCES):
+        return f"{what}: permission denied (entering a namespace needs CAP_SYS_ADMIN: run as root)"
+    return f"{what}: {e.strerror or e}"
+
+
+def collect(proc_root: str, jobs: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """In the helper: enter each (type, fd) and read what it shows.  One dict per job, in order:
+    uts {"hostname"}, ipc {"shm", "sem", "msg"} (the /proc/sysvipc files, as text), or {"error"}."""
+    out: list[dict[str, Any]] = []
+    for nstype, fd in jobs:
+        try:
+            _setns(fd, FLAGS[nstype])
+        except OSError as e:
+            out.append({"error": _why(e, f"entering the {nstype} namespace")})
+            continue
+        try:
+            if nstype == "uts":
+                out.append({"hostname": os.uname().nodename})
+            else:
+                # /proc/sysvipc shows the ipc namespace of the process that opens it: this one, now.
+                out.append({k: _read(os.path.join(proc_root, "sysvipc", k)) for k in SYSVIPC})
+        except OSError as e:
+            out.append({"error": _why(e, f"reading inside the {nstype} namespace")})
+    return out
+
+
+def enter(proc_root: str, jobs: list[tuple[str, int]], timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+    """Run ``collect`` in a helper process; every job gets an answer or an error."""
+    if not jobs:
+        return []
+    try:
+        if threading.active_count() == 1:
+            raw = _forked(proc_root, jobs, timeout)
+        else:
+            raw = _spawned(proc_root, jobs, timeout)
+        answers = json.loads(raw)
+        if not isinstance(answers, list) or len(answers) != len(jobs):
+            raise ValueError("a short answer")
+        return [a if isinstance(a, dict) else {"error": "the helper answered nonsense"} for a in answers]
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        why = f"the helper process that enters namespaces failed ({e})"
+        return [{"error": why} for _ in jobs]
+
+
+def _forked(proc_root: str, jobs: list[tuple[str, int]], timeout: float) -> bytes:
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the helper
+        code = 0
+        try:
+            os.close(r)
+            view = memoryview(json.dumps(collect(proc_root, jobs)).encode())
+            while view:
+                view = view[os.write(w, view):]
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(child, 9)
+                raise OSError(errno.ETIMEDOUT, f"no answer in {timeout:.0f} s")
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > LIMIT:
+                os.kill(child, 9)
+                raise OSError(errno.EFBIG, "too long an answer")
+    finally:
+        os.close(r)
+        os.waitpid(child, 0)
+    return b"".join(chunks)
+
+
+def _spawned(proc_root: str, jobs: list[tuple[str, int]], timeout: float) -> bytes:
+    args = [sys.executable, "-I", "-S", os.path.abspath(__file__), proc_root, *(f"{t}:{fd}" for t, fd in jobs)]
+    done = subprocess.run(args, pass_fds=[fd for _t, fd in jobs], stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=timeout, check=False)
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        raise OSError(errno.EIO, tail[0][:200])
+    return done.stdout
+
+
+def main(argv: list[str]) -> int:  # pragma: no cover - runs in the helper
+    jobs = []
+    for arg in argv[1:]:
+        t, _, fd = arg.partition(":")
+        jobs.append((t, int(fd)))
+    sys.stdout.write(json.dumps(collect(argv[0], jobs)))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))
