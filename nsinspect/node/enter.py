@@ -31,17 +31,21 @@ LIMIT = 4 << 20  # what the helper may write back, in all
 TIMEOUT = 5.0
 
 
-def _setns(fd: int, flag: int) -> None:
-    setns = getattr(os, "setns", None)  # Python 3.12+
+def _setns_call() -> Any:
+    """setns(2): os.setns on Python 3.12+, else libc's through ctypes (loaded before any fork)."""
+    setns = getattr(os, "setns", None)
     if setns is not None:
-        setns(fd, flag)
-        return
+        return setns
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, flag) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
+    libc_setns = ctypes.CDLL(None, use_errno=True).setns
+
+    def call(fd: int, flag: int) -> None:
+        if libc_setns(fd, flag) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+
+    return call
 
 
 def _read(path: str) -> str:
@@ -55,13 +59,14 @@ def _why(e: OSError, what: str) -> str:
     return f"{what}: {e.strerror or e}"
 
 
-def collect(proc_root: str, jobs: list[tuple[str, int]]) -> list[dict[str, Any]]:
+def collect(proc_root: str, jobs: list[tuple[str, int]], setns: Any = None) -> list[dict[str, Any]]:
     """In the helper: enter each (type, fd) and read what it shows.  One dict per job, in order:
     uts {"hostname"}, ipc {"shm", "sem", "msg"} (the /proc/sysvipc files, as text), or {"error"}."""
+    setns = setns or _setns_call()
     out: list[dict[str, Any]] = []
     for nstype, fd in jobs:
         try:
-            _setns(fd, FLAGS[nstype])
+            setns(fd, FLAGS[nstype])
         except OSError as e:
             out.append({"error": _why(e, f"entering the {nstype} namespace")})
             continue
@@ -95,13 +100,14 @@ def enter(proc_root: str, jobs: list[tuple[str, int]], timeout: float = TIMEOUT)
 
 
 def _forked(proc_root: str, jobs: list[tuple[str, int]], timeout: float) -> bytes:
+    setns = _setns_call()  # nothing is imported in the child
     r, w = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the helper
         code = 0
         try:
             os.close(r)
-            view = memoryview(json.dumps(collect(proc_root, jobs)).encode())
+            view = memoryview(json.dumps(collect(proc_root, jobs, setns)).encode())
             while view:
                 view = view[os.write(w, view):]
         except BaseException:
