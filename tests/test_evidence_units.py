@@ -47,7 +47,8 @@ def holder():
         n = ["nsenter", "-t", str(p.pid), "-n"]
         for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "link", "add", "dum0", "type", "veth", "peer", "name", "dum1"],
                     ["ip", "addr", "add", "192.0.2.5/24", "dev", "dum0"], ["ip", "addr", "add", "198.51.100.7/32", "dev", "dum0"],
-                    ["ip", "link", "set", "dum0", "up"], ["ip", "link", "set", "dum1", "up"], ["ip", "addr", "add", "2001:db8::5/64", "dev", "dum0", "nodad"]):
+                    ["ip", "link", "set", "dum0", "up"], ["ip", "link", "set", "dum1", "up"],
+                    ["ip", "addr", "add", "2001:db8::5/64", "dev", "dum0", "nodad"]):
             subprocess.run(n + cmd, check=True)
         subprocess.run(["nsenter", "-t", str(p.pid), "-u", "hostname", "evidence-test"], check=True)
         i = ["nsenter", "-t", str(p.pid), "-i"]
@@ -148,7 +149,8 @@ def test_sentences_from_the_evidence():
                       ipc=IpcDetails((IpcObject("shm", 0x1234, 5, 65536, 0),)),
                       mnt=MntDetails(shm=MountPoint("/dev/shm", "tmpfs", "shm", "/", "0:40")),
                       pid=PidDetails(2, (SeenProcess(100, 1, "pause"), SeenProcess(101, 7, "sleep"))))
-    a, b = _member("web", {"net": 5, "uts": 6, "ipc": 7, "pid": 8, "user": 1}, d), _member("side", {"net": 5, "uts": 6, "ipc": 7, "pid": 8, "user": 1}, d)
+    ns = {"net": 5, "uts": 6, "ipc": 7, "pid": 8, "user": 1}
+    a, b = _member("web", ns, d), _member("side", ns, d)
     assert sharing.details_evidence("net", [a, b]) == "same IP 10.88.0.7 on eth0 (interfaces lo, eth0) in every running member"
     assert sharing.details_evidence("uts", [a, b]) == "same hostname demo in every running member"
     assert sharing.details_evidence("user", [a, b], NamespaceId(1, 1)) == (
