@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
     [
         ("bench_node.py", ["--groups", "20", "--per-group", "2", "--rounds", "1"], ["ratio lsns/nsinspect", "ratio nsinspect/floor"]),
         ("bench_startup.py", ["--rounds", "1"], ["ratio nsinspect --version", "ratio nsinspect --help", "bare venv"]),
-        ("bench_pods.py", ["--pods", "2", "--rounds", "1"], ["pods -A", "pod X"]),
+        ("bench_pods.py", ["--pods", "2", "--rounds", "1"], ["pods -A", "pod X", "pod --details / pod X"]),
         ("bench_agent.py", ["--pods", "3", "--clients", "2", "--calls", "50"], ["GetPod", "p99", "errors          0", "RSS peak"]),
         ("bench_cluster.py", ["--nodes", "3", "--pods", "2", "--rounds", "1"], ["pod X", "pods -A", "answers", "ratio cluster/local"]),
     ],

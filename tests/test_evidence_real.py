@@ -107,8 +107,9 @@ def test_cgroup_limits_are_the_cgroupfs(ctrd):
         d = os.path.join("/sys/fs/cgroup", cg["path"].lstrip("/"))
         files = {os.path.join(d, "cpu.max"): "50000 100000", os.path.join(d, "memory.max"): "268435456"}
     else:
-        cpu = next(line.split(":")[2] for line in open(f"/proc/{web['pid']}/cgroup") if "cpu," in line or ":cpu:" in line)
-        d = os.path.join("/sys/fs/cgroup/cpu,cpuacct", cpu.strip().lstrip("/"))
+        with open(f"/proc/{web['pid']}/cgroup") as f:
+            _h, controllers, cpu = next(line.strip().split(":", 2) for line in f if "cpu" in line.split(":")[1].split(","))
+        d = os.path.join("/sys/fs/cgroup", controllers, cpu.lstrip("/"))
         files = {os.path.join(d, "cpu.cfs_quota_us"): "50000",
                  os.path.join("/sys/fs/cgroup/memory", cg["path"].lstrip("/"), "memory.limit_in_bytes"): "268435456"}
     old = {}
