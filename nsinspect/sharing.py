@@ -332,11 +332,17 @@ def _ipc_phrase(d: MemberDetails) -> str:
         return f"no answer ({i.error})"
     by_kind = {k: [o for o in i.objects if o.kind == k] for k in ("shm", "sem", "msg")}
     segments = by_kind["shm"]
-    parts = [_plural(len(segments), "System V shared memory segment")
-             + (" (" + _more([f"key {o.key:#010x} id {o.id} {o.size} bytes" for o in segments]) + ")" if segments else ""),
-             _plural(len(by_kind["sem"]), "semaphore set"), _plural(len(by_kind["msg"]), "message queue")]
+    parts = []
+    if segments:
+        parts.append(_plural(len(segments), "shared memory segment")
+                     + " (" + _more([f"key {o.key:#010x} id {o.id} {o.size} bytes" for o in segments]) + ")")
+    if by_kind["sem"]:
+        parts.append(_plural(len(by_kind["sem"]), "semaphore set"))
+    if by_kind["msg"]:
+        parts.append(_plural(len(by_kind["msg"]), "message queue"))
     shm = d.mnt.shm
-    return ", ".join(parts) + (f"; /dev/shm {shm.fstype} on device {shm.device}" if shm is not None else "")
+    return ("System V objects: " + (", ".join(parts) or "none")
+            + (f"; /dev/shm on device {shm.device} ({shm.fstype})" if shm is not None else ""))
 
 
 def _mnt_phrase(d: MemberDetails) -> str:
@@ -366,7 +372,7 @@ def _cgroup_phrase(d: MemberDetails) -> str:
     if not c.path:
         return f"no answer ({c.error})"
     limits = f"cpu {c.cpu_max or '?'}, memory {c.memory_max or '?'}"
-    return f"cgroup {c.path} (v{c.version}; {limits})" + (f" ({c.error})" if c.error else "")
+    return f"{c.path} (cgroup v{c.version}; {limits})" + (f" ({c.error})" if c.error else "")
 
 
 def _pid_phrase(d: MemberDetails) -> str:
@@ -388,9 +394,13 @@ PHRASES: dict[str, Callable[[MemberDetails], str]] = {
 }
 
 
+SAME = ("net", "uts", "ipc", "pid")  # types whose evidence reads "same ..." when every member shows it
+
+
 def details_evidence(t: str, members: list[Member], node: NamespaceId | None = None) -> str:
-    """What the members' details show of type ``t``, in one sentence: "same hostname web-1" when every
-    member shows the same, else each group of members and what it shows.  '' for a type without evidence."""
+    """What the members' details show of type ``t``, in one sentence: "all running members: same hostname
+    web-1" when every member shows the same, else each group of members and what it shows.  The node's
+    namespace is named as such.  '' for a type without evidence (time)."""
     phrase = PHRASES.get(t)
     if phrase is None:
         return ""
@@ -398,13 +408,16 @@ def details_evidence(t: str, members: list[Member], node: NamespaceId | None = N
     for m in members:
         assert m.details is not None
         groups.setdefault((m.namespaces.get(t), phrase(m.details)), []).append(m.name)
+    all_node = node is not None and all(m.namespaces.get(t) == node for m in members)
+    tail = f" (the node's {t} namespace)" if all_node else ""
+    if len(groups) == 1 and len(members) > 1:
+        text = next(iter(groups))[1]
+        return f"all running members: {'same ' if t in SAME else ''}{text}{tail}"
     parts = []
     for (ns, text), names in groups.items():
-        where = f" (the node's {t} namespace)" if node is not None and ns == node else ""
-        if len(groups) == 1 and len(names) > 1:
-            return f"same {text} in every running member{where}"
+        where = f" (the node's {t} namespace)" if node is not None and ns == node and not all_node else ""
         parts.append(f"{', '.join(names)}: {text}{where}")
-    return "; ".join(parts)
+    return "; ".join(parts) + tail
 
 
 def explain(v: Verdict) -> str:

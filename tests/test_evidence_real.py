@@ -64,8 +64,8 @@ def test_net_and_uts_details_match_ip_and_hostname(ctrd):
     assert {m["details"]["uts"]["hostname"] for m in running(demo)} == {"namespace-demo"}
     eth0 = [a for a in running(demo)[0]["details"]["net"]["addresses"] if a["interface"] == "eth0" and a["family"] == "inet"]
     assert len(eth0) == 1
-    assert f"same IP {eth0[0]['address']} on eth0" in demo["sharing"]["net"]["evidence"]
-    assert demo["sharing"]["uts"]["evidence"] == "same hostname namespace-demo in every running member"
+    assert demo["sharing"]["net"]["evidence"] == f"all running members: same IP {eth0[0]['address']} on eth0 (interfaces lo, eth0)"
+    assert demo["sharing"]["uts"]["evidence"] == "all running members: same hostname namespace-demo"
     hostnet = details_json(ctrd, "hostnet")
     assert {m["details"]["uts"]["hostname"] for m in running(hostnet)} == {os.uname().nodename}
     assert "the node's uts namespace" in hostnet["sharing"]["uts"]["evidence"]
@@ -94,7 +94,8 @@ def test_mnt_user_cgroup_pid_details_match_the_kernel(ctrd):
     demo = details_json(ctrd, "namespace-demo")
     assert "root in the container is uid 0 on the node" in demo["sharing"]["user"]["evidence"]
     shared = details_json(ctrd, "shared-pid-demo")
-    assert shared["sharing"]["pid"]["evidence"].startswith("same 3 processes")  # pause, and sleep in app and debug
+    # pause, and sleep in app and debug, as pid 1 and two more
+    assert shared["sharing"]["pid"]["evidence"].startswith("all running members: same 3 processes: pause (1), sleep (")
     host = details_json(ctrd, "hostpid-ipc")
     assert "the node's pid namespace" in host["sharing"]["pid"]["evidence"]
 
@@ -138,7 +139,7 @@ def test_sysv_objects_are_seen_by_the_members_that_share_ipc(ctrd):
         for m in running(demo):
             objects = {(o["kind"], o["id"], o["size"]) for o in m["details"]["ipc"]["objects"]}
             assert ("shm", shmid, 65536) in objects and ("sem", semid, 2) in objects, (m["name"], objects)
-        assert "same 1 System V shared memory segment" in demo["sharing"]["ipc"]["evidence"]
+        assert demo["sharing"]["ipc"]["evidence"].startswith("all running members: same System V objects: 1 shared memory segment")
         assert "65536 bytes" in demo["sharing"]["ipc"]["evidence"]
         # What ipcs says inside the namespace.
         ipcs = sh("nsenter", ipc, "ipcs", "-m")

@@ -151,13 +151,15 @@ def test_sentences_from_the_evidence():
                       pid=PidDetails(2, (SeenProcess(100, 1, "pause"), SeenProcess(101, 7, "sleep"))))
     ns = {"net": 5, "uts": 6, "ipc": 7, "pid": 8, "user": 1}
     a, b = _member("web", ns, d), _member("side", ns, d)
-    assert sharing.details_evidence("net", [a, b]) == "same IP 10.88.0.7 on eth0 (interfaces lo, eth0) in every running member"
-    assert sharing.details_evidence("uts", [a, b]) == "same hostname demo in every running member"
+    assert sharing.details_evidence("net", [a, b]) == "all running members: same IP 10.88.0.7 on eth0 (interfaces lo, eth0)"
+    assert sharing.details_evidence("uts", [a, b]) == "all running members: same hostname demo"
     assert sharing.details_evidence("user", [a, b], NamespaceId(1, 1)) == (
-        "same root in the container is uid 0 on the node; its process runs as uid 0 on the node in every running member "
+        "all running members: root in the container is uid 0 on the node; its process runs as uid 0 on the node "
         "(the node's user namespace)")
-    assert "1 System V shared memory segment (key 0x00001234 id 5 65536 bytes)" in sharing.details_evidence("ipc", [a])
-    assert "/dev/shm tmpfs on device 0:40" in sharing.details_evidence("ipc", [a])
+    assert sharing.details_evidence("ipc", [a]) == (
+        "web: System V objects: 1 shared memory segment (key 0x00001234 id 5 65536 bytes); /dev/shm on device 0:40 (tmpfs)")
+    assert sharing.details_evidence("ipc", [a._replace(details=d._replace(ipc=IpcDetails(), mnt=MntDetails()))]) == (
+        "web: System V objects: none")
     assert sharing.details_evidence("pid", [a]) == "web: 2 processes: pause (1), sleep (7)"
     other = _member("db", {"uts": 9}, d._replace(uts=UtsDetails(error="entering the uts namespace: permission denied")))
     assert sharing.details_evidence("uts", [a, other]) == (
