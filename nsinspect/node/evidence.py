@@ -35,6 +35,7 @@ from nsinspect.model import (
     outside_id,
 )
 from nsinspect.node import enter
+from nsinspect.node.hidden import unescape_mount_path
 from nsinspect.node.procfs import ProcFS
 
 SHOWN_PROCESSES = 8  # processes named per pid namespace (all are counted)
@@ -117,33 +118,19 @@ def parse_if_inet6(data: bytes) -> tuple[NetAddress, ...]:
     return tuple(out)
 
 
-def _unescape(s: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    if "\\" not in s:
-        return s
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and i + 3 < len(s) + 0 and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_mountinfo(data: bytes) -> list[MountPoint]:
     """/proc/<pid>/mountinfo, in order: ID PARENT MAJ:MIN ROOT TARGET OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER."""
     out = []
-    for line in data.decode("utf-8", "surrogateescape").splitlines():
-        f = line.split(" ")
+    for line in data.split(b"\n"):
+        f = line.split(b" ")
         try:
-            sep = f.index("-", 6)
+            sep = f.index(b"-", 6)
         except ValueError:
             continue
         if len(f) < sep + 3:
             continue
-        out.append(MountPoint(_unescape(f[4]), f[sep + 1], _unescape(f[sep + 2]), _unescape(f[3]), f[2]))
+        out.append(MountPoint(unescape_mount_path(f[4]), os.fsdecode(f[sep + 1]), unescape_mount_path(f[sep + 2]),
+                              unescape_mount_path(f[3]), os.fsdecode(f[2])))
     return out
 
 
