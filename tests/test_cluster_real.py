@@ -517,3 +517,14 @@ def test_through_a_proxy_as_kubectl_would(ctrd, agent, tmp_path):
     finally:
         proxy.close()
         api.close()
+
+
+def test_cluster_details_equal_local_mode(ctrd, api):
+    """pod --details through the API server's port-forward to the agent: the same evidence as local mode."""
+    for name in ("namespace-demo", "shared-pid-demo", "with-init"):
+        remote = as_json(kube(api, "pod", name, "--details", "-o", "json"))
+        local = as_json(run_cli("-r", ctrd.endpoint, "pod", name, "-n", "lab", "--details", "-o", "json"))
+        details = lambda d: {m["name"]: m["details"] for m in d["members"]}  # noqa: E731
+        assert details(remote) == details(local) and any(details(local).values()), name
+        assert {t: v["evidence"] for t, v in remote["sharing"].items()} == {t: v["evidence"] for t, v in local["sharing"].items()}
+    assert "hostname namespace-demo" in kube(api, "pod", "namespace-demo", "--details").stdout
