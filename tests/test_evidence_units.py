@@ -3,6 +3,7 @@ sentences the sharing rules make from the evidence."""
 
 from __future__ import annotations
 
+import marshal
 import os
 import re
 import subprocess
@@ -81,7 +82,7 @@ def test_uts_and_ipc_entered_by_fork_and_by_a_fresh_interpreter(holder):
         try:
             assert threading.active_count() == 1
             forked = enter.enter("/proc", jobs)
-            spawned = [dict(a) for a in __import__("json").loads(enter._spawned("/proc", jobs, 10))]
+            spawned = marshal.loads(enter._spawned("/proc", jobs, 10))
         finally:
             for fd in fds:
                 os.close(fd)
@@ -165,3 +166,18 @@ def test_sentences_from_the_evidence():
     assert sharing.details_evidence("uts", [a, other]) == (
         "web: hostname demo; db: no answer (entering the uts namespace: permission denied)")
     assert sharing.details_evidence("time", [a]) == ""
+
+
+def test_bytes_that_are_not_utf8_cross_the_wire_as_escapes():
+    from nsinspect.agent import convert
+    from nsinspect.agent.v1 import agent_pb2 as pb
+
+    hostname = evidence.clean(os.fsdecode(b"web\xff"))
+    assert hostname == "web\\xff"
+    assert evidence.parse_net_dev(b"h1\nh2\n  et\xfe0: 1 2\n") == ("et\\xfe0",)
+    mounts = evidence.parse_mountinfo(b"1 0 0:1 / /v\xfcl rw - ext4 /dev/x rw\n")
+    assert mounts[0].target == "/v\\xfcl"
+    d = MemberDetails(uts=UtsDetails(hostname), mnt=MntDetails(volumes=tuple(mounts)))
+    m = pb.MemberEvidence()
+    convert._evidence(m, d)
+    assert convert._from_evidence(MemberDetails, pb.MemberEvidence.FromString(m.SerializeToString())) == d

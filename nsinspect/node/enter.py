@@ -5,7 +5,8 @@ reads them, so reading a member's means entering its namespace with setns(2).  s
 calling thread, and the agent serves requests from threads: no thread of nsinspect ever enters a
 namespace.  A short-lived process does, and writes what it read back over a pipe: a fork of this
 process when it has one thread (the CLI), else a fresh interpreter running this file (the agent,
-whose threads make fork unsafe).  It is given namespace fds opened by the caller (an fd pins its
+whose threads make fork unsafe).  Answers come back in marshal's format (the same interpreter on
+both ends; nothing to import).  It is given namespace fds opened by the caller (an fd pins its
 namespace, whatever the process does next), enters each in turn, and exits.
 
 This file is also the helper's script: standard library only, run as ``python -I -S enter.py``.
@@ -13,15 +14,15 @@ This file is also the helper's script: standard library only, run as ``python -I
 
 from __future__ import annotations
 
+# Only what the helper needs at module level: its start-up is part of every agent request with details.
 import errno
-import json
+import marshal
 import os
-import select
-import subprocess
 import sys
-import threading
-import time
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
@@ -50,7 +51,7 @@ def _setns_call() -> Any:
 
 def _read(path: str) -> str:
     with open(path, "rb") as f:
-        return f.read(LIMIT // 4).decode("utf-8", "surrogateescape")
+        return f.read(LIMIT // 4).decode("utf-8", "backslashreplace")
 
 
 def _why(e: OSError, what: str) -> str:
@@ -83,6 +84,9 @@ def collect(proc_root: str, jobs: list[tuple[str, int]], setns: Any = None) -> l
 
 def enter(proc_root: str, jobs: list[tuple[str, int]], timeout: float = TIMEOUT) -> list[dict[str, Any]]:
     """Run ``collect`` in a helper process; every job gets an answer or an error."""
+    import subprocess
+    import threading
+
     if not jobs:
         return []
     try:
@@ -90,16 +94,19 @@ def enter(proc_root: str, jobs: list[tuple[str, int]], timeout: float = TIMEOUT)
             raw = _forked(proc_root, jobs, timeout)
         else:
             raw = _spawned(proc_root, jobs, timeout)
-        answers = json.loads(raw)
+        answers = marshal.loads(raw)
         if not isinstance(answers, list) or len(answers) != len(jobs):
             raise ValueError("a short answer")
         return [a if isinstance(a, dict) else {"error": "the helper answered nonsense"} for a in answers]
-    except (OSError, ValueError, subprocess.SubprocessError) as e:
+    except (OSError, ValueError, EOFError, TypeError, subprocess.SubprocessError) as e:
         why = f"the helper process that enters namespaces failed ({e})"
         return [{"error": why} for _ in jobs]
 
 
 def _forked(proc_root: str, jobs: list[tuple[str, int]], timeout: float) -> bytes:
+    import select
+    import time
+
     setns = _setns_call()  # nothing is imported in the child
     r, w = os.pipe()
     child = os.fork()
@@ -107,7 +114,7 @@ def _forked(proc_root: str, jobs: list[tuple[str, int]], timeout: float) -> byte
         code = 0
         try:
             os.close(r)
-            view = memoryview(json.dumps(collect(proc_root, jobs, setns)).encode())
+            view = memoryview(marshal.dumps(collect(proc_root, jobs, setns)))
             while view:
                 view = view[os.write(w, view):]
         except BaseException:
@@ -137,6 +144,8 @@ def _forked(proc_root: str, jobs: list[tuple[str, int]], timeout: float) -> byte
 
 
 def _spawned(proc_root: str, jobs: list[tuple[str, int]], timeout: float) -> bytes:
+    import subprocess
+
     args = [sys.executable, "-I", "-S", os.path.abspath(__file__), proc_root, *(f"{t}:{fd}" for t, fd in jobs)]
     done = subprocess.run(args, pass_fds=[fd for _t, fd in jobs], stdin=subprocess.DEVNULL, capture_output=True,
                           timeout=timeout, check=False)
@@ -151,7 +160,7 @@ def main(argv: list[str]) -> int:  # pragma: no cover - runs in the helper
     for arg in argv[1:]:
         t, _, fd = arg.partition(":")
         jobs.append((t, int(fd)))
-    sys.stdout.write(json.dumps(collect(argv[0], jobs)))
+    sys.stdout.buffer.write(marshal.dumps(collect(argv[0], jobs)))
     return 0
 
 

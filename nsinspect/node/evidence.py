@@ -44,13 +44,23 @@ _HIDDEN_TREES = ("/proc", "/sys", "/dev")  # mounts under these are the runtime'
 S = TypeVar("S")
 
 
+def clean(s: str) -> str:
+    """Bytes that are not UTF-8 (kept by os.fsdecode as lone surrogates) written as \\xNN, so the text can
+    cross the agent's wire (protobuf strings are UTF-8) and reads the same on every front door."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 # -- parsers ----------------------------------------------------------------------------------------
 
 
 def parse_net_dev(data: bytes) -> tuple[str, ...]:
     """/proc/<pid>/net/dev: the interface names, in the file's order (two header lines first)."""
     out = []
-    for line in data.decode("utf-8", "surrogateescape").splitlines()[2:]:
+    for line in data.decode("utf-8", "backslashreplace").splitlines()[2:]:
         name, sep, _ = line.partition(":")
         if sep and name.strip():
             out.append(name.strip())
@@ -74,7 +84,7 @@ def parse_route(data: bytes) -> list[tuple[str, int, int]]:
     """/proc/<pid>/net/route: the directly connected routes (no gateway) as (interface, network, mask),
     addresses as host-order integers."""
     out = []
-    for line in data.decode("utf-8", "surrogateescape").splitlines()[1:]:
+    for line in data.decode("utf-8", "backslashreplace").splitlines()[1:]:
         f = line.split("\t")
         if len(f) < 8:
             continue
@@ -105,7 +115,7 @@ def ipv4_addresses(fib_trie: bytes, route: bytes) -> tuple[NetAddress, ...]:
 def parse_if_inet6(data: bytes) -> tuple[NetAddress, ...]:
     """/proc/<pid>/net/if_inet6: address, ifindex, prefix, scope, flags, interface (hex fields)."""
     out = []
-    for line in data.decode("utf-8", "surrogateescape").splitlines():
+    for line in data.decode("utf-8", "backslashreplace").splitlines():
         f = line.split()
         if len(f) < 6:
             continue
@@ -129,8 +139,8 @@ def parse_mountinfo(data: bytes) -> list[MountPoint]:
             continue
         if len(f) < sep + 3:
             continue
-        out.append(MountPoint(unescape_mount_path(f[4]), os.fsdecode(f[sep + 1]), unescape_mount_path(f[sep + 2]),
-                              unescape_mount_path(f[3]), os.fsdecode(f[2])))
+        out.append(MountPoint(clean(unescape_mount_path(f[4])), clean(os.fsdecode(f[sep + 1])),
+                              clean(unescape_mount_path(f[sep + 2])), clean(unescape_mount_path(f[3])), clean(os.fsdecode(f[2]))))
     return out
 
 
@@ -174,7 +184,7 @@ def parse_cgroup(data: bytes) -> tuple[int, dict[str, str]]:
     """/proc/<pid>/cgroup -> (version, {controller: path}); v2 has the one controller "" ."""
     paths: dict[str, str] = {}
     v1 = False
-    for line in data.decode("utf-8", "surrogateescape").splitlines():
+    for line in data.decode("utf-8", "backslashreplace").splitlines():
         hier, sep, rest = line.partition(":")
         controllers, sep2, path = rest.partition(":")
         if not sep or not sep2:
@@ -235,7 +245,7 @@ def cgroup_limits(root: str, version: int, paths: dict[str, str]) -> tuple[str, 
 def parse_status_nspid(data: bytes) -> tuple[str, int | None]:
     """/proc/<pid>/status -> (Name, the innermost NSpid: the pid in its own pid namespace)."""
     name, nspid = "", None
-    for line in data.decode("utf-8", "surrogateescape").splitlines():
+    for line in data.decode("utf-8", "backslashreplace").splitlines():
         if line.startswith("Name:"):
             name = line[5:].strip()
         elif line.startswith("NSpid:"):
@@ -356,7 +366,7 @@ def member_details(proc: ProcFS, m: Member, inside: Mapping[tuple[str, int], dic
     pid_ns = m.namespaces.get("pid")
     details = MemberDetails(
         net=_section(lambda: _net(proc, pid), NetDetails, f"/proc/{pid}/net"),
-        uts=UtsDetails(str(uts_answer.get("hostname", "")), str(uts_answer.get("error", ""))),
+        uts=UtsDetails(clean(str(uts_answer.get("hostname", ""))), str(uts_answer.get("error", ""))),
         ipc=ipc,
         mnt=_section(lambda: mnt_details(parse_mountinfo(proc.read(pid, "mountinfo"))), MntDetails, f"/proc/{pid}/mountinfo"),
         user=_user(m),
