@@ -417,7 +417,27 @@ def details_evidence(t: str, members: list[Member], node: NamespaceId | None = N
     for (ns, text), names in groups.items():
         where = f" (the node's {t} namespace)" if node is not None and ns == node and not all_node else ""
         parts.append(f"{', '.join(names)}: {text}{where}")
+    if t == "mnt":
+        parts.extend(shared_volumes(members))
     return "; ".join(parts) + tail
+
+
+def shared_volumes(members: list[Member]) -> list[str]:
+    """Volumes that several members mount: the same directory (root) of the same filesystem (device)."""
+    uses: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for m in members:
+        if m.details is not None:
+            for v in m.details.mnt.volumes:
+                uses.setdefault((v.device, v.root), []).append((m.name, v.target))
+    out = []
+    for (device, _root), where in uses.items():
+        names = list(dict.fromkeys(n for n, _t in where))
+        if len(names) > 1:
+            targets = sorted({t for _n, t in where})
+            out.append(f"{', '.join(names)} mount the same volume at {' and '.join(targets)} (device {device})")
+    if len(out) > SHOWN:
+        out = [*out[:SHOWN], f"and {len(out) - SHOWN} more shared volumes"]
+    return out
 
 
 def explain(v: Verdict) -> str:

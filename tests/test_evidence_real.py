@@ -93,6 +93,8 @@ def test_mnt_user_cgroup_pid_details_match_the_kernel(ctrd):
                 assert d["pid"]["nprocs"] == len(seen) and ours == seen, (name, m["name"], seen, ours)
     demo = details_json(ctrd, "namespace-demo")
     assert "root in the container is uid 0 on the node" in demo["sharing"]["user"]["evidence"]
+    # The runtime's files bind-mounted from the sandbox's directory into both containers.
+    assert "web, sidecar mount the same volume at /etc/hostname" in demo["sharing"]["mnt"]["evidence"]
     shared = details_json(ctrd, "shared-pid-demo")
     # the sandbox's process as pid 1, and the sleep of app and of debug
     assert re.fullmatch(r"all running members: same 3 processes: \S+ \(1\), sleep \(\d+\), sleep \(\d+\)",

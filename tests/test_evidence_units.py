@@ -181,3 +181,14 @@ def test_bytes_that_are_not_utf8_cross_the_wire_as_escapes():
     m = pb.MemberEvidence()
     convert._evidence(m, d)
     assert convert._from_evidence(MemberDetails, pb.MemberEvidence.FromString(m.SerializeToString())) == d
+
+
+def test_volumes_two_members_mount_are_named():
+    vol = MountPoint("/data", "ext4", "/dev/sda1", "/var/lib/kubelet/pods/u/volumes/empty-dir/data", "8:1")
+    own = MountPoint("/cache", "tmpfs", "tmpfs", "/", "0:77")
+    root = MountPoint("/", "overlay", "overlay", "/", "0:50")
+    a = _member("web", {"mnt": 1}, MemberDetails(mnt=MntDetails(root, (vol, own))))
+    b = _member("side", {"mnt": 2}, MemberDetails(mnt=MntDetails(root._replace(device="0:51"), (vol._replace(target="/in"),))))
+    assert sharing.details_evidence("mnt", [a, b]) == (
+        "web: root overlay overlay (device 0:50), volumes /data (ext4 8:1), /cache (tmpfs 0:77); "
+        "side: root overlay overlay (device 0:51), volumes /in (ext4 8:1); web, side mount the same volume at /data and /in (device 8:1)")
