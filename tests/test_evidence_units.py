@@ -94,6 +94,33 @@ def test_uts_and_ipc_entered_by_fork_and_by_a_fresh_interpreter(holder):
     assert os.uname().nodename != "evidence-test"  # this process never entered anything
 
 
+def test_the_agents_fork_server_answers_from_threads_and_retires_when_killed(holder):
+    pid, shm = holder
+    with ProcFS() as proc:
+        fds = [proc.open_ns(pid, "uts"), proc.open_ns(pid, "ipc")]
+        jobs = [("uts", fds[0]), ("ipc", fds[1])]
+        assert enter.start_forker("/proc")
+        forker = enter._FORKER
+        stop = threading.Event()
+        busy = threading.Thread(target=stop.wait)
+        busy.start()  # as in the agent: threads run, so neither fork nor setns here
+        try:
+            asked = [enter.enter("/proc", jobs) for _ in range(3)]
+            assert forker.alive and all(a == asked[0] for a in asked)
+            assert asked[0][0] == {"hostname": "evidence-test"}
+            assert [o.id for o in evidence.parse_sysvipc("shm", asked[0][1]["shm"])] == [shm]
+            os.kill(forker.pid, 9)
+            os.waitpid(forker.pid, 0)
+            assert enter.enter("/proc", jobs) == asked[0]  # answered by a fresh interpreter
+            assert not forker.alive
+        finally:
+            stop.set()
+            busy.join()
+            enter.stop_forker()
+            for fd in fds:
+                os.close(fd)
+
+
 def test_the_helper_says_why_it_cannot_enter():
     require_root()
     fd = os.open("/proc/self/ns/uts", os.O_RDONLY)

@@ -160,6 +160,10 @@ def serve(engine: LocalEngine, listen: str = DEFAULT_LISTEN, workers: int = 8,
           ready: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set); then refuse new calls, finish those in flight."""
     gc.enable()  # a long-lived process: the CLI's one-shot gc.disable() does not fit here
+    from nsinspect.node import enter
+
+    # Before any thread: pod --details enters namespaces in helpers forked by this server (node/enter.py).
+    forker = enter.start_forker(engine.proc.root)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         options=[
@@ -185,7 +189,8 @@ def serve(engine: LocalEngine, listen: str = DEFAULT_LISTEN, workers: int = 8,
     server.start()
     for name in ("", SERVICE):
         healthy.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("nsinspect agent on %s for node %s (proc %s)", where, engine.node_name, engine.proc.root)
+    log.info("nsinspect agent on %s for node %s (proc %s)%s", where, engine.node_name, engine.proc.root,
+             "" if forker else "; started with threads: details use a fresh interpreter per request")
     threading.Thread(target=_warm_up, args=(engine,), name="warm-up", daemon=True).start()
     if ready is not None:
         ready(where)
@@ -193,6 +198,7 @@ def serve(engine: LocalEngine, listen: str = DEFAULT_LISTEN, workers: int = 8,
         pass
     healthy.enter_graceful_shutdown()
     server.stop(GRACE_SECONDS).wait()
+    enter.stop_forker()
     engine.close()
     log.info("stopped")
 

@@ -9,7 +9,8 @@ whose threads make fork unsafe).  Answers come back in marshal's format (the sam
 both ends; nothing to import).  It is given namespace fds opened by the caller (an fd pins its
 namespace, whatever the process does next), enters each in turn, and exits.
 
-This file is also the helper's script: standard library only, run as ``python -I -S enter.py``.
+The agent starts a fork server (``start_forker``) before its threads: a request then costs a fork of
+that small server rather than an interpreter's start.  This file is also the helper's script: standard library only, run as ``python -I -S enter.py``.
 """
 
 from __future__ import annotations
@@ -90,9 +91,16 @@ def enter(proc_root: str, jobs: list[tuple[str, int]], timeout: float = TIMEOUT)
     if not jobs:
         return []
     try:
+        forker = _FORKER
+        raw = None
         if threading.active_count() == 1:
             raw = _forked(proc_root, jobs, timeout)
-        else:
+        elif forker is not None and forker.proc_root == proc_root and forker.alive:
+            try:
+                raw = forker.ask(jobs, timeout)
+            except OSError:
+                raw = None  # the fork server is retired: a fresh interpreter answers from now on
+        if raw is None:
             raw = _spawned(proc_root, jobs, timeout)
         answers = marshal.loads(raw)
         if not isinstance(answers, list) or len(answers) != len(jobs):
@@ -153,6 +161,142 @@ def _spawned(proc_root: str, jobs: list[tuple[str, int]], timeout: float) -> byt
         tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
         raise OSError(errno.EIO, tail[0][:200])
     return done.stdout
+
+
+# -- the agent's fork server -----------------------------------------------------------------------
+
+_FORKER: Forker | None = None
+_HEADER = 4  # every message on the fork server's socket: a 4-byte big-endian length, then that many bytes
+
+
+def start_forker(proc_root: str) -> bool:
+    """For a long-lived process (the agent), called while it still has one thread: fork a server that
+    forks one helper per request, so that requests made later from threads cost a fork, not an
+    interpreter's start.  False (and the fresh-interpreter path stays) when threads already run."""
+    global _FORKER
+    import threading
+
+    if threading.active_count() != 1:
+        return False
+    if _FORKER is None or not _FORKER.alive:
+        _FORKER = Forker(proc_root)
+    return True
+
+
+def stop_forker() -> None:
+    global _FORKER
+    if _FORKER is not None:
+        _FORKER.close()
+        _FORKER = None
+
+
+def _send(sock: Any, data: bytes, fds: list[int] | None = None) -> None:
+    import socket
+
+    framed = len(data).to_bytes(_HEADER, "big") + data
+    sent = socket.send_fds(sock, [framed], fds) if fds else sock.send(framed)
+    if sent < len(framed):
+        sock.sendall(framed[sent:])
+
+
+def _recv(sock: Any, limit: int, with_fds: bool = False) -> tuple[bytes, list[int]]:
+    import socket
+
+    fds: list[int] = []
+    if with_fds:
+        head, fds, _flags, _addr = socket.recv_fds(sock, _HEADER, 64)
+    else:
+        head = sock.recv(_HEADER)
+    while head and len(head) < _HEADER:
+        more = sock.recv(_HEADER - len(head))
+        if not more:
+            break
+        head += more
+    if len(head) < _HEADER:
+        return b"", fds
+    size = int.from_bytes(head, "big")
+    if size > limit:
+        raise OSError(errno.EFBIG, "too long an answer")
+    chunks, got = [], 0
+    while got < size:
+        chunk = sock.recv(min(65536, size - got))
+        if not chunk:
+            raise OSError(errno.EPIPE, "the fork server went away")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks), fds
+
+
+class Forker:
+    """A process forked while the agent had one thread.  For each request (namespace types, with their
+    fds passed over a unix socket) it forks a helper that enters, answers on the socket, and exits; the
+    server itself never enters anything.  Requests are serial; any failure retires it."""
+
+    def __init__(self, proc_root: str):
+        import socket
+        import threading
+
+        self.proc_root = proc_root
+        self.alive = True
+        self._lock = threading.Lock()
+        setns = _setns_call()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - runs in the fork server
+            ours.close()
+            _serve(theirs, proc_root, setns)
+        theirs.close()
+        self._sock = ours
+
+    def ask(self, jobs: list[tuple[str, int]], timeout: float) -> bytes:
+        with self._lock:
+            if not self.alive:
+                raise OSError(errno.EPIPE, "the fork server is gone")
+            try:
+                self._sock.settimeout(timeout)
+                _send(self._sock, ",".join(t for t, _fd in jobs).encode(), [fd for _t, fd in jobs])
+                data, _ = _recv(self._sock, LIMIT)
+                if not data:
+                    raise OSError(errno.EPIPE, "the fork server went away")
+                return data
+            except OSError:
+                self.close()  # a late answer would be read as the next one's
+                raise
+
+    def close(self) -> None:
+        self.alive = False
+        self._sock.close()
+        try:
+            os.kill(self.pid, 9)
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+
+
+def _serve(sock: Any, proc_root: str, setns: Any) -> None:  # pragma: no cover - runs in the fork server
+    code = 0
+    try:
+        while True:
+            data, fds = _recv(sock, 1 << 16, with_fds=True)
+            if not data:
+                break
+            types = data.decode().split(",")
+            helper = os.fork()
+            if helper == 0:
+                try:
+                    answer = collect(proc_root, list(zip(types, fds, strict=False)), setns)
+                    if len(answer) != len(types):
+                        answer = [{"error": "namespace fds were lost on the way to the helper"} for _ in types]
+                    _send(sock, marshal.dumps(answer))
+                finally:
+                    os._exit(0)
+            for fd in fds:
+                os.close(fd)
+            os.waitpid(helper, 0)
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
 
 
 def main(argv: list[str]) -> int:  # pragma: no cover - runs in the helper
