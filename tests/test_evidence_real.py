@@ -203,5 +203,6 @@ def test_agent_details_equal_local(ctrd):
                 remote = run_cli("--agent", agent.address, *args)
                 assert local.returncode == remote.returncode == 0, (local.stderr, remote.stderr)
                 assert remote.stdout == local.stdout, (name, fmt)
+        assert "fresh interpreter" not in agent.logs()  # its helpers come from its fork server
     finally:
         assert agent.stop() == 0
