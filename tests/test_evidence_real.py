@@ -206,3 +206,21 @@ def test_agent_details_equal_local(ctrd):
         assert "fresh interpreter" not in agent.logs()  # its helpers come from its fork server
     finally:
         assert agent.stop() == 0
+
+
+def test_cgroup_details_on_a_unified_hierarchy(ctrd_v2):
+    """On cgroup v2 (cri_env: the unified hierarchy in containerd's mount namespace) the path is the
+    "0::" one, and a limit file that is missing is explained by the cgroup's controllers."""
+    r = run_cli("-r", ctrd_v2.endpoint, "pod", "plain", "-n", "lab", "--details", "-o", "json", prefix=ctrd_v2.in_mount_ns())
+    assert r.returncode == 0, r.stderr
+    for m in running(json.loads(r.stdout)):
+        cg = m["details"]["cgroup"]
+        with open(f"/proc/{m['pid']}/cgroup") as f:
+            assert f"0::{cg['path']}\n" in f.read() and cg["version"] == 2
+        d = f"/sys/fs/cgroup{cg['path']}"
+        enabled = sh(*ctrd_v2.in_mount_ns(), "cat", f"{d}/cgroup.controllers").split()
+        for controller, key, file in (("cpu", "cpu_max", "cpu.max"), ("memory", "memory_max", "memory.max")):
+            if controller in enabled:
+                assert cg[key] == sh(*ctrd_v2.in_mount_ns(), "cat", f"{d}/{file}").split()[0], cg
+            else:
+                assert cg[key] == "" and f"the {controller} controller is not enabled on this cgroup" in cg["error"], cg

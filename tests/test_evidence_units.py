@@ -161,6 +161,11 @@ def test_parsers_on_odd_input(tmp_path):
     path, cpu, mem, err = evidence.cgroup_limits(str(tmp_path), 2, {"": "/gone"})
     assert (path, cpu, mem) == ("/gone", "", "") and "cpu limit unreadable" in err and "memory limit unreadable" in err
     assert "outside the reader's cgroup namespace" in evidence.cgroup_limits(str(tmp_path), 2, {"": "/../x"})[3]
+    (tmp_path / "pod/c").mkdir(parents=True)
+    (tmp_path / "pod/c/cgroup.controllers").write_text("memory pids\n")
+    (tmp_path / "pod/c/memory.max").write_text("268435456\n")
+    assert evidence.cgroup_limits(str(tmp_path), 2, {"": "/pod/c"}) == (
+        "/pod/c", "", "268435456", "the cpu controller is not enabled on this cgroup (its cgroup.controllers: memory pids)")
     assert evidence.parse_status_nspid(b"Name:\tsleep\nNSpid:\t4242\t7\n") == ("sleep", 7)
     assert evidence.parse_sysvipc("sem", "") == [] and evidence.parse_sysvipc("shm", "key shmid\n1 2\n") == []
     assert evidence.parse_if_inet6(b"zz 01 40 00 80 eth0\n") == ()

@@ -181,7 +181,8 @@ def parse_sysvipc(kind: str, text: str) -> list[IpcObject]:
 
 
 def parse_cgroup(data: bytes) -> tuple[int, dict[str, str]]:
-    """/proc/<pid>/cgroup -> (version, {controller: path}); v2 has the one controller "" ."""
+    """/proc/<pid>/cgroup -> (version, {controller: path}); the unified hierarchy's path is under "" (a hybrid
+    node lists it beside the v1 hierarchies: version 1, unless the cgroupfs read is the unified one)."""
     paths: dict[str, str] = {}
     v1 = False
     for line in data.decode("utf-8", "backslashreplace").splitlines():
@@ -233,13 +234,25 @@ def cgroup_limits(root: str, version: int, paths: dict[str, str]) -> tuple[str, 
             quota = _read_text(os.path.join(d, "cpu.cfs_quota_us"))
             cpu = "max" if quota.startswith("-") else f"{quota} {_read_text(os.path.join(d, 'cpu.cfs_period_us'))}"
     except OSError as e:
-        errors.append(f"cpu limit unreadable under {root} ({e.strerror})")
+        errors.append(_limit_error("cpu", root, cpu_files[0][1] if version == 2 else "", e))
     try:
         text = _read_text(mem_file)
         mem = "max" if text == "max" or (text.isdigit() and int(text) >= _V1_UNLIMITED) else text
     except OSError as e:
-        errors.append(f"memory limit unreadable under {root} ({e.strerror})")
+        errors.append(_limit_error("memory", root, os.path.dirname(mem_file) if version == 2 else "", e))
     return path, cpu, mem, "; ".join(errors)
+
+
+def _limit_error(controller: str, root: str, v2_dir: str, e: OSError) -> str:
+    """Why a limit file is missing: on v2, a controller not enabled on the cgroup has no files at all."""
+    if v2_dir:
+        try:
+            enabled = _read_text(os.path.join(v2_dir, "cgroup.controllers")).split()
+        except OSError:
+            enabled = None
+        if enabled is not None and controller not in enabled:
+            return f"the {controller} controller is not enabled on this cgroup (its cgroup.controllers: {' '.join(enabled) or 'none'})"
+    return f"{controller} limit unreadable under {root} ({e.strerror})"
 
 
 def parse_status_nspid(data: bytes) -> tuple[str, int | None]:
@@ -295,6 +308,8 @@ def _net(proc: ProcFS, pid: int) -> NetDetails:
 
 def _cgroup(proc: ProcFS, pid: int, root: str) -> CgroupDetails:
     version, paths = parse_cgroup(proc.read(pid, "cgroup"))
+    if version == 1 and "" in paths and os.path.exists(os.path.join(root, "cgroup.controllers")):
+        version = 2  # a hybrid process's lines on a node whose cgroupfs is the unified hierarchy: its "0::" path counts
     path, cpu, mem, error = cgroup_limits(root, version, paths)
     return CgroupDetails(path, version, cpu, mem, error)
 
