@@ -323,7 +323,7 @@ def _progress_bar() -> Progress | None:
 @click.option("-c", "--container", default=None, help="Show only this container (and the sandbox).")
 @click.option("--details", is_flag=True,
               help="The evidence of each namespace, per member: addresses, hostname, System V objects, mounts, "
-                   "uid 0 on the node, cgroup limits, processes (always in -o wide).")
+                   "uid 0 on the node, cgroup limits, processes (always in -o wide; in -o tree, in the boxes).")
 @output_option
 @click.pass_obj
 def pod(app: App, name: str, namespace: str | None, container: str | None, details: bool, fmt: str) -> None:

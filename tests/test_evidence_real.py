@@ -180,6 +180,17 @@ def test_details_table_escapes_untrusted_hostnames(ctrd):
         subprocess.run(["nsenter", uts, "hostname", "with-init"], check=True)
 
 
+def test_the_pod_picture_draws_the_evidence_in_its_boxes(ctrd):
+    r = run_cli("-r", ctrd.endpoint, "pod", "namespace-demo", "-n", "lab", "-o", "tree", "--details")
+    assert r.returncode == 0, r.stderr
+    drawing = r.stdout[:r.stdout.rindex("└")]  # the boxes; the verdicts' sentences follow
+    # Shared namespaces give their evidence once, in their box; each member's own mnt and pid in its box.
+    assert drawing.count("hostname namespace-demo") == 1 and drawing.count(" on eth0 (interfaces lo, eth0)") == 1
+    assert drawing.count("root overlay") == 3 and drawing.count("1 process: sleep (1)") == 3
+    plain = run_cli("-r", ctrd.endpoint, "pod", "namespace-demo", "-n", "lab", "-o", "tree").stdout
+    assert "hostname" not in plain and "eth0" not in plain
+
+
 def test_without_details_nothing_changes(ctrd):
     r = run_cli("-r", ctrd.endpoint, "pod", "namespace-demo", "-n", "lab", "-o", "json")
     data = json.loads(r.stdout)

@@ -78,15 +78,22 @@ def places(v: PodView) -> list[Place]:
 def member_evidence(m: Member, t: str) -> tuple[str, ...]:
     """What the kernel shows of member ``m``'s namespace of type ``t`` beyond its inode, one fact a line.
 
-    Today the id maps of its user namespace, as /proc prints them; the other per-member evidence (a
-    network namespace's addresses, a UTS namespace's hostname, IPC objects, mounts, cgroup limits, the
-    processes a pid namespace shows) slots in here, and is simply absent when the model has none."""
+    The id maps of its user namespace, as /proc prints them; with ``--details`` (``Member.details``) the
+    rest, in the rules' words (``sharing.PHRASES``): a network namespace's addresses, a UTS namespace's
+    hostname, IPC objects, the root and volumes, who root is, cgroup limits, the processes a pid namespace
+    holds.  Absent when the model has none."""
+    from nsinspect.sharing import PHRASES
+
+    out: list[str] = []
     if t == "user" and (m.uid_map or m.gid_map):
-        return (
+        out += [
             "uid_map " + (", ".join(f"{r.inside} {r.outside} {r.length}" for r in m.uid_map) or "empty"),
             "gid_map " + (", ".join(f"{r.inside} {r.outside} {r.length}" for r in m.gid_map) or "empty"),
-        )
-    return ()
+        ]
+    phrase = PHRASES.get(t)
+    if m.details is not None and phrase is not None:
+        out.append(phrase(m.details))
+    return tuple(out)
 
 
 def place_evidence(p: Place) -> list[str]:
