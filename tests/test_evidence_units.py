@@ -31,7 +31,7 @@ from nsinspect.model import (
     UtsDetails,
 )
 from nsinspect.node import enter, evidence
-from nsinspect.node.procfs import ProcFS
+from nsinspect.node.procfs import ProcFS, parse_cgroup
 
 
 @pytest.fixture
@@ -150,8 +150,8 @@ def test_parsers_on_odd_input(tmp_path):
     assert mnt.root == MountPoint("/", "overlay", "overlay", "/", "0:21")
     assert mnt.shm is not None and mnt.shm.device == "0:40"
     assert mnt.volumes == (MountPoint("/data dir", "ext4", "/dev/sda1", "/old", "8:1"),)  # the one on top
-    assert evidence.parse_cgroup(b"0::/kubepods/pod1/abc\n") == (2, {"": "/kubepods/pod1/abc"})
-    v1, paths = evidence.parse_cgroup(b"4:cpu,cpuacct:/k/c\n9:memory:/k/c\n0::/\n")
+    assert evidence.cgroup_paths(parse_cgroup(b"0::/kubepods/pod1/abc\n")) == (2, {"": "/kubepods/pod1/abc"})
+    v1, paths = evidence.cgroup_paths(parse_cgroup(b"4:cpu,cpuacct:/k/c\n9:memory:/k/c\n0::/\n"))
     assert v1 == 1 and paths["cpu"] == "/k/c" and paths["memory"] == "/k/c"
     (tmp_path / "cpu,cpuacct/k/c").mkdir(parents=True)
     (tmp_path / "cpu,cpuacct/k/c/cpu.cfs_quota_us").write_text("-1\n")

@@ -180,23 +180,20 @@ def parse_sysvipc(kind: str, text: str) -> list[IpcObject]:
     return out
 
 
-def parse_cgroup(data: bytes) -> tuple[int, dict[str, str]]:
-    """/proc/<pid>/cgroup -> (version, {controller: path}); the unified hierarchy's path is under "" (a hybrid
-    node lists it beside the v1 hierarchies: version 1, unless the cgroupfs read is the unified one)."""
+def cgroup_paths(hierarchies: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """``procfs.parse_cgroup``'s {controllers: path} -> (version, {controller: path}); the unified hierarchy's
+    path is under "" and each v1 hierarchy's directory name under "dir:NAME" (a hybrid node lists the unified
+    one beside the v1 ones: version 1, unless the cgroupfs read is the unified one)."""
     paths: dict[str, str] = {}
     v1 = False
-    for line in data.decode("utf-8", "backslashreplace").splitlines():
-        hier, sep, rest = line.partition(":")
-        controllers, sep2, path = rest.partition(":")
-        if not sep or not sep2:
-            continue
-        if hier == "0" and not controllers:
+    for controllers, path in hierarchies.items():
+        if not controllers:
             paths[""] = path
-        else:
-            v1 = True
-            for c in controllers.split(","):
-                paths[c] = path
-            paths["dir:" + controllers] = path  # the hierarchy's directory name (cpu,cpuacct)
+            continue
+        v1 = True
+        for c in controllers.split(","):
+            paths[c] = path
+        paths["dir:" + controllers] = path  # the hierarchy's directory name (cpu,cpuacct)
     return (1 if v1 else 2), paths
 
 
@@ -307,11 +304,11 @@ def _net(proc: ProcFS, pid: int) -> NetDetails:
 
 
 def _cgroup(proc: ProcFS, pid: int, root: str) -> CgroupDetails:
-    version, paths = parse_cgroup(proc.read(pid, "cgroup"))
+    version, paths = cgroup_paths(proc.cgroups(pid))
     if version == 1 and "" in paths and os.path.exists(os.path.join(root, "cgroup.controllers")):
         version = 2  # a hybrid process's lines on a node whose cgroupfs is the unified hierarchy: its "0::" path counts
     path, cpu, mem, error = cgroup_limits(root, version, paths)
-    return CgroupDetails(path, version, cpu, mem, error)
+    return CgroupDetails(clean(path), version, cpu, mem, error)
 
 
 def _user(m: Member) -> UserDetails:
