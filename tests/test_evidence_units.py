@@ -74,6 +74,38 @@ def test_net_of_a_namespace_made_here(holder):
     assert ("inet6", "2001:db8::5", 64, "dum0") in got and ("inet6", "::1", 128, "lo") in got
 
 
+def test_the_processes_of_a_pid_namespace_made_here():
+    require_root()
+    p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sh", "-c", "sleep 120 & sleep 120 & exec sleep 120"])
+    try:
+        own = os.readlink("/proc/self/ns/pid")
+        for _ in range(200):
+            kids = [int(c) for c in open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()]
+            if kids and len(open(f"/proc/{kids[0]}/task/{kids[0]}/children").read().split()) == 2 \
+                    and os.readlink(f"/proc/{kids[0]}/ns/pid") != own and open(f"/proc/{kids[0]}/comm").read() == "sleep\n":
+                break
+            threading.Event().wait(0.02)
+        ino = os.stat(f"/proc/{kids[0]}/ns/pid").st_ino
+        truth = sorted(int(d) for d in os.listdir("/proc") if d.isdigit() and _pid_ns(d) == ino)
+        assert len(truth) == 3
+        with ProcFS() as proc:
+            assert proc.members_of("pid", {ino}, 2) == {ino: (3, truth[:2])}
+            assert proc.members_of("pid", {ino, 1}, 8) == {ino: (3, truth), 1: (0, [])}
+            seen = evidence._pids(proc, [_member("x", {"pid": ino}, MemberDetails())._replace(
+                process=Process(ProcessId(kids[0], 0), 0, 0, "root", "sleep", "sleep"))])[ino]
+        assert seen.nprocs == 3 and [(s.ns_pid, s.comm) for s in seen.processes][0] == (1, "sleep")
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _pid_ns(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def test_uts_and_ipc_entered_by_fork_and_by_a_fresh_interpreter(holder):
     pid, shm = holder
     with ProcFS() as proc:

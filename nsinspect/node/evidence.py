@@ -322,15 +322,15 @@ def _pids(proc: ProcFS, running: list[Member]) -> dict[int, PidDetails]:
     """Per pid namespace of the members: how many processes are in it, and the first few."""
     inos = {m.namespaces["pid"].ino for m in running if "pid" in m.namespaces}
     out = {}
-    for ino, pids in proc.members_of("pid", inos).items():
+    for ino, (nprocs, pids) in proc.members_of("pid", inos, SHOWN_PROCESSES).items():
         shown = []
-        for pid in pids[:SHOWN_PROCESSES]:
+        for pid in pids:
             try:
                 name, nspid = parse_status_nspid(proc.read(pid, "status", 8192))
             except (NoSuchProcess, AccessDenied):
                 continue
-            shown.append(SeenProcess(pid, nspid if nspid is not None else pid, name))
-        out[ino] = PidDetails(len(pids), tuple(shown))
+            shown.append(SeenProcess(pid, nspid if nspid is not None else pid, clean(name)))
+        out[ino] = PidDetails(nprocs, tuple(shown)) if nprocs else PidDetails(error="no process is left in its pid namespace")
     return out
 
 

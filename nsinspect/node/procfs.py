@@ -478,21 +478,40 @@ class ProcFS:
         except OSError as e:
             raise _classify(e, pid) from None
 
-    def members_of(self, nstype: str, inos: set[int]) -> dict[int, list[int]]:
-        """The pids of every process in one of these namespaces of one type (a readlink per process),
-        ascending: {inode: [pid, ...]}."""
-        out: dict[int, list[int]] = {ino: [] for ino in inos}
-        n = len(nstype) + 2
-        readlink = os.readlink
-        for pid in self.pids():
-            try:
-                ino = int(readlink(f"{pid}/ns/{nstype}", dir_fd=self.fd)[n:-1])
-            except (OSError, ValueError):
-                continue  # gone, a zombie's missing link, or hidden: not a process it can be shown
-            pids = out.get(ino)
-            if pids is not None:
-                pids.append(pid)
-        return out
+    def members_of(self, nstype: str, inos: set[int], first: int) -> dict[int, tuple[int, list[int]]]:
+        """How many processes are in each of these namespaces of one type, and the ``first`` lowest pids of
+        each: {inode: (nprocs, [pid, ...])}.
+
+        The counts come from the scan's bulk reader (C when built); the pids from a second pass of one
+        readlink per process that starts at the lowest pid of the namespaces and stops once each has its
+        ``first`` (a container's processes are few and its first pids close together)."""
+        import bisect
+
+        pids = self.pids()
+        types = (nstype,)
+        agg, _vanished, _denied, retry = (_c.links if _c is not None else _links_py)(self.fd, pids, types)
+        if retry:
+            _scan_pids(self.fd, retry, types, agg)
+        counts = {ino: agg[0].get(ino, [0, 0]) for ino in inos}
+        need = {ino: min(n, first) for ino, (n, _low) in counts.items() if n}
+        found: dict[int, list[int]] = {ino: [] for ino in inos}
+        start = min((low for n, low in counts.values() if n), default=None)
+        if start is not None:
+            n = len(nstype) + 2
+            readlink = os.readlink
+            left = sum(need.values())
+            for pid in pids[bisect.bisect_left(pids, start):]:
+                if left <= 0:
+                    break
+                try:
+                    ino = int(readlink(f"{pid}/ns/{nstype}", dir_fd=self.fd)[n:-1])
+                except (OSError, ValueError):
+                    continue  # gone, or a zombie's missing link: not a process it can be shown
+                got = found.get(ino)
+                if got is not None and len(got) < need.get(ino, 0):
+                    got.append(pid)
+                    left -= 1
+        return {ino: (counts[ino][0], found[ino]) for ino in inos}
 
     def start_time(self, pid: int) -> int:
         try:
