@@ -87,7 +87,12 @@ def through(tunnel, payload: bytes, expect: int | None = None, timeout: float = 
         sender = threading.Thread(target=lambda: _send_quietly(c, payload), daemon=True)
         sender.start()
         while len(got) < expect:
-            chunk = c.recv(65536)
+            try:
+                chunk = c.recv(65536)
+            except ConnectionResetError:
+                # The tunnel closed its end while our bytes were still unread there: the kernel resets
+                # instead of a plain end of stream.  Either way the stream is over.
+                break
             if not chunk:
                 break
             got += chunk
