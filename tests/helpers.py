@@ -169,14 +169,15 @@ def spawn_tree(unshare_flags: list[str], script: str, expect: int, timeout: floa
         tree.pids = sorted([proc.pid, *descendants(proc.pid)])
         if len(tree.pids) >= expect:
             # The children must have exec'd (their ns are final once they run sleep).
-            if all(_comm(p) in ("sleep", "unshare", "sh") for p in tree.pids):
+            if all(comm(p) in ("sleep", "unshare", "sh") for p in tree.pids):
                 return tree
         time.sleep(0.02)
     tree.stop()
     raise AssertionError(f"unshare tree did not reach {expect} processes: {tree.pids}")
 
 
-def _comm(pid: int) -> str:
+def comm(pid: int) -> str:
+    """A process's command name ('' when it is gone)."""
     try:
         with open(f"/proc/{pid}/comm") as f:
             return f.read().strip()

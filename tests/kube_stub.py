@@ -152,21 +152,26 @@ def pod_object(name: str, namespace: str, node: str, containers: list[dict], ini
     return obj
 
 
+class JsonHandler(BaseHTTPRequestHandler):
+    """A quiet HTTP/1.1 handler that answers JSON, as an API server does (the stub's and the recorder's)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:  # quiet
+        pass
+
+    def _send(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
 def _handler(api: StubAPI) -> type:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    class Handler(JsonHandler):
         rbufsize = 0  # after a websocket upgrade, frames are read from the raw socket: nothing may sit in a buffer
-
-        def log_message(self, *args: object) -> None:  # quiet
-            pass
-
-        def _send(self, code: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
         def _user(self) -> tuple[str, set] | None:
             """Who asks, with their grants: the token's user, or whom it impersonates (if it may)."""

@@ -11,16 +11,15 @@ openssl (EC keys: fast).
 
 from __future__ import annotations
 
-import json
 import ssl
 import subprocess
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from kube_stub import PROXIED_NAME  # a server name only the test proxy resolves
+from kube_stub import PROXIED_NAME, JsonHandler  # PROXIED_NAME: a server name only the test proxy resolves
 
 NODE = "node-1"
 SNI_NAME = "api.sni.test"  # a server name only in the SNI server's certificate
@@ -143,19 +142,7 @@ _API_RESOURCES = {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion":
 
 
 def _handler(api: RecordingAPI) -> type:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _send(self, code: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    class Handler(JsonHandler):
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)

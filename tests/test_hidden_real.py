@@ -16,7 +16,7 @@ import time
 import uuid
 
 import pytest
-from helpers import cli_json, node_truth, readlink_ns, require_root, run_cli
+from helpers import cli_json, comm, node_truth, readlink_ns, require_root, run_cli
 
 from nsinspect.agent import convert
 from nsinspect.agent.v1 import agent_pb2 as pb
@@ -113,7 +113,7 @@ def test_bind_mount_seen_only_in_another_mount_namespace():
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         ino = int(proc.stdout.readline())
-        wait_for(lambda: readlink_ns(proc.pid, "mnt") != node_truth()["mnt"] and _comm(proc.pid) == "sleep", "the sleep")
+        wait_for(lambda: readlink_ns(proc.pid, "mnt") != node_truth()["mnt"] and comm(proc.pid) == "sleep", "the sleep")
         # In the node's mount namespace the mount point is an empty file, not the namespace.
         assert os.stat(f"/run/netns/{name}").st_ino != ino
         row = rows_by_ns(cli_json("node"))[ino]
@@ -124,14 +124,6 @@ def test_bind_mount_seen_only_in_another_mount_namespace():
     finally:
         kill_session(proc)
         os.unlink(f"/run/netns/{name}")
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 HOLDER = """
@@ -148,7 +140,7 @@ def held_by_fds():
     """Namespaces whose only process exited while a helper keeps fds open on them."""
     require_root()
     owner = subprocess.Popen(["unshare", "--net", "--uts", "--ipc", "sleep", "300"], start_new_session=True)
-    wait_for(lambda: _comm(owner.pid) == "sleep", "unshare to exec sleep")
+    wait_for(lambda: comm(owner.pid) == "sleep", "unshare to exec sleep")
     inos = {t: readlink_ns(owner.pid, t) for t in ("net", "uts", "ipc")}
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(owner.pid)], stdout=subprocess.PIPE, text=True,
                               start_new_session=True)
@@ -197,7 +189,7 @@ def nested():
         def ready():
             inner = children(a.pid)
             leaf = children(inner[0]) if inner else []
-            if leaf and _comm(leaf[0]) == "sleep" and _comm(b.pid) == "sleep":
+            if leaf and comm(leaf[0]) == "sleep" and comm(b.pid) == "sleep":
                 return a.pid, inner[0], leaf[0]
             return None
 
