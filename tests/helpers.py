@@ -228,3 +228,17 @@ def make_proc(
     fields = ["S", str(ppid)] + ["0"] * 17 + [str(start)] + ["0"] * 30
     (d / "stat").write_bytes(f"{pid} ({comm}) ".encode() + " ".join(fields).encode() + b"\n")
     (d / "cmdline").write_bytes(b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in (cmdline or [])))
+
+
+def read_pty(primary: int) -> bytes:
+    """Everything a child writes to the terminal whose primary side is ``primary``, until it closes it."""
+    out = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out

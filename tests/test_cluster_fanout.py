@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from cri_env import free_port
-from helpers import run_cli
+from helpers import read_pty, run_cli
 from kube_stub import AGENT_NS, Fleet
 
 pytestmark = pytest.mark.runtime
@@ -82,15 +82,7 @@ def test_progress_bar_on_a_terminal(fleet, tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "nsinspect", "--kubeconfig", fleet.kc, "pods", "-o", "json"],
                          stdout=out_file, stderr=slave, env=env)
     os.close(slave)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
+    seen = read_pty(master)
     assert p.wait(60) == 0
     out = (tmp_path / "out.json").read_text()
     os.close(master)

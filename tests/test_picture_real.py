@@ -21,7 +21,7 @@ import termios
 from pathlib import Path
 
 import pytest
-from helpers import node_truth, run_cli, truth
+from helpers import node_truth, read_pty, run_cli, truth
 
 pytestmark = pytest.mark.runtime
 
@@ -151,15 +151,7 @@ def test_on_a_terminal_colour_unless_no_color(ctrd, no_color):
     proc = subprocess.Popen([sys.executable, "-m", "nsinspect", "-r", ctrd.endpoint, "pod", "hostnet", "-n", "lab", "-o", "tree"],
                             stdout=secondary, stderr=subprocess.PIPE, env=env)
     os.close(secondary)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(primary, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
+    out = read_pty(primary)
     assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
     os.close(primary)
     text = out.decode().replace("\r\n", "\n")
