@@ -12,7 +12,6 @@ stays within 2x of a C readlinkat loop.
 from __future__ import annotations
 
 import errno
-import marshal
 import os
 import pwd
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 
 from nsinspect.errors import AccessDenied, InvalidArgument, NoSuchProcess
 from nsinspect.model import NS_TYPES, IdRange, NamespaceId, Process, ProcessId, ScanStats
+from nsinspect.node.fanout import fanout, slices
 
 
 def _speedup() -> Any:
@@ -633,35 +633,11 @@ class ProcFS:
         if pids is None:
             pids = self.pids()
         workers = _workers_for(len(pids)) if parallel else 1
-        n = len(pids)
-        slices = [pids[k * n // workers : (k + 1) * n // workers] for k in range(workers)]
-        children = []
-        for share in slices[1:]:
-            r, w = os.pipe()
-            child = os.fork()
-            if child == 0:  # pragma: no cover - runs in the forked worker
-                code = 0
-                try:
-                    os.close(r)
-                    view = memoryview(marshal.dumps(_scan_chunk(self.fd, share, types, True)))
-                    while view:
-                        view = view[os.write(w, view) :]
-                except BaseException:
-                    code = 1
-                finally:
-                    os._exit(code)
-            os.close(w)
-            children.append((child, r, share))
-        result = _scan_chunk(self.fd, slices[0], types, True)
-        for child, r, share in children:
-            with os.fdopen(r, "rb") as f:
-                data = f.read()
-            _, status = os.waitpid(child, 0)
-            try:
-                theirs = marshal.loads(data) if status == 0 else None
-            except (EOFError, ValueError, TypeError):
-                theirs = None
-            result = _merge(result, theirs if theirs is not None else _scan_chunk(self.fd, share, types, True))
+        fd = self.fd
+        chunks = fanout(lambda share: _scan_chunk(fd, share, types, True), slices(pids, workers))
+        result = chunks[0]
+        for theirs in chunks[1:]:
+            result = _merge(result, theirs)
         agg, processes, vanished, denied, descs = result
         procs: dict[int, Process | None] = {}
         out: dict[str, dict[int, tuple[int, int, Process | None]]] = {}
