@@ -14,9 +14,14 @@
  *   describe(procfd, pid) -> (start time, ppid, uid, comm, cmdline) or None (read it in Python)
  *
  * And for the passes after the scan (hidden.py), with the same discipline:
- *   nsfs_mounts(procfd, entries) -> per entry, its mount namespace's nsfs mounts as
- *       [(root, mount point)] (bytes, as the mountinfo of that process shows them), or None
- *       (read its mountinfo in Python): listmount(2)/statmount(2), kernels >= 6.11 only.
+ *   nsfs_mounts(procfd, entries, types) -> (records, fallback): the nsfs mounts of the mount
+ *       namespace of each entry (a process) as its mountinfo shows them, each (type, inode, mount
+ *       point) once, with the first entry that shows it: [(entry index, type index, inode, mount
+ *       point bytes)]; fallback: the entries whose mountinfo Python must read.  listmount(2) and
+ *       statmount(2), kernels >= 6.11 only (else every entry falls back).
+ *   fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], denied): open fds on namespaces.
+ *   relations(procfd, rows) -> per (path, dev, ino, hierarchical) row, None (open it in Python) or
+ *       (parent, owner), each (dev, ino) or None: ioctl NS_GET_PARENT / NS_GET_USERNS.
  *   fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], denied): open fds on namespaces.
  *   relations(procfd, rows) -> per (path, dev, ino, hierarchical) row, None (open it in Python) or
  *       (parent, owner), each (dev, ino) or None: ioctl NS_GET_PARENT / NS_GET_USERNS.
@@ -306,6 +311,16 @@ static PyObject *describe(PyObject *self, PyObject *args) {
 
 /* ---- the passes after the scan ------------------------------------------------------------ */
 
+/* "type:[digits]" for one of the types: its index and the inode; -1 when it is none of them. */
+static int ns_target(const char *buf, ssize_t n, char types[][MAX_TYPE_LEN + 1], const size_t *tlens, int ntypes,
+                     unsigned long long *ino) {
+    for (int t = 0; t < ntypes; t++) {
+        if ((*ino = parse_link(buf, n, types[t], tlens[t])) != 0)
+            return t;
+    }
+    return -1;
+}
+
 /* A growing buffer (no GIL needed). */
 typedef struct {
     char *data;
@@ -518,87 +533,369 @@ static int entry_mounts(int procfd, const char *entry, const our_root *us, struc
 }
 #endif
 
+/* The (type, inode, mount point) already recorded, so that each is handed to Python once: the first
+ * entry that shows it wins, as in hidden.bind_mounts. */
+typedef struct {
+    uint32_t entry, type, off, len;
+    unsigned long long ino;
+} nsfs_rec;
+
+typedef struct {
+    buffer recs, paths;
+    uint32_t *slots; /* record index + 1; 0: free */
+    size_t nslots, count;
+} nsfs_set;
+
+static uint64_t rec_hash(uint32_t type, unsigned long long ino, const char *p, size_t n) {
+    uint64_t h = 1469598103934665603ULL ^ type ^ (ino * 0x9E3779B97F4A7C15ULL);
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* Add unless there: 1 added, 0 there already, -1 no memory. */
+static int set_add(nsfs_set *set, uint32_t entry, uint32_t type, unsigned long long ino, const char *p, uint32_t n) {
+    if ((set->count + 1) * 2 > set->nslots) {
+        size_t nslots = set->nslots ? set->nslots * 2 : 1024;
+        uint32_t *slots = PyMem_RawCalloc(nslots, sizeof *slots);
+        if (slots == NULL)
+            return -1;
+        for (size_t k = 0; k < set->nslots; k++) {
+            if (set->slots[k]) {
+                const nsfs_rec *r = (const nsfs_rec *)set->recs.data + (set->slots[k] - 1);
+                size_t j = rec_hash(r->type, r->ino, set->paths.data + r->off, r->len) & (nslots - 1);
+                while (slots[j])
+                    j = (j + 1) & (nslots - 1);
+                slots[j] = set->slots[k];
+            }
+        }
+        PyMem_RawFree(set->slots);
+        set->slots = slots;
+        set->nslots = nslots;
+    }
+    size_t j = rec_hash(type, ino, p, n) & (set->nslots - 1);
+    for (; set->slots[j]; j = (j + 1) & (set->nslots - 1)) {
+        const nsfs_rec *r = (const nsfs_rec *)set->recs.data + (set->slots[j] - 1);
+        if (r->type == type && r->ino == ino && r->len == n && memcmp(set->paths.data + r->off, p, n) == 0)
+            return 0;
+    }
+    nsfs_rec rec = {entry, type, (uint32_t)set->paths.len, n, ino};
+    if (buf_put(&set->paths, p, n) < 0 || buf_put(&set->recs, &rec, sizeof rec) < 0)
+        return -1;
+    set->slots[j] = (uint32_t)++set->count;
+    return 1;
+}
+
+/* One entry's (root, mount point) pairs into the set.  -1: a root names a wanted type in a way this
+ * parser does not take (Python reads that entry's mountinfo); -2: no memory. */
+static int add_entry(nsfs_set *set, uint32_t entry, const buffer *pairs, char types[][MAX_TYPE_LEN + 1], const size_t *tlens, int ntypes) {
+    /* Every root is checked before anything is added: an entry handed to Python leaves nothing in the set. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t pos = 0; pos < pairs->len;) {
+            uint32_t lens[2];
+            memcpy(lens, pairs->data + pos, sizeof lens);
+            const char *root = pairs->data + pos + sizeof lens, *point = root + lens[0];
+            pos += sizeof lens + lens[0] + lens[1];
+            unsigned long long ino;
+            int t = ns_target(root, lens[0], types, tlens, ntypes, &ino);
+            if (t < 0) {
+                for (int k = 0; k < ntypes; k++)
+                    if (lens[0] > tlens[k] + 1 && memcmp(root, types[k], tlens[k]) == 0 && root[tlens[k]] == ':' && root[tlens[k] + 1] == '[')
+                        return -1;
+                continue;
+            }
+            if (pass == 1 && set_add(set, entry, (uint32_t)t, ino, point, lens[1]) < 0)
+                return -2;
+        }
+    }
+    return 0;
+}
+
 static PyObject *nsfs_mounts(PyObject *self, PyObject *args) {
     (void)self;
     int procfd;
-    PyObject *entries;
-    if (!PyArg_ParseTuple(args, "iO!:nsfs_mounts", &procfd, &PyList_Type, &entries))
+    PyObject *entries, *types;
+    if (!PyArg_ParseTuple(args, "iO!O:nsfs_mounts", &procfd, &PyList_Type, &entries, &types))
+        return NULL;
+    char tnames[MAX_TYPES][MAX_TYPE_LEN + 1];
+    size_t tlens[MAX_TYPES];
+    int ntypes = parse_types(types, tnames, tlens);
+    if (ntypes < 0)
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(entries);
-    PyObject *result = PyList_New(n);
-    if (result == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_INCREF(Py_None);
-        PyList_SET_ITEM(result, i, Py_None);
-    }
-#ifdef __NR_statmount
     const char **names = PyMem_RawCalloc((size_t)(n ? n : 1), sizeof *names);
     int *status = PyMem_RawCalloc((size_t)(n ? n : 1), sizeof *status);
-    size_t *ends = PyMem_RawCalloc((size_t)(n ? n : 1), sizeof *ends);
-    struct nsi_statmount *big = PyMem_RawMalloc(sizeof *big + STRINGS_SIZE);
-    buffer out = {NULL, 0, 0};
-    if (!names || !status || !ends || !big) {
+    nsfs_set set = {{NULL, 0, 0}, {NULL, 0, 0}, NULL, 0, 0};
+    PyObject *records = NULL, *fallback = NULL, *result = NULL;
+    int nomem = 0;
+    if (!names || !status) {
         PyErr_NoMemory();
-        Py_CLEAR(result);
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         names[i] = PyUnicode_AsUTF8(PyList_GET_ITEM(entries, i));
-        if (names[i] == NULL) {
-            Py_CLEAR(result);
+        if (names[i] == NULL)
             goto done;
-        }
+        status[i] = -1;
     }
+#ifdef __NR_statmount
     Py_BEGIN_ALLOW_THREADS
+    struct nsi_statmount *big = PyMem_RawMalloc(sizeof *big + STRINGS_SIZE);
+    buffer pairs = {NULL, 0, 0};
     our_root us;
-    int ok = find_our_root(&us) == 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        status[i] = ok ? entry_mounts(procfd, names[i], &us, big, &out) : -1;
-        ends[i] = out.len;
-    }
-    Py_END_ALLOW_THREADS
-    size_t pos = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (status[i] != 0)
-            continue;
-        PyObject *list = PyList_New(0);
-        if (list == NULL) {
-            Py_CLEAR(result);
-            goto done;
-        }
-        while (pos < ends[i]) {
-            uint32_t lens[2];
-            memcpy(lens, out.data + pos, sizeof lens);
-            pos += sizeof lens;
-            PyObject *item = Py_BuildValue("(y#y#)", out.data + pos, (Py_ssize_t)lens[0], out.data + pos + lens[0], (Py_ssize_t)lens[1]);
-            pos += lens[0] + lens[1];
-            if (item == NULL || PyList_Append(list, item) < 0) {
-                Py_XDECREF(item);
-                Py_DECREF(list);
-                Py_CLEAR(result);
-                goto done;
+    if (big != NULL && find_our_root(&us) == 0) {
+        for (Py_ssize_t i = 0; i < n && !nomem; i++) {
+            pairs.len = 0;
+            if (entry_mounts(procfd, names[i], &us, big, &pairs) == 0) {
+                status[i] = add_entry(&set, (uint32_t)i, &pairs, tnames, tlens, ntypes);
+                nomem = status[i] == -2;
             }
-            Py_DECREF(item);
         }
-        PyList_SetItem(result, i, list);
     }
-done:
-    PyMem_RawFree(names);
-    PyMem_RawFree(status);
-    PyMem_RawFree(ends);
+    PyMem_RawFree(pairs.data);
     PyMem_RawFree(big);
-    PyMem_RawFree(out.data);
+    Py_END_ALLOW_THREADS
 #else
     (void)procfd;
 #endif
+    if (nomem) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    records = PyList_New(0);
+    fallback = PyList_New(0);
+    if (!records || !fallback)
+        goto done;
+    for (size_t k = 0; k < set.count; k++) {
+        const nsfs_rec *r = (const nsfs_rec *)set.recs.data + k;
+        PyObject *item = Py_BuildValue("(IIKy#)", r->entry, r->type, r->ino, set.paths.data + r->off, (Py_ssize_t)r->len);
+        int rc = item ? PyList_Append(records, item) : -1;
+        Py_XDECREF(item);
+        if (rc < 0)
+            goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (status[i] == 0)
+            continue;
+        PyObject *idx = PyLong_FromSsize_t(i);
+        int rc = idx ? PyList_Append(fallback, idx) : -1;
+        Py_XDECREF(idx);
+        if (rc < 0)
+            goto done;
+    }
+    result = PyTuple_Pack(2, records, fallback);
+done:
+    Py_XDECREF(records);
+    Py_XDECREF(fallback);
+    PyMem_RawFree(names);
+    PyMem_RawFree(status);
+    PyMem_RawFree(set.recs.data);
+    PyMem_RawFree(set.paths.data);
+    PyMem_RawFree(set.slots);
+    return result;
+}
+
+typedef struct {
+    unsigned long long ino;
+    long pid;
+    int fd, type;
+} held;
+
+/* The open fds of one process that are namespaces, into out; 1 when its fd table is not ours to read. */
+static int pid_fds(int procfd, long pid, char types[][MAX_TYPE_LEN + 1], const size_t *tlens, int ntypes, buffer *out) {
+    char path[32], target[128];
+    snprintf(path, sizeof path, "%ld/fd", pid);
+    int dfd = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return errno == EACCES || errno == EPERM;
+    /* Every name first (as os.listdir), then the links. */
+    buffer names = {NULL, 0, 0};
+    char dents[8192];
+    int denied = 0;
+    for (;;) {
+        long got = syscall(SYS_getdents64, dfd, dents, sizeof dents);
+        if (got < 0) {
+            denied = errno == EACCES || errno == EPERM;
+            names.len = 0;
+            break;
+        }
+        if (got == 0)
+            break;
+        for (long off = 0; off < got;) {
+            struct dirent64 *d = (struct dirent64 *)(dents + off);
+            off += d->d_reclen;
+            char *end;
+            long fd = strtol(d->d_name, &end, 10);
+            if (d->d_name[0] < '0' || d->d_name[0] > '9' || *end != '\0' || fd > INT32_MAX)
+                continue;
+            int fdnum = (int)fd;
+            if (buf_put(&names, &fdnum, sizeof fdnum) < 0) {
+                names.len = 0;
+                break;
+            }
+        }
+    }
+    for (size_t k = 0; k < names.len; k += sizeof(int)) {
+        int fdnum;
+        memcpy(&fdnum, names.data + k, sizeof fdnum);
+        snprintf(path, sizeof path, "%d", fdnum);
+        ssize_t n = readlinkat(dfd, path, target, sizeof target);
+        if (n < 0) {
+            if (errno == EACCES || errno == EPERM) {
+                denied = 1;
+                break;
+            }
+            continue;  /* closed meanwhile */
+        }
+        unsigned long long ino;
+        int t = n < (ssize_t)sizeof target ? ns_target(target, n, types, tlens, ntypes, &ino) : -1;
+        if (t >= 0) {
+            held h = {ino, pid, fdnum, t};
+            if (buf_put(out, &h, sizeof h) < 0)
+                break;
+        }
+    }
+    PyMem_RawFree(names.data);
+    close(dfd);
+    return denied;
+}
+
+static PyObject *fds(PyObject *self, PyObject *args) {
+    (void)self;
+    int procfd;
+    PyObject *pidlist, *types;
+    if (!PyArg_ParseTuple(args, "iO!O:fds", &procfd, &PyList_Type, &pidlist, &types))
+        return NULL;
+    char names[MAX_TYPES][MAX_TYPE_LEN + 1];
+    size_t lens[MAX_TYPES];
+    int ntypes = parse_types(types, names, lens);
+    if (ntypes < 0)
+        return NULL;
+    Py_ssize_t npids = PyList_GET_SIZE(pidlist);
+    long *pids = PyMem_RawMalloc(sizeof(long) * (size_t)(npids ? npids : 1));
+    if (pids == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < npids; i++) {
+        pids[i] = PyLong_AsLong(PyList_GET_ITEM(pidlist, i));
+        if (pids[i] == -1 && PyErr_Occurred()) {
+            PyMem_RawFree(pids);
+            return NULL;
+        }
+    }
+    buffer out = {NULL, 0, 0};
+    long denied = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < npids; i++)
+        denied += pid_fds(procfd, pids[i], names, lens, ntypes, &out);
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(pids);
+    PyObject *list = PyList_New(0);
+    for (size_t k = 0; list != NULL && k < out.len; k += sizeof(held)) {
+        held h;
+        memcpy(&h, out.data + k, sizeof h);
+        PyObject *item = Py_BuildValue("(iKli)", h.type, h.ino, h.pid, h.fd);
+        if (item == NULL || PyList_Append(list, item) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(item);
+    }
+    PyMem_RawFree(out.data);
+    if (list == NULL)
+        return NULL;
+    PyObject *result = Py_BuildValue("(Ol)", list, denied);
+    Py_DECREF(list);
+    return result;
+}
+
+/* The namespace an ioctl on fd names: 1 with its (dev, ino); 0 when the kernel will not say. */
+static int related(int fd, unsigned long request, unsigned long long *dev, unsigned long long *ino) {
+    int rfd = ioctl(fd, request);
+    if (rfd < 0)
+        return 0;
+    struct stat st;
+    int ok = fstat(rfd, &st) == 0;
+    close(rfd);
+    if (!ok)
+        return -1;
+    *dev = (unsigned long long)st.st_dev;
+    *ino = (unsigned long long)st.st_ino;
+    return 1;
+}
+
+typedef struct {
+    char path[48];
+    unsigned long long dev, ino, pdev, pino, odev, oino;
+    int hierarchical, status, has_parent, has_owner;
+} relation;
+
+static PyObject *relations(PyObject *self, PyObject *args) {
+    (void)self;
+    int procfd;
+    PyObject *rows;
+    if (!PyArg_ParseTuple(args, "iO!:relations", &procfd, &PyList_Type, &rows))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    relation *rel = PyMem_RawCalloc((size_t)(n ? n : 1), sizeof *rel);
+    if (rel == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *path;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(rows, i), "sKKp", &path, &rel[i].dev, &rel[i].ino, &rel[i].hierarchical) ||
+            strlen(path) >= sizeof rel[i].path) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "path too long");
+            PyMem_RawFree(rel);
+            return NULL;
+        }
+        strcpy(rel[i].path, path);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        relation *r = &rel[i];
+        int fd = openat(procfd, r->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0)
+            continue;
+        struct stat st;
+        if (fstat(fd, &st) == 0 && (unsigned long long)st.st_dev == r->dev && (unsigned long long)st.st_ino == r->ino) {
+            int p = r->hierarchical ? related(fd, NSI_NS_GET_PARENT, &r->pdev, &r->pino) : 0;
+            int o = related(fd, NSI_NS_GET_USERNS, &r->odev, &r->oino);
+            if (p >= 0 && o >= 0) {
+                r->has_parent = p;
+                r->has_owner = o;
+                r->status = 1;
+            }
+        }
+        close(fd);
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *result = PyList_New(n);
+    for (Py_ssize_t i = 0; result != NULL && i < n; i++) {
+        relation *r = &rel[i];
+        PyObject *item;
+        if (!r->status) {
+            Py_INCREF(Py_None);
+            item = Py_None;
+        } else {
+            PyObject *parent = r->has_parent ? Py_BuildValue("(KK)", r->pdev, r->pino) : (Py_INCREF(Py_None), Py_None);
+            PyObject *owner = r->has_owner ? Py_BuildValue("(KK)", r->odev, r->oino) : (Py_INCREF(Py_None), Py_None);
+            item = parent && owner ? PyTuple_Pack(2, parent, owner) : NULL;
+            Py_XDECREF(parent);
+            Py_XDECREF(owner);
+        }
+        if (item == NULL)
+            Py_CLEAR(result);
+        else
+            PyList_SET_ITEM(result, i, item);
+    }
+    PyMem_RawFree(rel);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"links", links, METH_VARARGS, "links(procfd, pids, types) -> (agg, vanished, denied, retry)"},
     {"describe", describe, METH_VARARGS, "describe(procfd, pid) -> (start, ppid, uid, comm, cmdline) or None"},
-    {"nsfs_mounts", nsfs_mounts, METH_VARARGS, "nsfs_mounts(procfd, entries) -> per entry [(root, mount point)] or None"},
+    {"fds", fds, METH_VARARGS, "fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], denied)"},
+    {"relations", relations, METH_VARARGS, "relations(procfd, [(path, dev, ino, hierarchical)]) -> per row (parent, owner) or None"},
+    {"nsfs_mounts", nsfs_mounts, METH_VARARGS, "nsfs_mounts(procfd, entries, types) -> ([(entry index, type index, inode, mount point)], entries left to Python)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import marshal
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from nsinspect.model import Namespace, NamespaceId, NsFd, NsMount
+from nsinspect.node import procfs
+from nsinspect.node.fanout import fanout, slices
 
 _NSIO = 0xB7
 NS_GET_USERNS = (_NSIO << 8) | 0x1
@@ -107,15 +108,28 @@ def bind_mounts(
     """nsfs mounts seen in the given mount namespaces: {(type, inode): {path: (mount ns inode, reader)}}.
 
     ``readers``: (mount namespace inode, procfs entry of a process in it), the node's first; a
-    path is kept once, with the first mount namespace it was seen in.
+    path is kept once, with the first mount namespace it was seen in.  With the C speed-up, a mount
+    namespace is listed with listmount/statmount (no mountinfo text for the kernel to format); where
+    it cannot tell (an older kernel, a reader whose root is not its namespace's), mountinfo is read.
     """
     found: dict[tuple[str, int], dict[str, tuple[int, str]]] = {}
-    for mnt_ino, entry in readers:
-        try:
-            data = _read_all(procfd, f"{entry}/mountinfo")
-        except OSError:  # the process exited, or is hidden from us: its mount namespace goes unread
-            continue
-        for t, ino, path in parse_nsfs_mounts(data, types):
+    c = procfs._c
+    listed: dict[int, list[tuple[str, int, str]]] = {}
+    left = range(len(readers))
+    if c is not None:
+        records, left = c.nsfs_mounts(procfd, [entry for _mnt, entry in readers], types)
+        for k, ti, ino, point in records:
+            listed.setdefault(k, []).append((types[ti], ino, os.fsdecode(point)))
+    unread = set(left)
+    for k, (mnt_ino, entry) in enumerate(readers):
+        if k in unread:
+            try:
+                mounts = parse_nsfs_mounts(_read_all(procfd, f"{entry}/mountinfo"), types)
+            except OSError:  # the process exited, or is hidden from us: its mount namespace goes unread
+                continue
+        else:
+            mounts = listed.get(k, [])
+        for t, ino, path in mounts:
             found.setdefault((t, ino), {}).setdefault(path, (mnt_ino, entry))
     return found
 
@@ -123,6 +137,12 @@ def bind_mounts(
 def fd_holders(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[dict[tuple[str, int], list[tuple[int, int]]], int]:
     """Open fds on namespaces: {(type, inode): [(pid, fd)]}, and how many processes' fd tables we could not list."""
     found: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    c = procfs._c
+    if c is not None:
+        held, denied = c.fds(procfd, pids, types)
+        for ti, ino, pid, num in held:
+            found.setdefault((types[ti], ino), []).append((pid, num))
+        return found, denied
     wanted = frozenset(types)
     denied = 0
     readlink, open_, close, listdir = os.readlink, os.open, os.close, os.listdir
@@ -187,6 +207,14 @@ class _Hierarchy:
         self.relations: dict[NamespaceId, tuple[NamespaceId | None, NamespaceId | None]] = {}
         self.ghosts: list[tuple[str, NamespaceId]] = []
 
+    def settle(self, n: Namespace, parent: NamespaceId | None, owner: NamespaceId | None) -> bool:
+        """Take a row's relations as read in C; False when one of them is a ghost to follow (``visit`` does)."""
+        for rel, rtype in ((parent, n.type), (owner, "user")):
+            if rel is not None and rel not in self.known and rel not in self.relations and rtype in self.types:
+                return False
+        self.relations[n.id] = (parent, owner)
+        return True
+
     def visit(self, fd: int, nstype: str, ns: NamespaceId, depth: int = 0) -> None:
         """Read the relations of the namespace ``fd`` is open on; follow unknown ones (and close their fds)."""
         parent, pfd = _related(fd, NS_GET_PARENT) if nstype in _HIERARCHICAL else (None, None)
@@ -201,42 +229,6 @@ class _Hierarchy:
                     self.visit(rfd, rtype, rel, depth + 1)
             finally:
                 os.close(rfd)
-
-
-def _fanout(fn: Callable[[Any], Any], chunks: list[Any]) -> list[Any]:
-    """``fn(chunk)`` for every chunk: all but the first in forked workers (results back with marshal),
-    the first here; a worker that fails has its chunk redone here."""
-    children = []
-    for chunk in chunks[1:]:
-        r, w = os.pipe()
-        child = os.fork()
-        if child == 0:  # pragma: no cover - runs in the forked worker
-            code = 0
-            try:
-                os.close(r)
-                view = memoryview(marshal.dumps(fn(chunk)))
-                while view:
-                    view = view[os.write(w, view) :]
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(w)
-        children.append((child, r, chunk))
-    results = [fn(chunks[0])]
-    for child, r, chunk in children:
-        with os.fdopen(r, "rb") as f:
-            data = f.read()
-        _, status = os.waitpid(child, 0)
-        try:
-            results.append(marshal.loads(data) if status == 0 else fn(chunk))
-        except (EOFError, ValueError, TypeError):
-            results.append(fn(chunk))
-    return results
-
-
-def _slices(items: list[Any], n: int) -> list[list[Any]]:
-    return [items[k * len(items) // n : (k + 1) * len(items) // n] for k in range(n)]
 
 
 def complete(
@@ -256,7 +248,7 @@ def complete(
     fds: dict[tuple[str, int], list[tuple[int, int]]] = {}
     mounts: dict[tuple[str, int], dict[str, tuple[int, str]]] = {}
     fds_denied = 0
-    for part_fds, denied, part_mounts in _fanout(holders, list(zip(_slices(pids, workers), _slices(readers, workers), strict=True))):
+    for part_fds, denied, part_mounts in fanout(holders, list(zip(slices(pids, workers), slices(readers, workers), strict=True))):
         fds_denied += denied
         for key, held in part_fds.items():
             fds.setdefault(key, []).extend(held)
@@ -274,8 +266,11 @@ def complete(
 
     def relate(keys: list[tuple[str, int]]) -> tuple[dict[Any, Any], list[Any]]:
         tree = _Hierarchy(known, types)
-        for key in keys:
+        fast = _relations_c(procfd, [rows[key] for key in keys])
+        for key, rel in zip(keys, fast, strict=True):
             n = rows[key]
+            if rel is not None and tree.settle(n, *rel):
+                continue
             fd = _open_row(procfd, n, fds.get(key, ()), mounts.get(key, {}))
             if fd is not None:
                 try:
@@ -286,7 +281,7 @@ def complete(
                  for ns, (p, o) in tree.relations.items()}, [(t, tuple(ns)) for t, ns in tree.ghosts])
 
     relations: dict[NamespaceId, tuple[NamespaceId | None, NamespaceId | None]] = {}
-    for part, ghosts in _fanout(relate, _slices(list(rows), workers)):
+    for part, ghosts in fanout(relate, slices(list(rows), workers)):
         for (d, i), (p, o) in part.items():
             relations[NamespaceId(d, i)] = (NamespaceId(*p) if p else None, NamespaceId(*o) if o else None)
         for t, (d, i) in ghosts:
@@ -297,6 +292,23 @@ def complete(
         held_at = tuple(NsMount(path, mnt) for path, (mnt, _entry) in mounts.get(key, {}).items())
         out.append(n._replace(parent=parent, owner=owner, mounts=held_at, fds=tuple(NsFd(*f) for f in fds.get(key, ()))))
     return out, fds_denied
+
+
+def _relations_c(procfd: int, rows: list[Namespace]) -> list[tuple[NamespaceId | None, NamespaceId | None] | None]:
+    """(parent, owner) of each row read in C through its lowest process; None where Python opens the row."""
+    c = procfs._c
+    if c is None:
+        return [None] * len(rows)
+    asked = [n for n in rows if n.nprocs]
+    answers = iter(c.relations(procfd, [(f"{n.pid}/ns/{n.type}", n.id.dev, n.id.ino, n.type in _HIERARCHICAL) for n in asked]))
+    out: list[tuple[NamespaceId | None, NamespaceId | None] | None] = []
+    for n in rows:
+        got = next(answers) if n.nprocs else None
+        if got is not None:
+            p, o = got
+            got = (NamespaceId(*p) if p else None, NamespaceId(*o) if o else None)
+        out.append(got)
+    return out
 
 
 def _open_row(procfd: int, n: Namespace, fds: Iterable[tuple[int, int]], mounts: dict[str, tuple[int, str]]) -> int | None:
