@@ -19,10 +19,12 @@
  *       point) once, with the first entry that shows it: [(entry index, type index, inode, mount
  *       point bytes)]; fallback: the entries whose mountinfo Python must read.  listmount(2) and
  *       statmount(2), kernels >= 6.11 only (else every entry falls back).
- *   fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], denied): open fds on namespaces.
+ *   fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], denied, retry): open fds on
+ *       namespaces; denied: how many fd tables we may not list; retry: pids for Python to read.
  *   relations(procfd, rows) -> per (path, dev, ino, hierarchical) row, None (open it in Python) or
  *       (parent, owner), each (dev, ino) or None: ioctl NS_GET_PARENT / NS_GET_USERNS.
- *   fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], denied): open fds on namespaces.
+ *   fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], denied, retry): open fds on
+ *       namespaces; denied: how many fd tables we may not list; retry: pids for Python to read.
  *   relations(procfd, rows) -> per (path, dev, ino, hierarchical) row, None (open it in Python) or
  *       (parent, owner), each (dev, ino) or None: ioctl NS_GET_PARENT / NS_GET_USERNS.
  */
@@ -701,7 +703,16 @@ typedef struct {
     int fd, type;
 } held;
 
-/* The open fds of one process that are namespaces, into out; 1 when its fd table is not ours to read. */
+/* Does a link's target start as one of the types' would ("net:[")? */
+static int looks_like(const char *buf, ssize_t n, char types[][MAX_TYPE_LEN + 1], const size_t *tlens, int ntypes) {
+    for (int t = 0; t < ntypes; t++)
+        if (n > (ssize_t)tlens[t] + 1 && memcmp(buf, types[t], tlens[t]) == 0 && buf[tlens[t]] == ':' && buf[tlens[t] + 1] == '[')
+            return 1;
+    return 0;
+}
+
+/* The open fds of one process that are namespaces, into out.  Returns 1 when its fd table is not ours
+ * to read, 2 when a link is not one this parser takes (Python reads the process again), else 0. */
 static int pid_fds(int procfd, long pid, char types[][MAX_TYPE_LEN + 1], const size_t *tlens, int ntypes, buffer *out) {
     char path[32], target[128];
     snprintf(path, sizeof path, "%ld/fd", pid);
@@ -730,10 +741,14 @@ static int pid_fds(int procfd, long pid, char types[][MAX_TYPE_LEN + 1], const s
                 continue;
             int fdnum = (int)fd;
             if (buf_put(&names, &fdnum, sizeof fdnum) < 0) {
-                names.len = 0;
-                break;
+                PyMem_RawFree(names.data);
+                close(dfd);
+                return 2;
             }
         }
+        /* procfs fills the buffer while there are fds left: room for more means the end (no second call). */
+        if (got < (long)sizeof dents - 512)
+            break;
     }
     for (size_t k = 0; k < names.len; k += sizeof(int)) {
         int fdnum;
@@ -751,8 +766,13 @@ static int pid_fds(int procfd, long pid, char types[][MAX_TYPE_LEN + 1], const s
         int t = n < (ssize_t)sizeof target ? ns_target(target, n, types, tlens, ntypes, &ino) : -1;
         if (t >= 0) {
             held h = {ino, pid, fdnum, t};
-            if (buf_put(out, &h, sizeof h) < 0)
+            if (buf_put(out, &h, sizeof h) < 0) {
+                denied = 2;
                 break;
+            }
+        } else if (looks_like(target, n, types, tlens, ntypes)) {
+            denied = 2;
+            break;
         }
     }
     PyMem_RawFree(names.data);
@@ -784,12 +804,29 @@ static PyObject *fds(PyObject *self, PyObject *args) {
     }
     buffer out = {NULL, 0, 0};
     long denied = 0;
+    unsigned char *retry = PyMem_RawCalloc((size_t)(npids ? npids : 1), 1);
+    if (retry == NULL) {
+        PyMem_RawFree(pids);
+        return PyErr_NoMemory();
+    }
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < npids; i++)
-        denied += pid_fds(procfd, pids[i], names, lens, ntypes, &out);
+    for (Py_ssize_t i = 0; i < npids; i++) {
+        size_t before = out.len;
+        int rc = pid_fds(procfd, pids[i], names, lens, ntypes, &out);
+        if (rc == 2) {
+            out.len = before;
+            retry[i] = 1;
+        }
+        denied += rc == 1;
+    }
     Py_END_ALLOW_THREADS
     PyMem_RawFree(pids);
-    PyObject *list = PyList_New(0);
+    PyObject *again = PyList_New(0);
+    for (Py_ssize_t i = 0; again != NULL && i < npids; i++)
+        if (retry[i] && PyList_Append(again, PyList_GET_ITEM(pidlist, i)) < 0)
+            Py_CLEAR(again);
+    PyMem_RawFree(retry);
+    PyObject *list = again ? PyList_New(0) : NULL;
     for (size_t k = 0; list != NULL && k < out.len; k += sizeof(held)) {
         held h;
         memcpy(&h, out.data + k, sizeof h);
@@ -799,10 +836,9 @@ static PyObject *fds(PyObject *self, PyObject *args) {
         Py_XDECREF(item);
     }
     PyMem_RawFree(out.data);
-    if (list == NULL)
-        return NULL;
-    PyObject *result = Py_BuildValue("(Ol)", list, denied);
-    Py_DECREF(list);
+    PyObject *result = list ? Py_BuildValue("(OlO)", list, denied, again) : NULL;
+    Py_XDECREF(list);
+    Py_XDECREF(again);
     return result;
 }
 
@@ -893,7 +929,7 @@ static PyObject *relations(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"links", links, METH_VARARGS, "links(procfd, pids, types) -> (agg, vanished, denied, retry)"},
     {"describe", describe, METH_VARARGS, "describe(procfd, pid) -> (start, ppid, uid, comm, cmdline) or None"},
-    {"fds", fds, METH_VARARGS, "fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], denied)"},
+    {"fds", fds, METH_VARARGS, "fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], denied, pids left to Python)"},
     {"relations", relations, METH_VARARGS, "relations(procfd, [(path, dev, ino, hierarchical)]) -> per row (parent, owner) or None"},
     {"nsfs_mounts", nsfs_mounts, METH_VARARGS, "nsfs_mounts(procfd, entries, types) -> ([(entry index, type index, inode, mount point)], entries left to Python)"},
     {NULL, NULL, 0, NULL},

@@ -139,10 +139,21 @@ def fd_holders(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[di
     found: dict[tuple[str, int], list[tuple[int, int]]] = {}
     c = procfs._c
     if c is not None:
-        held, denied = c.fds(procfd, pids, types)
+        held, denied, retry = c.fds(procfd, pids, types)
         for ti, ino, pid, num in held:
             found.setdefault((types[ti], ino), []).append((pid, num))
+        if retry:  # read in Python (a link C does not parse), then put back in the order of ``pids``
+            more, more_denied = _fd_holders_py(procfd, retry, types)
+            order = {pid: k for k, pid in enumerate(pids)}
+            for key, held_by in more.items():
+                found[key] = sorted(found.get(key, []) + held_by, key=lambda h: order[h[0]])
+            denied += more_denied
         return found, denied
+    return _fd_holders_py(procfd, pids, types)
+
+
+def _fd_holders_py(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[dict[tuple[str, int], list[tuple[int, int]]], int]:
+    found: dict[tuple[str, int], list[tuple[int, int]]] = {}
     wanted = frozenset(types)
     denied = 0
     readlink, open_, close, listdir = os.readlink, os.open, os.close, os.listdir
