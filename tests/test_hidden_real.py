@@ -1,8 +1,10 @@
 """Namespaces no process is in, and the hierarchy, on real namespaces: against readlink, stat and lsns.
 
 Made here: a bind-mounted net namespace (``ip netns add``, in the node's mount namespace and in a
-private one), namespaces held only by a helper's open fds, and nested user + pid namespaces
-(``unshare --user --pid --fork``), one of them with no process at all.
+private one), namespaces held only by a helper's open fds, nested user + pid namespaces
+(``unshare --user --pid --fork``), one of them with no process at all, and a chrooted process whose
+mountinfo shows less than its mount namespace holds.  The passes run in C where it is built
+(nsinspect/node/_scan.c), in Python otherwise: both give the same answers here.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from helpers import cli_json, comm, node_truth, readlink_ns, require_root, run_c
 
 from nsinspect.agent import convert
 from nsinspect.agent.v1 import agent_pb2 as pb
-from nsinspect.node import discover
+from nsinspect.model import NS_TYPES
+from nsinspect.node import discover, procfs
 from nsinspect.node.procfs import ProcFS
 from nsinspect.render import dump_json
 from nsinspect.render.data import node_json, to_data
@@ -300,3 +303,84 @@ def test_views_with_hidden_rows_through_the_wire(held_by_fds, netns):
     back = convert.from_node(pb.NodeView.FromString(convert.to_node(view).SerializeToString()))
     assert back == view
     assert node_json(view) == dump_json(to_data(view))
+
+
+CHROOTED = r"""
+import os, subprocess, sys, time
+root, outside = sys.argv[1], sys.argv[2]
+for path in (os.path.join(root, "pin"), outside):
+    open(path, "w").close()
+    subprocess.run(["mount", "--bind", f"/proc/{os.getpid()}/ns/net", path], check=True)
+print(os.stat(os.path.join(root, "pin")).st_ino, flush=True)
+os.chroot(root)
+os.chdir("/")
+time.sleep(300)
+"""
+
+
+@pytest.fixture
+def chrooted(tmp_path):
+    """A process alone in private mount and net namespaces that bind-mounts its net namespace inside the
+    directory it then chroots into and outside it: its mountinfo shows the first only, at /pin."""
+    require_root()
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = subprocess.Popen(["unshare", "--mount", "--net", "--propagation", "private", sys.executable, "-c", CHROOTED,
+                             str(root), str(tmp_path / "outside")], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        ino = int(proc.stdout.readline())
+        wait_for(lambda: os.readlink(f"/proc/{proc.pid}/root") == str(root), "the chroot")
+        yield proc.pid, ino
+    finally:
+        kill_session(proc)
+
+
+def test_chrooted_process_shows_its_own_mounts(chrooted):
+    """Mount points as that process sees them (lsns and mountinfo's view), not as its namespace's root does."""
+    pid, ino = chrooted
+    row = rows_by_ns(cli_json("node"))[ino]
+    assert row["nprocs"] == 1 and row["pid"] == pid
+    assert row["mounts"] == [{"path": "/pin", "mnt_ns": readlink_ns(pid, "mnt")}]
+    c = procfs._c
+    if c is not None:  # the C pass hands such a process to Python (mountinfo), and takes ours
+        fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            records, left = c.nsfs_mounts(fd, [str(pid), "self"], NS_TYPES)
+        finally:
+            os.close(fd)
+        assert left == [0]
+        assert all(k == 1 for k, *_ in records)
+
+
+def _hidden_parts(view) -> dict:
+    """What the passes after the scan add, per row."""
+    return {(n.type, n.id.ino): (n.parent, n.owner, n.mounts, n.fds, n.nprocs == 0) for n in view.namespaces}
+
+
+def test_fast_and_fallback_paths_agree(netns, held_by_fds, nested, chrooted, monkeypatch):
+    """The C passes (listmount/statmount, fds, ioctls) and the Python ones (mountinfo, readlink, fcntl) give the
+    same rows, one process and forked workers.  Other processes of this machine come and go between two views:
+    a difference is looked at again (three times) before it counts."""
+    c = procfs._c
+    if c is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI builds the C speed-up (python3 setup.py build_ext --inplace)")
+        pytest.skip("the C speed-up is not built")
+    monkeypatch.setattr(procfs, "PARALLEL_MIN_PIDS", 4)
+    for parallel in (False, True):
+        for _attempt in range(3):
+            parts = []
+            for module in (c, None):
+                monkeypatch.setattr(procfs, "_c", module)
+                with ProcFS() as proc:
+                    parts.append(_hidden_parts(discover.node_view(proc, parallel=parallel)))
+            fast, slow = parts
+            if fast == slow:
+                break
+        assert fast == slow, {k: (fast.get(k), slow.get(k)) for k in fast.keys() ^ slow.keys() or fast if fast.get(k) != slow.get(k)}
+        # The cases are in the comparison: a bind mount, fds, a ghost owner, the chrooted view.
+        name, ino = netns
+        assert [m.path for m in fast["net", ino][2]] == [f"/run/netns/{name}"]
+        assert all(fast[t, i][3] for t, i in held_by_fds[1].items())
+        assert fast["user", nested["G2"]][0] is not None and fast["user", fast["user", nested["G2"]][0].ino][4]
+        assert [m.path for m in fast["net", chrooted[1]][2]] == ["/pin"]
