@@ -210,3 +210,34 @@ def test_install_without_a_compiler_builds_no_extension(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "the pure-Python scan will be used" in r.stderr
     assert not list(tmp_path.rglob("*.so"))
+
+
+def test_fd_links_same_both_ways(tmp_path, monkeypatch, c_scan):
+    """The fd pass (hidden.fd_holders) in C and in Python on fixture fd tables, odd links included: what C
+    does not parse it hands back, and the answer keeps the order of the pids."""
+    from nsinspect.node import hidden
+
+    root = tmp_path / "proc"
+    tables = {
+        30: {"0": "net:[4026532900]", "1": "pipe:[5]", "2": "/dev/null", "7": "ipc:[4026532901]"},
+        31: {"0": "net:[99999999999999999999]", "3": "net:[4026532900]"},  # beyond 64 bits: Python reads 31
+        32: {"4": "net:[ 4026532900]", "5": "net:[]", "6": "uts:[4026532903]", "9": "net:[4026532900]"},
+        33: {"1": "time:[4026532904]", "2": "anon_inode:[eventfd]", "8": "x" * 300},
+        34: {},
+    }
+    for pid, links in tables.items():
+        (root / str(pid) / "fd").mkdir(parents=True)
+        for name, target in links.items():
+            os.symlink(target, root / str(pid) / "fd" / name)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        pids = [30, 31, 32, 33, 34, 35]  # 35: no such process
+        for types in (NS_TYPES, ("net",), ("uts", "ipc")):
+            pure, fast = both_ways(monkeypatch, c_scan, lambda t=types: hidden.fd_holders(fd, pids, t))
+            assert pure == fast, types
+        held, _denied = hidden.fd_holders(fd, pids, NS_TYPES)
+        assert held["net", 4026532900] == [(30, 0), (31, 3), (32, 9)]
+        assert held["net", 99999999999999999999] == [(31, 0)]
+        assert c_scan.fds(fd, pids, NS_TYPES)[2] == [31, 32]  # handed back: a link C does not take
+    finally:
+        os.close(fd)
