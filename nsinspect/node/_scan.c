@@ -147,56 +147,74 @@ static int parse_types(PyObject *types, char names[][MAX_TYPE_LEN + 1], size_t *
     return n;
 }
 
-static PyObject *links(PyObject *self, PyObject *args) {
-    (void)self;
-    int procfd;
-    PyObject *pidlist, *types;
-    if (!PyArg_ParseTuple(args, "iO!O:links", &procfd, &PyList_Type, &pidlist, &types))
-        return NULL;
+/* The arguments (procfd, pids, types) of links() and fds(): pids as C longs (PyMem_RawFree them). */
+typedef struct {
+    int procfd, ntypes;
+    PyObject *pidlist;
+    Py_ssize_t npids;
+    long *pids;
     char names[MAX_TYPES][MAX_TYPE_LEN + 1];
     size_t lens[MAX_TYPES];
-    int ntypes = parse_types(types, names, lens);
-    if (ntypes < 0)
+} pid_args;
+
+static int parse_pid_args(PyObject *args, const char *format, pid_args *a) {
+    PyObject *types;
+    if (!PyArg_ParseTuple(args, format, &a->procfd, &PyList_Type, &a->pidlist, &types))
+        return -1;
+    if ((a->ntypes = parse_types(types, a->names, a->lens)) < 0)
+        return -1;
+    a->npids = PyList_GET_SIZE(a->pidlist);
+    if ((a->pids = PyMem_RawMalloc(sizeof(long) * (size_t)(a->npids ? a->npids : 1))) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < a->npids; i++) {
+        a->pids[i] = PyLong_AsLong(PyList_GET_ITEM(a->pidlist, i));
+        if (a->pids[i] == -1 && PyErr_Occurred()) {
+            PyMem_RawFree(a->pids);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *links(PyObject *self, PyObject *args) {
+    (void)self;
+    pid_args a;
+    if (parse_pid_args(args, "iO!O:links", &a) < 0)
         return NULL;
-    Py_ssize_t npids = PyList_GET_SIZE(pidlist);
-    long *pids = PyMem_RawMalloc(sizeof(long) * (size_t)(npids ? npids : 1));
-    unsigned char *status = PyMem_RawMalloc((size_t)(npids ? npids : 1));
-    unsigned long long *inos = PyMem_RawMalloc(sizeof(unsigned long long) * MAX_TYPES * (size_t)(npids ? npids : 1));
-    pair *pairs = PyMem_RawMalloc(sizeof(pair) * (size_t)(npids ? npids : 1));
+    unsigned char *status = PyMem_RawMalloc((size_t)(a.npids ? a.npids : 1));
+    unsigned long long *inos = PyMem_RawMalloc(sizeof(unsigned long long) * MAX_TYPES * (size_t)(a.npids ? a.npids : 1));
+    pair *pairs = PyMem_RawMalloc(sizeof(pair) * (size_t)(a.npids ? a.npids : 1));
     PyObject *agg = NULL, *denied = NULL, *retry = NULL, *result = NULL;
-    if (!pids || !status || !inos || !pairs) {
+    if (!status || !inos || !pairs) {
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < npids; i++) {
-        pids[i] = PyLong_AsLong(PyList_GET_ITEM(pidlist, i));
-        if (pids[i] == -1 && PyErr_Occurred())
-            goto done;
-    }
 
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < npids; i++)
-        status[i] = (unsigned char)read_links(procfd, pids[i], names, lens, ntypes, inos + (size_t)i * MAX_TYPES);
+    for (Py_ssize_t i = 0; i < a.npids; i++)
+        status[i] = (unsigned char)read_links(a.procfd, a.pids[i], a.names, a.lens, a.ntypes, inos + (size_t)i * MAX_TYPES);
     Py_END_ALLOW_THREADS
 
     long vanished = 0;
     denied = PyList_New(0);
     retry = PyList_New(0);
-    agg = PyList_New(ntypes);
+    agg = PyList_New(a.ntypes);
     if (!denied || !retry || !agg)
         goto done;
-    for (Py_ssize_t i = 0; i < npids; i++) {
+    for (Py_ssize_t i = 0; i < a.npids; i++) {
         if (status[i] == ST_VANISHED)
             vanished++;
-        else if (status[i] != ST_OK && PyList_Append(status[i] == ST_DENIED ? denied : retry, PyList_GET_ITEM(pidlist, i)) < 0)
+        else if (status[i] != ST_OK && PyList_Append(status[i] == ST_DENIED ? denied : retry, PyList_GET_ITEM(a.pidlist, i)) < 0)
             goto done;
     }
-    for (int t = 0; t < ntypes; t++) {
+    for (int t = 0; t < a.ntypes; t++) {
         Py_ssize_t n = 0;
-        for (Py_ssize_t i = 0; i < npids; i++) {
+        for (Py_ssize_t i = 0; i < a.npids; i++) {
             if (status[i] == ST_OK) {
                 pairs[n].ino = inos[(size_t)i * MAX_TYPES + t];
-                pairs[n].pid = pids[i];
+                pairs[n].pid = a.pids[i];
                 n++;
             }
         }
@@ -210,7 +228,7 @@ done:
     Py_XDECREF(agg);
     Py_XDECREF(denied);
     Py_XDECREF(retry);
-    PyMem_RawFree(pids);
+    PyMem_RawFree(a.pids);
     PyMem_RawFree(status);
     PyMem_RawFree(inos);
     PyMem_RawFree(pairs);
@@ -782,37 +800,20 @@ static int pid_fds(int procfd, long pid, char types[][MAX_TYPE_LEN + 1], const s
 
 static PyObject *fds(PyObject *self, PyObject *args) {
     (void)self;
-    int procfd;
-    PyObject *pidlist, *types;
-    if (!PyArg_ParseTuple(args, "iO!O:fds", &procfd, &PyList_Type, &pidlist, &types))
+    pid_args a;
+    if (parse_pid_args(args, "iO!O:fds", &a) < 0)
         return NULL;
-    char names[MAX_TYPES][MAX_TYPE_LEN + 1];
-    size_t lens[MAX_TYPES];
-    int ntypes = parse_types(types, names, lens);
-    if (ntypes < 0)
-        return NULL;
-    Py_ssize_t npids = PyList_GET_SIZE(pidlist);
-    long *pids = PyMem_RawMalloc(sizeof(long) * (size_t)(npids ? npids : 1));
-    if (pids == NULL)
-        return PyErr_NoMemory();
-    for (Py_ssize_t i = 0; i < npids; i++) {
-        pids[i] = PyLong_AsLong(PyList_GET_ITEM(pidlist, i));
-        if (pids[i] == -1 && PyErr_Occurred()) {
-            PyMem_RawFree(pids);
-            return NULL;
-        }
-    }
     buffer out = {NULL, 0, 0};
     long denied = 0;
-    unsigned char *retry = PyMem_RawCalloc((size_t)(npids ? npids : 1), 1);
+    unsigned char *retry = PyMem_RawCalloc((size_t)(a.npids ? a.npids : 1), 1);
     if (retry == NULL) {
-        PyMem_RawFree(pids);
+        PyMem_RawFree(a.pids);
         return PyErr_NoMemory();
     }
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < npids; i++) {
+    for (Py_ssize_t i = 0; i < a.npids; i++) {
         size_t before = out.len;
-        int rc = pid_fds(procfd, pids[i], names, lens, ntypes, &out);
+        int rc = pid_fds(a.procfd, a.pids[i], a.names, a.lens, a.ntypes, &out);
         if (rc == 2) {
             out.len = before;
             retry[i] = 1;
@@ -820,10 +821,10 @@ static PyObject *fds(PyObject *self, PyObject *args) {
         denied += rc == 1;
     }
     Py_END_ALLOW_THREADS
-    PyMem_RawFree(pids);
+    PyMem_RawFree(a.pids);
     PyObject *again = PyList_New(0);
-    for (Py_ssize_t i = 0; again != NULL && i < npids; i++)
-        if (retry[i] && PyList_Append(again, PyList_GET_ITEM(pidlist, i)) < 0)
+    for (Py_ssize_t i = 0; again != NULL && i < a.npids; i++)
+        if (retry[i] && PyList_Append(again, PyList_GET_ITEM(a.pidlist, i)) < 0)
             Py_CLEAR(again);
     PyMem_RawFree(retry);
     PyObject *list = again ? PyList_New(0) : NULL;
