@@ -843,18 +843,36 @@ static PyObject *fds(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* Namespaces kept open while relations() runs: most rows name the same few owners and parents, and a
+ * namespace with an open file keeps its nsfs inode, which the kernel would otherwise make again for
+ * each ioctl that names it (and free at its close). */
+#define KEEP_OPEN 64
+typedef struct {
+    int fd[KEEP_OPEN], n;
+    unsigned long long ino[KEEP_OPEN];
+} kept;
+
 /* The namespace an ioctl on fd names: 1 with its (dev, ino); 0 when the kernel will not say. */
-static int related(int fd, unsigned long request, unsigned long long *dev, unsigned long long *ino) {
+static int related(int fd, unsigned long request, kept *keep, unsigned long long *dev, unsigned long long *ino) {
     int rfd = ioctl(fd, request);
     if (rfd < 0)
         return 0;
     struct stat st;
-    int ok = fstat(rfd, &st) == 0;
-    close(rfd);
-    if (!ok)
+    if (fstat(rfd, &st) != 0) {
+        close(rfd);
         return -1;
+    }
     *dev = (unsigned long long)st.st_dev;
     *ino = (unsigned long long)st.st_ino;
+    int known = 0;
+    for (int k = 0; k < keep->n && !known; k++)
+        known = keep->ino[k] == *ino;
+    if (!known && keep->n < KEEP_OPEN) {
+        keep->fd[keep->n] = rfd;
+        keep->ino[keep->n++] = *ino;
+    } else {
+        close(rfd);
+    }
     return 1;
 }
 
@@ -885,6 +903,7 @@ static PyObject *relations(PyObject *self, PyObject *args) {
         }
         strcpy(rel[i].path, path);
     }
+    kept keep = {{0}, 0, {0}};
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
         relation *r = &rel[i];
@@ -893,8 +912,8 @@ static PyObject *relations(PyObject *self, PyObject *args) {
             continue;
         struct stat st;
         if (fstat(fd, &st) == 0 && (unsigned long long)st.st_dev == r->dev && (unsigned long long)st.st_ino == r->ino) {
-            int p = r->hierarchical ? related(fd, NSI_NS_GET_PARENT, &r->pdev, &r->pino) : 0;
-            int o = related(fd, NSI_NS_GET_USERNS, &r->odev, &r->oino);
+            int p = r->hierarchical ? related(fd, NSI_NS_GET_PARENT, &keep, &r->pdev, &r->pino) : 0;
+            int o = related(fd, NSI_NS_GET_USERNS, &keep, &r->odev, &r->oino);
             if (p >= 0 && o >= 0) {
                 r->has_parent = p;
                 r->has_owner = o;
@@ -903,6 +922,8 @@ static PyObject *relations(PyObject *self, PyObject *args) {
         }
         close(fd);
     }
+    for (int k = 0; k < keep.n; k++)
+        close(keep.fd[k]);
     Py_END_ALLOW_THREADS
     PyObject *result = PyList_New(n);
     for (Py_ssize_t i = 0; result != NULL && i < n; i++) {
