@@ -24,7 +24,7 @@ from helpers import (
     truth,
 )
 
-from nsinspect.node import discover, procfs
+from nsinspect.node import discover, fanout, procfs
 from nsinspect.node.procfs import ProcFS
 
 pytestmark = pytest.mark.root
@@ -188,7 +188,7 @@ def test_failed_worker_is_redone(pod_like, force_parallel, monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("worker fails")
 
-    monkeypatch.setattr(procfs.marshal, "dumps", broken)  # only the forked workers call dumps
+    monkeypatch.setattr(fanout.marshal, "dumps", broken)  # only the forked workers (the scan's and the later passes') call dumps
     assert _fresh(discover.node_view(ProcFS(), parallel=True), pod_like) == serial
 
 
