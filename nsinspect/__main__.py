@@ -1,3 +1,3 @@
-from nsinspect.cli import main
+from nsinspect.entry import main
 
 main()

@@ -1,6 +1,6 @@
 """``python3 -m nsinspect.kubectl``: the kubectl plugin's entry (what the krew launcher runs)."""
 
-from nsinspect.cli import kubectl_main
+from nsinspect.entry import kubectl_main
 
 if __name__ == "__main__":
     kubectl_main()

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The body of the console script pip writes for `nsinspect = "nsinspect.cli:main"`.
-CONSOLE_SCRIPT = "import re, sys; from nsinspect.cli import main; sys.exit(main())"
+# The body of the console script pip writes for `nsinspect = "nsinspect.entry:main"`.
+CONSOLE_SCRIPT = "import re, sys; from nsinspect.entry import main; sys.exit(main())"
 
 
 def prepare(pure: bool = False) -> str:

@@ -117,3 +117,15 @@ def test_the_spec_s_words_for_host_users():
     assert sharing.declared(sharing.ask_of_spec(PodSpec()))["user"][1] == "spec.hostUsers is not set (true)"
     assert sharing.declared(sharing.ask_of_spec(PodSpec(host_users=True)))["user"][1] == "spec.hostUsers: true"
     assert sharing.declared(sharing.ask_of_spec(PodSpec(host_users=False)))["user"] == ("shared", "spec.hostUsers: false")
+
+
+def test_version_answers_before_the_command_line_is_imported():
+    """``nsinspect --version`` costs the interpreter's start and little more: no click, no package beyond its version."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['nsinspect', '--version']; from nsinspect.entry import main; main(); "
+            "print(sorted(m for m in sys.modules if m == 'click' or m.startswith('nsinspect.')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    version, modules = r.stdout.splitlines()
+    assert version.startswith("nsinspect ") and modules == "['nsinspect.entry']"
