@@ -302,6 +302,10 @@ class Member(NamedTuple):
     # Processes of its cgroup whose namespaces differ from its main process's (``node.strays``); () when not running.
     strays: tuple[Stray, ...] = ()
     details: MemberDetails | None = None  # the evidence (``pod --details``); None when not asked or not running
+    # A sandbox without a process (gone, or never: CRI-O's drop_infra_ctr): type -> the path its namespace is
+    # pinned at (a bind mount of nsfs the runtime made, e.g. /var/run/netns/cni-...).  Those namespaces are in
+    # ``namespaces`` too, read by stat of that path, not from a process.  Untrusted: escape before printing.
+    pinned: Mapping[str, str] = _NO_STRINGS
 
     @property
     def pid(self) -> int | None:
@@ -310,6 +314,10 @@ class Member(NamedTuple):
     @property
     def running(self) -> bool:
         return self.process is not None and bool(self.namespaces)
+
+    def holds(self, t: str) -> bool:
+        """Is its namespace of type ``t`` known: it runs, or that namespace is pinned (``pinned``)?"""
+        return t in self.namespaces and (self.running or t in self.pinned)
 
 
 class Verdict(NamedTuple):

@@ -210,7 +210,7 @@ def judged(t: str, members: Sequence[Member], node_ns: Mapping[str, NamespaceId]
     a cgroup namespace (v1 or v2), while on a v2 node they give each unprivileged container its own;
     counted with them, the sandbox would make every such pod ``mixed``.  A sandbox in any other cgroup
     namespace is counted."""
-    return _judged(t, [m for m in members if m.running], node_ns)
+    return _judged(t, [m for m in members if m.holds(t)], node_ns)
 
 
 def _judged(t: str, running: list[Member], node_ns: Mapping[str, NamespaceId]) -> list[Member]:
@@ -222,7 +222,14 @@ def _judged(t: str, running: list[Member], node_ns: Mapping[str, NamespaceId]) -
 
 def sandbox_apart(members: Sequence[Member], node_ns: Mapping[str, NamespaceId]) -> bool:
     """Is the sandbox set apart from the cgroup verdict?"""
-    return len(judged("cgroup", members, node_ns)) < sum(1 for m in members if m.running)
+    return len(judged("cgroup", members, node_ns)) < sum(1 for m in members if m.holds("cgroup"))
+
+
+def pinned_note(sandbox: Member) -> str:
+    """Why a sandbox without a process still has namespaces, and how they are judged."""
+    where = ", ".join(f"{t} at {p}" for t, p in sorted(sandbox.pinned.items()))
+    return (f"the sandbox has no process; its runtime pinned {where}: these namespaces are read from the pinned "
+            "paths and judged with the running members (a container in the same one shares it)")
 
 
 def node_of(members: Sequence[Member], cgroup2: bool, privileged: Collection[str]) -> Node:
@@ -234,13 +241,13 @@ def node_of(members: Sequence[Member], cgroup2: bool, privileged: Collection[str
 
 def verdicts(members: list[Member], options: Mapping[str, str], node_ns: Mapping[str, NamespaceId], node: Node,
              requested_maps: IdMaps = ((), ())) -> dict[str, Verdict]:
-    """Each type's verdict over its judged members (``judged``): the kernel's state against the runtime's settings."""
-    running = [m for m in members if m.running]
+    """Each type's verdict over its judged members (``judged``): the kernel's state against the runtime's settings.
+    A sandbox without a process counts with the namespaces its runtime pinned (``Member.pinned``)."""
     ephemeral = any(m.role == EPHEMERAL and m.running for m in members)
     exp = expected(ask_of_options(options, ephemeral), node)
     out = {}
     for t in NS_TYPES:
-        inos = [m.namespaces[t] for m in _judged(t, running, node_ns) if t in m.namespaces]
+        inos = [m.namespaces[t] for m in judged(t, members, node_ns)]
         actual = state_of(inos, node_ns.get(t))
         state, reason = exp[t]
         if actual is not None and len(inos) == 1 and actual in (SHARED, PRIVATE):

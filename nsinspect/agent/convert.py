@@ -230,6 +230,7 @@ def _member(target: Any, x: Member) -> None:
         _ns_map(entry.differs, s.differs)
     if x.details is not None:
         _evidence(target.details, x.details)
+    target.pinned.update(x.pinned)
 
 
 def _from_member(m: Any) -> Member:
@@ -249,6 +250,7 @@ def _from_member(m: Any) -> Member:
         gid_map=_from_ranges(m.gid_map),
         strays=tuple(Stray(_from_process(s.process), _ns_dict(s.differs)) for s in m.strays),
         details=_from_evidence(MemberDetails, m.details) if m.HasField("details") else None,
+        pinned=dict(m.pinned),
     )
 
 

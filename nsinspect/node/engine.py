@@ -91,7 +91,8 @@ class LocalEngine:
         if facts is None:
             facts = pods.fetch(self.runtime(), self.proc, sandboxes, self._cache)
         finder = strays.Finder(self.proc, strays.cgroupfs_root(self.host_root), self._cgroup2)
-        views = pods.assemble(self.proc, self._cache, facts, self.node_name, self._cgroup2, node_ns, sandboxes, finder)
+        views = pods.assemble(self.proc, self._cache, facts, self.node_name, self._cgroup2, node_ns, sandboxes, finder,
+                               self.host_root)
         return [v._replace(runtime=self._runtime_name) for v in views]
 
     # -- what the snapshot layer replaces --------------------------------------------------------

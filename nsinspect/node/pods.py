@@ -120,22 +120,63 @@ def _member(
 ) -> tuple[Member, cri_info.VerboseInfo | None]:
     vi = None
     process, namespaces, maps = None, dict[str, NamespaceId](), _NO_MAPS
-    if running:
+    cached = cache.peek(cid) if running else None
+    if cached is not None:
         # fetch() validated the entry; _namespaces checks the identity again around its reads.
-        cached = cache.peek(cid)
-        if cached is not None:
-            vi = cached[1]
-            process, namespaces, maps = _namespaces(proc, cached[0].pid)
-            if process is None or process.id != cached[0]:
-                cache.forget(cid)
-                process, namespaces, maps = None, dict[str, NamespaceId](), _NO_MAPS
-        elif status is not None and status.info:
-            vi = cri_info.parse(status.info)
-            if vi.pid:
-                process, namespaces, maps = _namespaces(proc, vi.pid)
-                if process is not None:
-                    cache.put(cid, process.id, vi)
+        vi = cached[1]
+        process, namespaces, maps = _namespaces(proc, cached[0].pid)
+        if process is None or process.id != cached[0]:
+            cache.forget(cid)
+            process, namespaces, maps = None, dict[str, NamespaceId](), _NO_MAPS
+    elif status is not None and status.info:
+        vi = cri_info.parse(status.info)  # a sandbox's, even when not ready: its pinned namespace paths
+        if running and vi.pid:
+            process, namespaces, maps = _namespaces(proc, vi.pid)
+            if process is not None:
+                cache.put(cid, process.id, vi)
     return Member(name, role, cid, state, process, namespaces, **extra, **maps), vi
+
+
+def pinned(proc: ProcFS, vi: cri_info.VerboseInfo, host_root: str | None) -> dict[str, tuple[str, NamespaceId]]:
+    """The namespaces a sandbox's OCI spec names by a path the runtime pinned (not /proc/<pid>/ns/...):
+    type -> (that path, the namespace it holds).  A path counts only while it is an nsfs inode (the dev the
+    scan's namespaces are on): once unmounted it is an empty file of /run, and holds nothing."""
+    dev = proc.nsfs_dev()
+    out: dict[str, tuple[str, NamespaceId]] = {}
+    for t, path in vi.spec_namespaces.items():
+        if not path.startswith("/") or cri_info.joined_pid(path) is not None:
+            continue
+        for candidate in _under_root(path, host_root):
+            try:
+                st = os.stat(candidate)
+            except (OSError, ValueError):
+                continue
+            if dev and st.st_dev == dev:
+                out[t] = (path, NamespaceId(st.st_dev, st.st_ino))
+                break
+    return out
+
+
+def _under_root(path: str, host_root: str | None) -> list[str]:
+    """Where the node's ``path`` is seen from here: under the host root when one is set.  There /var/run
+    (the node's symlink to /run, which would resolve in our own root) is looked up as /run too."""
+    if not host_root:
+        return [path]
+    out = [os.path.join(host_root, path.lstrip("/"))]
+    if path.startswith("/var/run/"):
+        out.append(os.path.join(host_root, path[len("/var/"):]))
+    return out
+
+
+def _with_pinned(proc: ProcFS, sandbox: Member, vi: cri_info.VerboseInfo | None, host_root: str | None) -> Member:
+    """A sandbox without a process, with the namespaces its runtime pinned (``pinned``)."""
+    if sandbox.process is not None or vi is None:
+        return sandbox
+    found = pinned(proc, vi, host_root)
+    if not found:
+        return sandbox
+    return sandbox._replace(namespaces={t: ns for t, (_p, ns) in found.items()},
+                            pinned={t: p for t, (p, _ns) in found.items()})
 
 
 class Facts(NamedTuple):
@@ -163,9 +204,10 @@ def _index(sandboxes: list[Any]) -> dict[tuple[str, str], list[Any]]:
 
 
 def _statuses(ids_states: dict[str, int], running_state: int, old: dict[str, Any], old_states: dict[str, int],
-              cache: PidCache, proc: ProcFS, call: Any) -> dict[str, Any]:
+              cache: PidCache, proc: ProcFS, call: Any, idle_verbose: bool = False) -> dict[str, Any]:
     """Status of each id: reused from ``old`` when its state did not change, else asked for
-    (verbose only for a running one whose pid is not cached).
+    (verbose only for a running one whose pid is not cached, and with ``idle_verbose`` for one that
+    does not run: a sandbox that is not ready may still have namespaces pinned by path).
 
     With an ``old`` (the agent's refresh) cached pids are not checked here: ``_member`` checks
     each one's identity as it reads it, and drops a dead one, so the next refresh asks again.
@@ -179,7 +221,7 @@ def _statuses(ids_states: dict[str, int], running_state: int, old: dict[str, Any
         prev = old.get(cid)
         if prev is not None and old_states.get(cid) == state and (known or not running):
             out[cid] = prev
-        elif running and not known:
+        elif (running and not known) or (idle_verbose and not running):
             verbose.append(cid)
         else:
             plain.append(cid)
@@ -211,7 +253,7 @@ def fetch(client: Any, proc: ProcFS, sandboxes: list[Any], cache: PidCache, prev
     statuses = _statuses({c.id: c.state for c in latest.values()}, 1, prev.statuses, prev_c, cache, proc,
                          client.container_statuses)
     sb_statuses = _statuses({sb.id: sb.state for sb in sandboxes}, 0, prev.sb_statuses, prev_sb, cache, proc,
-                            client.sandbox_statuses)
+                            client.sandbox_statuses, idle_verbose=True)
     by_sandbox: dict[str, list[Any]] = {}
     for c in latest.values():
         by_sandbox.setdefault(c.pod_sandbox_id, []).append(c)
@@ -220,8 +262,9 @@ def fetch(client: Any, proc: ProcFS, sandboxes: list[Any], cache: PidCache, prev
 
 
 def assemble(proc: ProcFS, cache: PidCache, facts: Facts, node: str, cgroup2: bool, node_ns: Mapping[str, NamespaceId],
-             sandboxes: list[Any] | None = None, strays: Finder | None = None) -> list[PodView]:
-    """PodViews of these sandboxes (default: all of ``facts``), namespaces read now from /proc; each member's
+             sandboxes: list[Any] | None = None, strays: Finder | None = None, host_root: str | None = None) -> list[PodView]:
+    """PodViews of these sandboxes (default: all of ``facts``), namespaces read now from /proc (a sandbox
+    without a process: from the paths its runtime pinned them at, under ``host_root``); each member's
     stray processes too when a ``strays`` finder is given."""
     views = []
     for sb in facts.sandboxes if sandboxes is None else sandboxes:
@@ -229,12 +272,13 @@ def assemble(proc: ProcFS, cache: PidCache, facts: Facts, node: str, cgroup2: bo
         if st is None:  # removed while we looked
             continue
         views.append(_pod_view(proc, cache, sb, st, facts.containers.get(sb.id, []), facts.statuses, node, cgroup2, node_ns,
-                               strays))
+                               strays, host_root))
     return views
 
 
 def _pod_view(proc: ProcFS, cache: PidCache, sb: Any, st: Any, containers: list[Any], statuses: dict[str, Any], node: str,
-              cgroup2: bool, node_ns: Mapping[str, NamespaceId], strays: Finder | None = None) -> PodView:
+              cgroup2: bool, node_ns: Mapping[str, NamespaceId], strays: Finder | None = None,
+              host_root: str | None = None) -> PodView:
     status = st.status
     labels = dict(sb.labels)
     meta = sb.metadata
@@ -261,7 +305,8 @@ def _pod_view(proc: ProcFS, cache: PidCache, sb: Any, st: Any, containers: list[
         uid_mappings=uid_mappings,
         gid_mappings=gid_mappings,
     )
-    sandbox, _ = _member(proc, cache, sb.id, info.name, SANDBOX, info.state, st, sb.state == 0, created_at=sb.created_at)
+    sandbox, sb_vi = _member(proc, cache, sb.id, info.name, SANDBOX, info.state, st, sb.state == 0, created_at=sb.created_at)
+    sandbox = _with_pinned(proc, sandbox, sb_vi, host_root)
     raw = []
     for c in containers:
         cs = statuses.get(c.id)
@@ -279,6 +324,8 @@ def _pod_view(proc: ProcFS, cache: PidCache, sb: Any, st: Any, containers: list[
     verdicts = sharing.verdicts(members, options, node_ns, facts, requested)
     if sharing.sandbox_apart(members, node_ns):
         notes.append(sharing.SANDBOX_APART)
+    if sandbox.pinned:
+        notes.append(sharing.pinned_note(sandbox))
     if strays is not None:
         members, unseen = strays.pod(members)
         notes.extend(unseen)

@@ -184,6 +184,8 @@ def member(m: Member) -> dict[str, Any]:
         "gid_map": id_map(m.gid_map) if m.running else None,
         "strays": [stray(s) for s in m.strays],
         "details": plain(m.details),
+        # A sandbox without a process: type -> the path its namespace was read from (pinned by the runtime).
+        "pinned": dict(sorted(m.pinned.items())),
     }
 
 

@@ -212,7 +212,7 @@ class IdRange(_message.Message):
     def __init__(self, inside: _Optional[int] = ..., outside: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("name", "role", "id", "state", "process", "namespaces", "target_id", "attempt", "created_at", "finished_at", "image", "uid_map", "gid_map", "strays", "details")
+    __slots__ = ("name", "role", "id", "state", "process", "namespaces", "target_id", "attempt", "created_at", "finished_at", "image", "uid_map", "gid_map", "strays", "details", "pinned")
     class NamespacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +220,13 @@ class Member(_message.Message):
         key: str
         value: NamespaceId
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[NamespaceId, _Mapping]] = ...) -> None: ...
+    class PinnedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +242,7 @@ class Member(_message.Message):
     GID_MAP_FIELD_NUMBER: _ClassVar[int]
     STRAYS_FIELD_NUMBER: _ClassVar[int]
     DETAILS_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: str
     id: str
@@ -250,7 +258,8 @@ class Member(_message.Message):
     gid_map: _containers.RepeatedCompositeFieldContainer[IdRange]
     strays: _containers.RepeatedCompositeFieldContainer[StrayProcess]
     details: MemberEvidence
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., id: _Optional[str] = ..., state: _Optional[str] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., target_id: _Optional[str] = ..., attempt: _Optional[int] = ..., created_at: _Optional[int] = ..., finished_at: _Optional[int] = ..., image: _Optional[str] = ..., uid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ..., gid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ..., strays: _Optional[_Iterable[_Union[StrayProcess, _Mapping]]] = ..., details: _Optional[_Union[MemberEvidence, _Mapping]] = ...) -> None: ...
+    pinned: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., id: _Optional[str] = ..., state: _Optional[str] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., target_id: _Optional[str] = ..., attempt: _Optional[int] = ..., created_at: _Optional[int] = ..., finished_at: _Optional[int] = ..., image: _Optional[str] = ..., uid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ..., gid_map: _Optional[_Iterable[_Union[IdRange, _Mapping]]] = ..., strays: _Optional[_Iterable[_Union[StrayProcess, _Mapping]]] = ..., details: _Optional[_Union[MemberEvidence, _Mapping]] = ..., pinned: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class StrayProcess(_message.Message):
     __slots__ = ("process", "differs")
