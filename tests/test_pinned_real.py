@@ -1,0 +1,106 @@
+"""A sandbox whose process is gone still has the namespaces its runtime pinned by path (containerd's
+/var/run/netns/cni-*): read by stat of that path, compared with the kernel's links of the app container."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from cri_env import ContainerSpec, remove_pod, run_pod
+from helpers import run_cli
+
+from nsinspect.agent import convert
+from nsinspect.agent.v1 import agent_pb2 as pb
+from nsinspect.node.engine import LocalEngine
+
+pytestmark = pytest.mark.runtime
+
+
+def _sandbox_info(client, sandbox_id):
+    from nsinspect.cri.v1 import api_pb2 as cri
+
+    st = client.stub.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True), timeout=10)
+    return st.status.state, json.loads(st.info["info"])
+
+
+def _ino(pid, t):
+    return int(os.readlink(f"/proc/{pid}/ns/{t}").split("[")[1].rstrip("]"))
+
+
+@pytest.fixture
+def short_tmp():
+    """A directory with a short path: a unix socket's path under it has at most 107 characters."""
+    d = Path(tempfile.mkdtemp(prefix="nsi", dir="/tmp"))
+    yield d
+    shutil.rmtree(d)  # unlinks the symlinks in it, never follows them
+
+
+@pytest.fixture
+def orphaned(ctrd):
+    """A pod of its own whose pause process was killed: (pod, app pid, pinned net path)."""
+    pod = run_pod(ctrd.client, "pinned-demo", containers=[ContainerSpec("app")])
+    try:
+        _state, info = _sandbox_info(ctrd.client, pod.sandbox_id)
+        path = next(ns["path"] for ns in info["runtimeSpec"]["linux"]["namespaces"] if ns["type"] == "network")
+        app = LocalEngine(runtime_endpoint=ctrd.endpoint, parallel=False)
+        try:
+            app_pid = next(m.pid for m in app.pod("pinned-demo", "lab").members if m.name == "app")
+        finally:
+            app.close()
+        os.kill(info["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while _sandbox_info(ctrd.client, pod.sandbox_id)[0] == 0:  # SANDBOX_READY until containerd sees the exit
+            assert time.monotonic() < deadline, "containerd did not notice the sandbox's exit"
+            time.sleep(0.1)
+        yield pod, app_pid, path
+    finally:
+        remove_pod(ctrd.client, pod.sandbox_id)
+
+
+def test_sandbox_without_process_keeps_pinned_net(ctrd, orphaned, short_tmp):
+    pod, app_pid, path = orphaned
+    r = run_cli("-r", ctrd.endpoint, "pod", "pinned-demo", "-n", "lab", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    sandbox, app = data["members"][0], next(m for m in data["members"] if m["name"] == "app")
+    assert sandbox["role"] == "sandbox" and sandbox["pid"] is None and sandbox["state"] == "notready"
+    # Three sources agree: the pinned path, the app's link, and what nsinspect reports for the sandbox.
+    assert sandbox["pinned"] == {"net": path}
+    assert sandbox["namespaces"] == {"net": os.stat(path).st_ino} == {"net": _ino(app_pid, "net")}
+    assert app["pinned"] == {} and app["namespaces"]["net"] == _ino(app_pid, "net")
+    assert data["sharing"]["net"]["actual"] == "shared" and data["sharing"]["net"]["ok"]
+    assert any("no process" in n and path in n for n in data["notes"])
+
+    # The agent's wire carries it.
+    engine = LocalEngine(runtime_endpoint=ctrd.endpoint, parallel=False)
+    try:
+        view = engine.pod("pinned-demo", "lab")
+    finally:
+        engine.close()
+    assert dict(view.members[0].pinned) == {"net": path}
+    assert convert.from_pod(pb.PodView.FromString(convert.to_pod(view).SerializeToString())) == view
+
+    # Under a host root, the node's /var/run/netns is found as <root>/run/netns (the node's /var/run is a
+    # symlink to /run); an unmounted pin (a plain file, not nsfs) holds nothing.
+    for root, is_nsfs in ((short_tmp / "h", True), (short_tmp / "s", False)):
+        root.mkdir()
+        (root / "tmp").symlink_to("/tmp")  # the test containerd's socket
+        if is_nsfs:
+            (root / "run").symlink_to("/run")
+        else:
+            stale = root / "run" / path.removeprefix("/var/run/")
+            stale.parent.mkdir(parents=True)
+            stale.touch()
+        r = run_cli("-r", ctrd.endpoint, "--host-root", str(root), "pod", "pinned-demo", "-n", "lab", "-o", "json")
+        assert r.returncode == 0, r.stderr
+        sandbox = json.loads(r.stdout)["members"][0]
+        if is_nsfs:
+            assert sandbox["pinned"] == {"net": path} and sandbox["namespaces"] == {"net": _ino(app_pid, "net")}
+        else:
+            assert sandbox["pinned"] == {} and sandbox["namespaces"] == {}
