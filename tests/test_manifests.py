@@ -92,11 +92,13 @@ def test_host_mounts_are_read_only_and_match_the_agent_flags():
     c = agent_container()
     spec = one("DaemonSet")["spec"]["template"]["spec"]
     host = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
-    assert set(host.values()) == {"/proc", "/run/containerd", "/sys/fs/cgroup"}
+    assert set(host.values()) == {"/proc", "/run/containerd", "/sys/fs/cgroup", "/run/netns"}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     for name, path in host.items():
         assert mounts[name]["readOnly"] is True, name
         assert mounts[name]["mountPath"] == "/host" + path, name
+    # Sandboxes' namespaces pinned after the agent started (pods.pinned) must reach it.
+    assert mounts["host-netns"]["mountPropagation"] == "HostToContainer"
     assert c["args"][:2] == ["--proc", "/host/proc"]
     env = {e["name"]: e for e in c["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
