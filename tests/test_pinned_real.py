@@ -77,6 +77,14 @@ def test_sandbox_without_process_keeps_pinned_net(ctrd, orphaned, short_tmp):
     assert data["sharing"]["net"]["actual"] == "shared" and data["sharing"]["net"]["ok"]
     assert any("no process" in n and path in n for n in data["notes"])
 
+    table = run_cli("-r", ctrd.endpoint, "pod", "pinned-demo", "-n", "lab")
+    assert table.returncode == 0 and "has no process" in table.stdout and str(os.stat(path).st_ino) in table.stdout, table.stderr
+
+    check = run_cli("-r", ctrd.endpoint, "check", "pinned-demo", "-n", "lab", "--expect", "net=shared", "-o", "json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    (result,) = json.loads(check.stdout)["results"]
+    assert {(e["role"], e["ns"]) for e in result["evidence"]} == {("sandbox", _ino(app_pid, "net")), ("app", _ino(app_pid, "net"))}
+
     # The agent's wire carries it.
     engine = LocalEngine(runtime_endpoint=ctrd.endpoint, parallel=False)
     try:
