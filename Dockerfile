@@ -1,19 +1,22 @@
 # The nsinspect agent image.  Build from the repository root:
 #   docker build -t nsinspect/agent:0.1.0 .
-# Stage 1 builds wheels as an unprivileged user; stage 2 installs them with no compiler, no
-# pip cache and no build tools, and runs `nsinspect --proc /host/proc agent` (daemonset/).
+# Stage 1 builds wheels as an unprivileged user (ours with the scan's C speed-up, so gcc is there);
+# stage 2 installs them with no compiler, no pip cache and no build tools, and runs
+# `nsinspect --proc /host/proc agent` (daemonset/).
 
 FROM python:3.11-slim AS build
-RUN useradd --create-home --uid 10001 build
+# gcc for nsinspect/node/_scan.c only (setup.py); the image's Python headers are already there.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 build
 USER build
 WORKDIR /home/build/src
-COPY --chown=build:build pyproject.toml README.md ./
+COPY --chown=build:build pyproject.toml setup.py README.md ./
 COPY --chown=build:build nsinspect ./nsinspect
 # nsinspect/manifests is a link to ../daemonset (shipped for `nsinspect deploy`)
 COPY --chown=build:build daemonset ./daemonset
-# grpcio, protobuf and psutil come as manylinux wheels; the slim image has no compiler, so a
-# dependency that would need one fails the build instead of slipping in.
-RUN python -m pip wheel --no-cache-dir --wheel-dir /home/build/wheels .
+# grpcio, protobuf and psutil come as manylinux wheels: --only-binary makes a dependency that would
+# need building fail the build instead of slipping in (it does not apply to this project itself).
+RUN python -m pip wheel --no-cache-dir --only-binary=:all: --wheel-dir /home/build/wheels .
 
 FROM python:3.11-slim
 COPY --from=build /home/build/wheels /tmp/wheels

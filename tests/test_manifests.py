@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -138,6 +141,32 @@ def test_dockerfile_builds_unprivileged_and_ships_no_compiler():
     assert re.search(r"^USER (?!root|0\b)\S+", build, re.M)
     assert not re.search(r"apt-get|gcc|build-essential|\bmake\b", final)
     assert '"--proc", "/host/proc", "agent"' in final and 'ENTRYPOINT ["nsinspect"]' in final
+    assert "--only-binary=:all:" in build  # dependencies come as wheels; only nsinspect is compiled
+
+
+def test_dockerfile_build_stage_copies_what_the_wheel_needs(tmp_path):
+    """The files the build stage copies, and nothing else, make a wheel with the scan's C speed-up
+    (no container engine here: the stage's COPY lines are replayed into a directory)."""
+    if not shutil.which("gcc"):
+        pytest.fail("gcc is needed to build the C speed-up (scripts/test.sh installs it)")
+    build = re.split(r"^FROM ", (ROOT / "Dockerfile").read_text(), flags=re.M)[1]
+    src = tmp_path / "src"
+    src.mkdir()
+    for line in re.findall(r"^COPY (.+)$", build, re.M):
+        *names, _dest = [w for w in line.split() if not w.startswith("--")]
+        for name in names:
+            path = ROOT / name
+            if path.is_dir():
+                shutil.copytree(path, src / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+            else:
+                shutil.copy2(path, src / name)
+    out = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(src)],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = out.glob("nsinspect-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("nsinspect/node/_scan.") and n.endswith(".so") for n in names), names
+    assert "nsinspect/manifests/daemonset.yaml" in names
 
 
 @pytest.fixture()
