@@ -59,6 +59,8 @@ class StubAPI:
         self.log: list[tuple[str, str, int]] = []  # (method, path, client's port) of each request
         self.grants_of: dict[str, set[tuple[str, str, str]]] = {}  # whom one may impersonate: user, or "group:NAME"
         self.impersonated: list[tuple[str, tuple[str, ...]]] = []  # (user, groups) of each impersonated request
+        # The verb a websocket port-forward is authorized as: create since Kubernetes 1.35, get before.
+        self.portforward_verb = "create"
         self.on_forward: Callable[[tuple[str, str]], None] | None = None  # called when a stream first carries data
         self.pages = 0  # list pages served
         self.streams = self.streams_max = 0  # port-forward streams open now, and at most
@@ -233,7 +235,7 @@ def _handler(api: StubAPI) -> type:
                         else:
                             self._send(200, obj)
                 elif len(parts) == 7 and parts[6] == "portforward":
-                    if self._allowed("create", "pods/portforward", ns):
+                    if self._allowed(api.portforward_verb, "pods/portforward", ns):
                         self._portforward(ns, parts[5], query)
                 else:
                     self._send(404, status(404, "NotFound", "the server could not find the requested resource"))

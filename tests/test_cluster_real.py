@@ -258,6 +258,20 @@ def test_rbac_refusals_name_the_missing_verb(api, tmp_path, grants, args, verb):
     assert "RBAC" in r.stderr
 
 
+def test_a_pre_1_35_server_s_portforward_refusal_names_get(api, tmp_path):
+    """Before 1.35 the API server authorizes a websocket port-forward as get: the sentence names the
+    verb the server checked, not the one a newer server would."""
+    api.portforward_verb = "get"
+    try:
+        api.user("limited", "alice", {("get", "pods", "lab"), ("list", "pods", "nsinspect-system")})
+        kc = api.kubeconfig(tmp_path / "alice", token="limited", namespace="lab")
+        r = kube(api, "pod", "namespace-demo", token_file=kc)
+        assert_one_sentence_error(r, 5)
+        assert "you may not get pods/portforward in namespace 'nsinspect-system'" in r.stderr, r.stderr
+    finally:
+        api.portforward_verb = "create"
+
+
 def test_impersonation_as_kubectl_does_it(api, tmp_path):
     """--as/--as-group (anywhere on the line, kubectl-style) or the kubeconfig user's as/as-groups:
     every request, the port-forward's too, is made as that identity, with one header per group."""

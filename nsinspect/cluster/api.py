@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
@@ -378,6 +379,11 @@ def status_error(status: int, message: str, what: tuple[str, str, str]) -> Excep
             "or ask a cluster admin for the impersonate verb"
         )
     if status == 403:
+        # The server names what it checked ("User "x" cannot get resource "pods/portforward" in ..."): a websocket
+        # port-forward is checked as get before Kubernetes 1.35 and as create since; believe the server.
+        said = re.search(r'cannot (\w+) resource "([^"]+)"', message)
+        if said:
+            verb, resource = said.group(1), said.group(2)
         return PermissionDenied(
             f"you may not {verb} {resource} {where} (RBAC: verb {verb!r} on resource {resource!r} is missing); "
             "ask a cluster admin to bind the nsinspect-user Role, or use another --context"
