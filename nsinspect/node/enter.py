@@ -115,21 +115,10 @@ def _forked(proc_root: str, jobs: list[tuple[str, int]], timeout: float) -> byte
     import select
     import time
 
+    from nsinspect.node.fanout import spawn  # here, not at the top: this file also runs as a script (_spawned)
+
     setns = _setns_call()  # nothing is imported in the child
-    r, w = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the helper
-        code = 0
-        try:
-            os.close(r)
-            view = memoryview(marshal.dumps(collect(proc_root, jobs, setns)))
-            while view:
-                view = view[os.write(w, view):]
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
+    child, r = spawn(lambda: collect(proc_root, jobs, setns))
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout
     try:

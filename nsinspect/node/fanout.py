@@ -21,24 +21,31 @@ def slices(items: Sequence[T], n: int) -> list[list[T]]:
     return [list(items[k * len(items) // n : (k + 1) * len(items) // n]) for k in range(n)]
 
 
+def spawn(fn: Callable[[], Any]) -> tuple[int, int]:
+    """Fork a child that runs ``fn()`` and writes its result, marshalled, to a pipe; it exits 0 when it
+    could, 1 when not.  Returns (child pid, the pipe's read end).  The child imports nothing."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        code = 0
+        try:
+            os.close(r)
+            view = memoryview(marshal.dumps(fn()))
+            while view:
+                view = view[os.write(w, view) :]
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    return child, r
+
+
 def fanout(fn: Callable[[T], Any], chunks: list[T]) -> list[Any]:
     """``[fn(chunk) for chunk in chunks]``, all but the first chunk read in forked workers."""
     children = []
     for chunk in chunks[1:]:
-        r, w = os.pipe()
-        child = os.fork()
-        if child == 0:  # pragma: no cover - runs in the forked worker
-            code = 0
-            try:
-                os.close(r)
-                view = memoryview(marshal.dumps(fn(chunk)))
-                while view:
-                    view = view[os.write(w, view) :]
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(w)
+        child, r = spawn(lambda chunk=chunk: fn(chunk))  # type: ignore[misc]
         children.append((child, r, chunk))
     results = [fn(chunks[0])] if chunks else []
     for child, r, chunk in children:
