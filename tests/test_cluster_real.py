@@ -432,10 +432,19 @@ def test_grpc_through_a_port_forward_as_proxies_reshape_it(ctrd, api, wire):
         assert "pong" in api.wire.log
     api.add_pod(course_pod(ctrd, "hostnet", node="node-b"))
     api.add_agent("node-b", None)  # ready, but nothing listens on its port
-    r = kube(api, "pod", "hostnet")
-    assert_one_sentence_error(r, 4)
-    assert "did not accept the connection (failed to execute portforward in network namespace" in r.stderr
-    assert "connect: connection refused" in r.stderr
+    # The server closes the stream right after its error text, as the kubelet does, while grpcio's
+    # first bytes sit unread there: the close can become a TCP reset that discards the text in flight
+    # (seen once in ~10 full runs).  Every attempt is one sentence, exit 4; the text must get through
+    # in one of three.
+    said = []
+    for _ in range(3):
+        r = kube(api, "pod", "hostnet")
+        assert_one_sentence_error(r, 4)
+        said.append(r.stderr)
+        if "did not accept the connection" in r.stderr:
+            break
+    assert "did not accept the connection (failed to execute portforward in network namespace" in said[-1], said
+    assert "connect: connection refused" in said[-1]
 
 
 def test_a_session_lets_go_of_its_streams_before_it_ends(api):
