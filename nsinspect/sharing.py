@@ -471,8 +471,3 @@ def with_declared(view: PodView, spec: PodSpec, ephemeral_targets: bool) -> dict
         v = v._replace(declared=d[0], declared_reason=d[1]) if d else v._replace(declared=None, declared_reason="")
         out[t] = explained(v)
     return out
-
-
-def with_explanations(view: PodView) -> PodView:
-    """The view with each verdict's disagreement sentence (re)computed, e.g. after it crossed the wire."""
-    return view._replace(sharing={t: explained(v) for t, v in view.sharing.items()})
