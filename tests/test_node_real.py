@@ -271,6 +271,50 @@ def test_watched_process_checked_by_pidfd(monkeypatch, tmp_path):
     assert fixture.is_alive(me) and fixture.is_alive(me) and fixture._pidfds == {}
 
 
+def test_watched_checks_from_many_threads():
+    """The agent checks its members from many threads at once: while a process runs every check says
+    so, and every check that starts after it was reaped says it is gone (one epoll set of pidfds,
+    no lock on the way to a yes)."""
+    children = [subprocess.Popen(["sleep", "30"]) for _ in range(6)]
+    proc = ProcFS(watch=True)
+    try:
+        ids = [procfs.ProcessId(c.pid, proc.start_time(c.pid)) for c in children]
+        killed: set[procfs.ProcessId] = set()  # from just before the kill
+        reaped: set[procfs.ProcessId] = set()
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def check() -> None:
+            while not stop.is_set():
+                for i in ids:
+                    gone = i in reaped  # reaped before the check starts: it must say gone
+                    alive = proc.is_alive(i)
+                    if (alive and gone) or (not alive and i not in killed):  # not killed by its end: there
+                        errors.append(f"{i}: alive={alive} reaped-before={gone}")
+
+        threads = [threading.Thread(target=check) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        for c, i in list(zip(children, ids, strict=True))[:3]:
+            killed.add(i)
+            c.kill()
+            c.wait()
+            reaped.add(i)
+            time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:5]
+        proc.is_alive(ids[0])
+        assert set(proc._pidfds) == set(ids[3:])  # the exited ones' pidfds were dropped
+    finally:
+        for c in children:
+            c.kill()
+            c.wait()
+        proc.close()
+
+
 def test_watched_pidfds_are_bounded_and_swept():
     """The kept pidfds stay within their bound: those of exited processes are closed to make room."""
     proc = ProcFS(watch=True)

@@ -371,9 +371,11 @@ class ProcFS:
         self._fd: int | None = None
         self._nsfs_dev: int | None = None
         self.watch = watch
-        self._pidfds: dict[ProcessId, int] = {}
+        self._pidfds: dict[ProcessId, int] = {}  # read without the lock: a dict lookup is atomic
+        self._by_fd: dict[int, ProcessId] = {}
+        self._epoll: Any = None  # every kept pidfd is registered here: one epoll_wait(0) tells every exit
         self._pidfds_max = 0  # set when pidfds can be used here (then > 0)
-        self._pidfd_lock = threading.Lock()
+        self._pidfd_lock = threading.Lock()  # held to change the three above
 
     # -- plumbing -------------------------------------------------------------------------
     @property
@@ -393,6 +395,10 @@ class ProcFS:
             for fd in self._pidfds.values():
                 os.close(fd)
             self._pidfds.clear()
+            self._by_fd.clear()
+            if self._epoll is not None:
+                self._epoll.close()
+                self._epoll = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -531,20 +537,16 @@ class ProcFS:
         """Is this exact process (pid *and* start time) still there?
 
         One read of /proc/<pid>/stat.  With ``watch``, a pidfd opened before a check that found
-        the process is kept: while the process runs, the pidfd answers (one poll(), a tenth of
-        the cost: the kernel formats no stat line); once it reports an exit (a zombie is still
-        "there", as in the stat check), the stat line answers again.
+        the process is kept, registered in one epoll set: while the process runs, the answer is a
+        dict lookup after one ``epoll_wait(0)`` that reports every kept process that exited since
+        (no lock, no stat line for the kernel to format).  Once a process exits (a zombie is still
+        "there", as in the stat check), its pidfd is dropped and the stat line answers again.
         """
-        fd = None
-        if self.watch:
-            with self._pidfd_lock:
-                fd = self._pidfds.get(proc_id)
-                if fd is not None:
-                    if not _exited(fd):
-                        return True
-                    del self._pidfds[proc_id]
-                    os.close(fd)
-            fd = self._pidfd(proc_id.pid)
+        if self.watch and proc_id in self._pidfds:
+            self._drop_exited()
+            if proc_id in self._pidfds:
+                return True
+        fd = self._pidfd(proc_id.pid) if self.watch else None
         try:
             alive = self.start_time(proc_id.pid) == proc_id.start_time
         except (NoSuchProcess, AccessDenied):
@@ -552,26 +554,57 @@ class ProcFS:
         if fd is not None:
             # Opened before the check: if the check found the process, the pidfd is that process.
             if alive and not _exited(fd):
-                with self._pidfd_lock:
-                    if len(self._pidfds) >= self._pidfds_max:
-                        self._sweep()
-                    if proc_id not in self._pidfds and len(self._pidfds) < self._pidfds_max:
-                        self._pidfds[proc_id], fd = fd, None
+                fd = self._keep(proc_id, fd)
             if fd is not None:
                 os.close(fd)
         return alive
 
-    def _sweep(self) -> None:
-        """Close the pidfds of processes that exited (pods deleted: nobody asks about them again)."""
+    def _keep(self, proc_id: ProcessId, fd: int) -> int | None:
+        """Keep ``fd`` as the pidfd of ``proc_id``; returns it when it was not kept (full, or already one)."""
         import select
 
-        poller = select.poll()
-        by_fd = {fd: pid_id for pid_id, fd in self._pidfds.items()}
-        for fd in by_fd:
-            poller.register(fd, select.POLLIN)
-        for fd, _events in poller.poll(0):
-            del self._pidfds[by_fd[fd]]
-            os.close(fd)
+        with self._pidfd_lock:
+            if proc_id in self._pidfds:
+                return fd
+            if len(self._pidfds) >= self._pidfds_max:
+                self._drop_exited(locked=True)  # room left by processes that exited (pods deleted)
+                if len(self._pidfds) >= self._pidfds_max:
+                    return fd
+            if self._epoll is None:
+                self._epoll = select.epoll()
+            self._epoll.register(fd, select.EPOLLIN)
+            self._pidfds[proc_id], self._by_fd[fd] = fd, proc_id
+        return None
+
+    def _drop_exited(self, locked: bool = False) -> None:
+        """Close the kept pidfds of processes that exited: one epoll_wait(0) for all of them.
+
+        The set is level-triggered: an exit is reported until its pidfd is dropped, so any check
+        that follows this call sees every exit that happened before it."""
+        epoll = self._epoll
+        if epoll is None:
+            return
+        try:
+            events = epoll.poll(0)
+        except (OSError, ValueError):  # closed meanwhile (close())
+            return
+        if not events:
+            return
+        if not locked:
+            with self._pidfd_lock:
+                self._drop(events)
+        else:
+            self._drop(events)
+
+    def _drop(self, events: list[tuple[int, int]]) -> None:
+        for fd, _mask in events:
+            # Another thread may have dropped it already (and the number may be a new pidfd's:
+            # then that one is dropped too, and its process is checked by its stat line again).
+            proc_id = self._by_fd.pop(fd, None)
+            if proc_id is not None:
+                del self._pidfds[proc_id]
+                self._epoll.unregister(fd)
+                os.close(fd)
 
     def _pidfd(self, pid: int) -> int | None:
         """A pidfd of ``pid`` (our pid namespace must be the procfs root's), or None."""
