@@ -30,6 +30,7 @@ python3 setup.py -q build_ext --inplace
 
 # Generated protobuf code must match its .proto files; lint and types must be clean (pinned in the test extra).
 python3 scripts/gen_protos.py --check
+python3 scripts/gen_help.py --check
 python3 -m ruff check .
 python3 -m mypy
 
