@@ -9,6 +9,7 @@ mountinfo shows less than its mount namespace holds.  The passes run in C where 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from helpers import cli_json, comm, node_truth, readlink_ns, require_root, run_c
 from nsinspect.agent import convert
 from nsinspect.agent.v1 import agent_pb2 as pb
 from nsinspect.model import NS_TYPES
-from nsinspect.node import discover, procfs
+from nsinspect.node import discover, hidden, procfs
 from nsinspect.node.procfs import ProcFS
 from nsinspect.render import dump_json
 from nsinspect.render.data import node_json, to_data
@@ -127,6 +128,74 @@ def test_bind_mount_seen_only_in_another_mount_namespace():
     finally:
         kill_session(proc)
         os.unlink(f"/run/netns/{name}")
+
+
+UNSHARE_OPTION = {"cgroup": "cgroup", "ipc": "ipc", "mnt": "mount", "net": "net", "pid": "pid", "time": "time",
+                  "user": "user", "uts": "uts"}
+
+
+def kernel_relations(path: str, nstype: str) -> tuple[int, int, int]:
+    """(inode, parent, owner) of the namespace at ``path``, from the kernel (ioctl on an fd of it); 0 for none."""
+    def related(fd: int, request: int) -> int:
+        try:
+            rfd = fcntl.ioctl(fd, request)
+        except OSError:
+            return 0
+        try:
+            return os.fstat(rfd).st_ino
+        finally:
+            os.close(rfd)
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parent = related(fd, hidden.NS_GET_PARENT) if nstype in ("pid", "user") else 0
+        return os.fstat(fd).st_ino, parent, related(fd, hidden.NS_GET_USERNS)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def pinned_every_type(tmp_path):
+    """A namespace of each type that ``unshare --TYPE=FILE`` made and bind-mounted, no process left in them.
+
+    The directory's name has the characters mountinfo escapes (space, newline, backslash); it is a private
+    bind mount, as unshare wants for mount namespaces.  The user namespace owns the seven others."""
+    require_root()
+    pins = tmp_path / "pins a\nb\\c"
+    pins.mkdir()
+    subprocess.run(["mount", "--bind", pins, pins], check=True)
+    try:
+        subprocess.run(["mount", "--make-private", pins], check=True)
+        for t in NS_TYPES:
+            (pins / t).touch()
+        subprocess.run(["unshare", *(f"--{UNSHARE_OPTION[t]}={pins / t}" for t in NS_TYPES), "--fork", "true"], check=True)
+        yield {t: str(pins / t) for t in NS_TYPES}
+    finally:
+        for t in NS_TYPES:
+            subprocess.run(["umount", pins / t], check=False, capture_output=True)
+        subprocess.run(["umount", pins], check=False)
+
+
+def test_every_type_pinned_by_a_bind_mount_with_and_without_t(pinned_every_type):
+    """Rows of every type with NPROCS 0, the path as mountinfo's writer meant it, and PNS/ONS as the kernel
+    answers on the path, with every type and with each ``-t``: ``-t`` without mnt reads the node's mountinfo
+    through PID 1 or kthreadd (whichever lets us open its root), not through the mount namespace scan."""
+    pins = pinned_every_type
+    want = {t: kernel_relations(path, t) for t, path in pins.items()}
+    user = want["user"][0]
+    assert want["user"][1:] == (node_truth()["user"], node_truth()["user"])
+    assert all(want[t][2] == user for t in NS_TYPES if t != "user")
+    assert want["pid"][1] == node_truth()["pid"]
+    for args in [(), *(("-t", t) for t in NS_TYPES)]:
+        rows = rows_by_ns(cli_json("node", *args))
+        for t in args[1:] or NS_TYPES:
+            ino, pns, ons = want[t]
+            r = rows[ino]
+            assert (r["type"], r["nprocs"], r["pid"], r["nsfs"], r["pns"], r["ons"]) == (t, 0, None, pins[t], pns, ons), args
+            assert r["mounts"] == [{"path": pins[t], "mnt_ns": node_truth()["mnt"]}], args
+    # The table escapes the newline (not the space or the backslash, as lsns does not).
+    line = next(line for line in run_cli("node", "-t", "uts").stdout.splitlines() if line.startswith(str(want["uts"][0])))
+    assert line.endswith("(bind mount " + pins["uts"].replace("\n", "\\x0a") + ")")
 
 
 HOLDER = """
