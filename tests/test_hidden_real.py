@@ -362,6 +362,22 @@ def test_tree_is_drawn_as_lsns_draws_it(nested, how):
         assert [c for c, i in got if int(i) == n["P2"]][0].endswith("─")
 
 
+def test_tree_with_t_draws_that_type_only(nested):
+    """``-t pid --tree``: pid rows only, as lsns 2.39+ draws them (2.38 adds the owners as user rows with NPROCS 0,
+    which would say the node's user namespace has no process): under their parent pid namespace, or roots."""
+    n = nested
+    for how in ("parent", "owner"):
+        lines = run_cli("node", "-t", "pid", f"--tree={how}").stdout.splitlines()[1:]
+        cells = {int(body.split()[0]): (line[: len(line) - len(body)], body.split()[1])
+                 for line in lines for body in [line.lstrip("├└│─ ")] if body.split()[1] in NS_TYPES}
+        assert {t for _prefix, t in cells.values()} == {"pid"} and n["P2"] in cells, how
+        if how == "parent":  # P2 one level below P1, below the node's pid namespace (a root)
+            assert cells[node_truth()["pid"]][0] == ""
+            assert len(cells[n["P2"]][0]) == len(cells[n["P1"]][0]) + 2 > 2
+        else:  # no owner is a row: every row is a root
+            assert all(prefix == "" for prefix, _t in cells.values())
+
+
 def test_views_with_hidden_rows_through_the_wire(held_by_fds, netns):
     """The agent's proto carries parents, owners, mounts and fds: the round trip gives the same view,
     and the fast JSON is the generic JSON."""
