@@ -378,6 +378,40 @@ def test_tree_with_t_draws_that_type_only(nested):
             assert all(prefix == "" for prefix, _t in cells.values())
 
 
+LSNS_COLUMNS = ("ns", "type", "nprocs", "pid", "ppid", "command", "uid", "user", "nsfs", "pns", "ons")
+
+
+def _lsns_all_columns() -> dict[tuple[str, int], dict]:
+    """``lsns -J -l`` with every column our JSON prints too (lsns 2.38 exits 1 when a process vanishes under it)."""
+    cols = ",".join(c.upper() for c in LSNS_COLUMNS)
+    for _ in range(5):
+        r = subprocess.run(["lsns", "-J", "-l", "-o", cols], capture_output=True, text=True)
+        if r.returncode == 0:
+            return {(x["type"], x["ns"]): x for x in json.loads(r.stdout)["namespaces"]}
+    raise AssertionError(f"lsns -J failed 5 times: {r.stderr}")
+
+
+def test_every_row_and_column_lsns_prints(netns, held_by_fds, nested):
+    """Every namespace of the node, every column lsns prints that our JSON has, in one go.  Other work on this
+    machine comes and goes: lsns runs before and after us, and a value both runs agree on must be ours."""
+    before = _lsns_all_columns()
+    ours = {(r["type"], r["ns"]): r for r in cli_json("node")["namespaces"]}
+    after = _lsns_all_columns()
+    compared = 0
+    for key, theirs in before.items():
+        if key not in after:
+            continue
+        assert key in ours, key
+        for col in LSNS_COLUMNS:
+            if theirs[col] == after[key][col]:
+                assert ours[key][col] == theirs[col], (key, col)
+                compared += 1
+    assert compared >= len(LSNS_COLUMNS) * 30
+    # What lsns 2.38 cannot list (it has no --persistent) are rows no process is in.
+    made = {("net", netns[1]), *held_by_fds[1].items()}
+    assert made <= {k for k, r in ours.items() if r["nprocs"] == 0} and not made & before.keys()
+
+
 def test_views_with_hidden_rows_through_the_wire(held_by_fds, netns):
     """The agent's proto carries parents, owners, mounts and fds: the round trip gives the same view,
     and the fast JSON is the generic JSON."""
