@@ -9,6 +9,7 @@ mountinfo shows less than its mount namespace holds.  The passes run in C where 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from helpers import cli_json, comm, node_truth, readlink_ns, require_root, run_c
 from nsinspect.agent import convert
 from nsinspect.agent.v1 import agent_pb2 as pb
 from nsinspect.model import NS_TYPES
-from nsinspect.node import discover, procfs
+from nsinspect.node import discover, hidden, procfs
 from nsinspect.node.procfs import ProcFS
 from nsinspect.render import dump_json
 from nsinspect.render.data import node_json, to_data
@@ -127,6 +128,74 @@ def test_bind_mount_seen_only_in_another_mount_namespace():
     finally:
         kill_session(proc)
         os.unlink(f"/run/netns/{name}")
+
+
+UNSHARE_OPTION = {"cgroup": "cgroup", "ipc": "ipc", "mnt": "mount", "net": "net", "pid": "pid", "time": "time",
+                  "user": "user", "uts": "uts"}
+
+
+def kernel_relations(path: str, nstype: str) -> tuple[int, int, int]:
+    """(inode, parent, owner) of the namespace at ``path``, from the kernel (ioctl on an fd of it); 0 for none."""
+    def related(fd: int, request: int) -> int:
+        try:
+            rfd = fcntl.ioctl(fd, request)
+        except OSError:
+            return 0
+        try:
+            return os.fstat(rfd).st_ino
+        finally:
+            os.close(rfd)
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parent = related(fd, hidden.NS_GET_PARENT) if nstype in ("pid", "user") else 0
+        return os.fstat(fd).st_ino, parent, related(fd, hidden.NS_GET_USERNS)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def pinned_every_type(tmp_path):
+    """A namespace of each type that ``unshare --TYPE=FILE`` made and bind-mounted, no process left in them.
+
+    The directory's name has the characters mountinfo escapes (space, newline, backslash); it is a private
+    bind mount, as unshare wants for mount namespaces.  The user namespace owns the seven others."""
+    require_root()
+    pins = tmp_path / "pins a\nb\\c"
+    pins.mkdir()
+    subprocess.run(["mount", "--bind", pins, pins], check=True)
+    try:
+        subprocess.run(["mount", "--make-private", pins], check=True)
+        for t in NS_TYPES:
+            (pins / t).touch()
+        subprocess.run(["unshare", *(f"--{UNSHARE_OPTION[t]}={pins / t}" for t in NS_TYPES), "--fork", "true"], check=True)
+        yield {t: str(pins / t) for t in NS_TYPES}
+    finally:
+        for t in NS_TYPES:
+            subprocess.run(["umount", pins / t], check=False, capture_output=True)
+        subprocess.run(["umount", pins], check=False)
+
+
+def test_every_type_pinned_by_a_bind_mount_with_and_without_t(pinned_every_type):
+    """Rows of every type with NPROCS 0, the path as mountinfo's writer meant it, and PNS/ONS as the kernel
+    answers on the path, with every type and with each ``-t``: ``-t`` without mnt reads the node's mountinfo
+    through PID 1 or kthreadd (whichever lets us open its root), not through the mount namespace scan."""
+    pins = pinned_every_type
+    want = {t: kernel_relations(path, t) for t, path in pins.items()}
+    user = want["user"][0]
+    assert want["user"][1:] == (node_truth()["user"], node_truth()["user"])
+    assert all(want[t][2] == user for t in NS_TYPES if t != "user")
+    assert want["pid"][1] == node_truth()["pid"]
+    for args in [(), *(("-t", t) for t in NS_TYPES)]:
+        rows = rows_by_ns(cli_json("node", *args))
+        for t in args[1:] or NS_TYPES:
+            ino, pns, ons = want[t]
+            r = rows[ino]
+            assert (r["type"], r["nprocs"], r["pid"], r["nsfs"], r["pns"], r["ons"]) == (t, 0, None, pins[t], pns, ons), args
+            assert r["mounts"] == [{"path": pins[t], "mnt_ns": node_truth()["mnt"]}], args
+    # The table escapes the newline (not the space or the backslash, as lsns does not).
+    line = next(line for line in run_cli("node", "-t", "uts").stdout.splitlines() if line.startswith(str(want["uts"][0])))
+    assert line.endswith("(bind mount " + pins["uts"].replace("\n", "\\x0a") + ")")
 
 
 HOLDER = """
@@ -291,6 +360,56 @@ def test_tree_is_drawn_as_lsns_draws_it(nested, how):
     assert got == want
     if how == "owner":  # U2 under U1, P2 under U2: nested branches
         assert [c for c, i in got if int(i) == n["P2"]][0].endswith("─")
+
+
+def test_tree_with_t_draws_that_type_only(nested):
+    """``-t pid --tree``: pid rows only, as lsns 2.39+ draws them (2.38 adds the owners as user rows with NPROCS 0,
+    which would say the node's user namespace has no process): under their parent pid namespace, or roots."""
+    n = nested
+    for how in ("parent", "owner"):
+        lines = run_cli("node", "-t", "pid", f"--tree={how}").stdout.splitlines()[1:]
+        cells = {int(body.split()[0]): (line[: len(line) - len(body)], body.split()[1])
+                 for line in lines for body in [line.lstrip("├└│─ ")] if body.split()[1] in NS_TYPES}
+        assert {t for _prefix, t in cells.values()} == {"pid"} and n["P2"] in cells, how
+        if how == "parent":  # P2 one level below P1, below the node's pid namespace (a root)
+            assert cells[node_truth()["pid"]][0] == ""
+            assert len(cells[n["P2"]][0]) == len(cells[n["P1"]][0]) + 2 > 2
+        else:  # no owner is a row: every row is a root
+            assert all(prefix == "" for prefix, _t in cells.values())
+
+
+LSNS_COLUMNS = ("ns", "type", "nprocs", "pid", "ppid", "command", "uid", "user", "nsfs", "pns", "ons")
+
+
+def _lsns_all_columns() -> dict[tuple[str, int], dict]:
+    """``lsns -J -l`` with every column our JSON prints too (lsns 2.38 exits 1 when a process vanishes under it)."""
+    cols = ",".join(c.upper() for c in LSNS_COLUMNS)
+    for _ in range(5):
+        r = subprocess.run(["lsns", "-J", "-l", "-o", cols], capture_output=True, text=True)
+        if r.returncode == 0:
+            return {(x["type"], x["ns"]): x for x in json.loads(r.stdout)["namespaces"]}
+    raise AssertionError(f"lsns -J failed 5 times: {r.stderr}")
+
+
+def test_every_row_and_column_lsns_prints(netns, held_by_fds, nested):
+    """Every namespace of the node, every column lsns prints that our JSON has, in one go.  Other work on this
+    machine comes and goes: lsns runs before and after us, and a value both runs agree on must be ours."""
+    before = _lsns_all_columns()
+    ours = {(r["type"], r["ns"]): r for r in cli_json("node")["namespaces"]}
+    after = _lsns_all_columns()
+    compared = 0
+    for key, theirs in before.items():
+        if key not in after:
+            continue
+        assert key in ours, key
+        for col in LSNS_COLUMNS:
+            if theirs[col] == after[key][col]:
+                assert ours[key][col] == theirs[col], (key, col)
+                compared += 1
+    assert compared >= len(LSNS_COLUMNS) * 30
+    # What lsns 2.38 cannot list (it has no --persistent) are rows no process is in.
+    made = {("net", netns[1]), *held_by_fds[1].items()}
+    assert made <= {k for k, r in ours.items() if r["nprocs"] == 0} and not made & before.keys()
 
 
 def test_views_with_hidden_rows_through_the_wire(held_by_fds, netns):

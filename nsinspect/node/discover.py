@@ -8,6 +8,7 @@ Pods and containers are attached on top by ``nsinspect.node.pods``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from nsinspect.errors import AccessDenied, NoSuchProcess
@@ -52,24 +53,43 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
             namespaces.append(Namespace(NamespaceId(dev, ino), nstype, nprocs, low, process, ino == node_ino))
     pids = proc.pids()
     namespaces, fds_denied = hidden.complete(
-        proc.fd, namespaces, types, pids, _mountinfo_readers(seen, node_ns), node_ns, dev,
+        proc.fd, namespaces, types, pids, _mountinfo_readers(proc, seen, node_ns), node_ns, dev,
         workers=workers_for(len(pids)) if parallel else 1,
     )
     namespaces.sort(key=lambda n: (n.id.ino, n.type))
     return NodeView(namespaces, node_ns, stats._replace(fds_denied=fds_denied), types)
 
 
-def _mountinfo_readers(seen: dict[Any, Any], node_ns: dict[str, NamespaceId]) -> list[tuple[int, str]]:
+def _mountinfo_readers(proc: ProcFS, seen: dict[Any, Any], node_ns: dict[str, NamespaceId]) -> list[tuple[int, str]]:
     """One process per mount namespace (the node's first), whose mountinfo shows its nsfs mounts.
 
-    Without a scan of mnt links (``-t`` without mnt), the node's mount namespace and ours.
+    Without a scan of mnt links (``-t`` without mnt): PID 1 and kthreadd for the node's mount
+    namespace, the one whose root we can open first (a bind mount is opened through the root of the
+    first process it was seen by: some sandboxes hide PID 1's root even from root, not its
+    mountinfo), and our own mount namespace if it is another one.
     """
     node_mnt = node_ns["mnt"].ino if "mnt" in node_ns else 0
     if "mnt" in seen:
         readers = [(ino, str(low)) for ino, (_n, low, _p) in seen["mnt"].items()]
         readers.sort(key=lambda r: r[0] != node_mnt)
         return readers
-    return [(node_mnt, "1"), (node_mnt, "2"), (0, "self")]
+    readers = [(node_mnt, "1"), (node_mnt, "2")]
+    readers.sort(key=lambda r: not _root_reachable(proc, r[1]))
+    try:
+        own = os.stat("self/ns/mnt", dir_fd=proc.fd).st_ino
+    except OSError:
+        own = 0
+    if own != node_mnt or not own:
+        readers.append((own, "self"))
+    return readers
+
+
+def _root_reachable(proc: ProcFS, entry: str) -> bool:
+    try:
+        os.stat(f"{entry}/root/", dir_fd=proc.fd)
+    except OSError:
+        return False
+    return True
 
 
 def process_view(proc: ProcFS, pid: int) -> ProcessView:
