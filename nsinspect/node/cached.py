@@ -133,10 +133,11 @@ class CachedEngine(LocalEngine):
 
         ``settled``: these views were accepted after a fresh look, so a running member without a
         readable process is how things are (hidden, exiting), not a sign of change."""
+        self.proc.note_exits()  # one look for every member's exit: below, a kept pidfd is a dict lookup
         for v in views:
             for m in v.members:
                 if m.process is not None:
-                    if not self.proc.is_alive(m.process.id):
+                    if not self.proc.is_alive(m.process.id, exits_noted=True):
                         return False
                     if not all(self.proc.runs(s.process.id) for s in m.strays):
                         return False  # a stray exited: read the pod again

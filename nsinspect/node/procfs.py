@@ -533,7 +533,7 @@ class ProcFS:
         """Identity and description of one process.  Raises NoSuchProcess or AccessDenied."""
         return _to_process(pid, _describe(self.fd, pid))
 
-    def is_alive(self, proc_id: ProcessId) -> bool:
+    def is_alive(self, proc_id: ProcessId, exits_noted: bool = False) -> bool:
         """Is this exact process (pid *and* start time) still there?
 
         One read of /proc/<pid>/stat.  With ``watch``, a pidfd opened before a check that found
@@ -541,9 +541,12 @@ class ProcFS:
         dict lookup after one ``epoll_wait(0)`` that reports every kept process that exited since
         (no lock, no stat line for the kernel to format).  Once a process exits (a zombie is still
         "there", as in the stat check), its pidfd is dropped and the stat line answers again.
+        ``exits_noted``: the caller called ``note_exits()`` just before (to check many processes
+        with one system call).
         """
         if self.watch and proc_id in self._pidfds:
-            self._drop_exited()
+            if not exits_noted:
+                self.note_exits()
             if proc_id in self._pidfds:
                 return True
         fd = self._pidfd(proc_id.pid) if self.watch else None
@@ -567,7 +570,7 @@ class ProcFS:
             if proc_id in self._pidfds:
                 return fd
             if len(self._pidfds) >= self._pidfds_max:
-                self._drop_exited(locked=True)  # room left by processes that exited (pods deleted)
+                self.note_exits(locked=True)  # room left by processes that exited (pods deleted)
                 if len(self._pidfds) >= self._pidfds_max:
                     return fd
             if self._epoll is None:
@@ -576,7 +579,7 @@ class ProcFS:
             self._pidfds[proc_id], self._by_fd[fd] = fd, proc_id
         return None
 
-    def _drop_exited(self, locked: bool = False) -> None:
+    def note_exits(self, locked: bool = False) -> None:
         """Close the kept pidfds of processes that exited: one epoll_wait(0) for all of them.
 
         The set is level-triggered: an exit is reported until its pidfd is dropped, so any check
