@@ -13,7 +13,8 @@ from typing import Any
 
 from nsinspect.errors import AccessDenied, NoSuchProcess
 from nsinspect.model import NS_TYPES, ContainerRef, Namespace, NamespaceId, NodeView, PodRef, PodView, ProcessView
-from nsinspect.node import hidden
+from nsinspect.node import hidden, procfs
+from nsinspect.node.fanout import fanout, slices
 from nsinspect.node.procfs import ProcFS
 from nsinspect.node.procfs import _workers_for as workers_for  # the scan's rule for forking, shared
 
@@ -43,36 +44,42 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
     namespaces no process is in (bind-mounted, held by an fd, or only a parent or owner),
     and every namespace's parent and owner.
     """
-    seen, stats = proc.scan(types, parallel=parallel)
+    pids = proc.pids()
+    workers = workers_for(len(pids)) if parallel else 1
     node_ns = node_namespaces(proc)
     dev = proc.nsfs_dev()
+    node_mnt = node_ns["mnt"].ino if "mnt" in node_ns else 0
+    # Without a scan of mnt links, the first slice reads the node's mount namespace (and ours).
+    fixed = None if "mnt" in types else _mountinfo_readers(proc, node_ns)
+    fd = proc.fd
+
+    def read_slice(job: tuple[list[int], list[tuple[int, str]] | None]) -> tuple[Any, hidden.SlicePass]:
+        """One forked worker's share: its pids' links, then the passes after the scan for them."""
+        share, readers = job
+        chunk = procfs.scan_slice(fd, share, types)
+        return chunk, hidden.slice_pass(fd, share, chunk[0], types, dev, node_mnt, readers)
+
+    jobs = [(share, fixed if k == 0 or fixed is None else []) for k, share in enumerate(slices(pids, workers))]
+    parts = fanout(read_slice, jobs)
+    seen, stats = procfs.finish_scan([chunk for chunk, _pass in parts], types)
     namespaces: list[Namespace] = []
     for nstype, by_ino in seen.items():
         node_ino = node_ns[nstype].ino if nstype in node_ns else None
         for ino, (nprocs, low, process) in by_ino.items():
             namespaces.append(Namespace(NamespaceId(dev, ino), nstype, nprocs, low, process, ino == node_ino))
-    pids = proc.pids()
-    namespaces, fds_denied = hidden.complete(
-        proc.fd, namespaces, types, pids, _mountinfo_readers(proc, seen, node_ns), node_ns, dev,
-        workers=workers_for(len(pids)) if parallel else 1,
-    )
+    namespaces, fds_denied = hidden.complete(fd, namespaces, types, [p for _chunk, p in parts], node_ns, dev)
     namespaces.sort(key=lambda n: (n.id.ino, n.type))
     return NodeView(namespaces, node_ns, stats._replace(fds_denied=fds_denied), types)
 
 
-def _mountinfo_readers(proc: ProcFS, seen: dict[Any, Any], node_ns: dict[str, NamespaceId]) -> list[tuple[int, str]]:
-    """One process per mount namespace (the node's first), whose mountinfo shows its nsfs mounts.
-
-    Without a scan of mnt links (``-t`` without mnt): PID 1 and kthreadd for the node's mount
-    namespace, the one whose root we can open first (a bind mount is opened through the root of the
-    first process it was seen by: some sandboxes hide PID 1's root even from root, not its
-    mountinfo), and our own mount namespace if it is another one.
+def _mountinfo_readers(proc: ProcFS, node_ns: dict[str, NamespaceId]) -> list[tuple[int, str]]:
+    """Without a scan of mnt links (``-t`` without mnt), whose mountinfo shows the nsfs mounts: PID 1
+    and kthreadd for the node's mount namespace, the one whose root we can open first (a bind mount
+    is opened through the root of the first process it was seen by: some sandboxes hide PID 1's root
+    even from root, not its mountinfo), and our own mount namespace if it is another one.
+    (With a scan of mnt links, each slice reads the mount namespaces its processes are in.)
     """
     node_mnt = node_ns["mnt"].ino if "mnt" in node_ns else 0
-    if "mnt" in seen:
-        readers = [(ino, str(low)) for ino, (_n, low, _p) in seen["mnt"].items()]
-        readers.sort(key=lambda r: r[0] != node_mnt)
-        return readers
     readers = [(node_mnt, "1"), (node_mnt, "2")]
     readers.sort(key=lambda r: not _root_reachable(proc, r[1]))
     try:

@@ -30,7 +30,6 @@ from typing import Any
 
 from nsinspect.model import Namespace, NamespaceId, NsFd, NsMount
 from nsinspect.node import procfs
-from nsinspect.node.fanout import fanout, slices
 
 _NSIO = 0xB7
 NS_GET_USERNS = (_NSIO << 8) | 0x1
@@ -247,84 +246,127 @@ class _Hierarchy:
                 os.close(rfd)
 
 
+# What a slice's pass after the scan sends back (plain containers, for marshal): fds on namespaces,
+# fd tables not listed, nsfs mounts, and each of its namespaces' (parent, owner) or None.
+SlicePass = tuple[dict[Any, Any], int, dict[Any, Any], dict[Any, Any]]
+
+
+def slice_pass(
+    procfd: int, pids: list[int], agg: list[dict[int, list[int]]], types: tuple[str, ...], dev: int, node_mnt: int,
+    readers: list[tuple[int, str]] | None,
+) -> SlicePass:
+    """The passes after the scan for one slice of pids, read where its scan was (``discover.node_view``).
+
+    ``agg``: the slice's scan, per type {inode: [nprocs, lowest pid in the slice]}.  Read: the fds of
+    its processes; the nsfs mounts of its mount namespaces (one reader each: its lowest pid here; the
+    node's first, then by inode), or of ``readers`` when given (``-t`` without mnt); and the parent and
+    owner of each of its namespaces, through its lowest pid here.  A namespace met by two slices is read
+    by both, to the same answer.
+    """
+    fds, denied = fd_holders(procfd, pids, types)
+    if readers is None:
+        mnt = agg[types.index("mnt")] if "mnt" in types else {}
+        readers = sorted(((ino, str(low)) for ino, (_n, low) in mnt.items()), key=lambda r: (r[0] != node_mnt, r[0]))
+    mounts = bind_mounts(procfd, readers, types)
+    keys: list[tuple[str, int]] = []
+    asked: list[tuple[str, int, int, bool]] = []
+    for t, seen in zip(types, agg, strict=True):
+        hierarchical = t in _HIERARCHICAL
+        for ino, (_n, low) in seen.items():
+            keys.append((t, ino))
+            asked.append((f"{low}/ns/{t}", dev, ino, hierarchical))
+    c = procfs._c
+    answers = c.relations(procfd, asked) if c is not None else [_relations_py(procfd, *row) for row in asked]
+    return fds, denied, mounts, dict(zip(keys, answers, strict=True))
+
+
+def _relations_py(procfd: int, path: str, dev: int, ino: int, hierarchical: bool) -> tuple[tuple[int, int] | None, tuple[int, int] | None] | None:
+    """What ``_scan.relations`` answers for one row: (parent, owner) as (dev, inode) pairs, or None
+    when the link no longer names that namespace."""
+    fd = _open_ns(procfd, path, NamespaceId(dev, ino))
+    if fd is None:
+        return None
+    try:
+        parent, pfd = _related(fd, NS_GET_PARENT) if hierarchical else (None, None)
+        owner, ofd = _related(fd, NS_GET_USERNS)
+        for rfd in (pfd, ofd):
+            if rfd is not None:
+                os.close(rfd)
+        return (tuple(parent) if parent else None, tuple(owner) if owner else None)  # type: ignore[return-value]
+    finally:
+        os.close(fd)
+
+
 def complete(
-    procfd: int, namespaces: list[Namespace], types: tuple[str, ...], pids: list[int],
-    readers: list[tuple[int, str]], node_ns: dict[str, NamespaceId], dev: int, workers: int = 1,
+    procfd: int, namespaces: list[Namespace], types: tuple[str, ...], passes: list[SlicePass],
+    node_ns: dict[str, NamespaceId], dev: int,
 ) -> tuple[list[Namespace], int]:
     """The scan's rows with their parents, owners, mounts and fds, plus the namespaces no process is in.
 
-    ``readers``: one procfs entry per mount namespace (the node's first) whose mountinfo is read.
-    ``workers`` > 1: each pass is cut into that many slices, all but one read by forked workers.
-    Returns the rows and the number of processes whose fd tables could not be listed.
+    ``passes``: what ``slice_pass`` read for each slice, in pid order.  A path pinned in several mount
+    namespaces is shown once, with the node's if it is one of them, else the first met.  Rows whose
+    relations no slice read (held by a mount or an fd only), and ghosts (an owner or parent nothing
+    else holds), are opened here.  Returns the rows and the number of processes whose fd tables could
+    not be listed.
     """
-    def holders(chunk: tuple[list[int], list[tuple[int, str]]]) -> tuple[dict[Any, Any], int, dict[Any, Any]]:
-        fds, denied = fd_holders(procfd, chunk[0], types)
-        return fds, denied, bind_mounts(procfd, chunk[1], types)
-
+    node_mnt = node_ns["mnt"].ino if "mnt" in node_ns else None
     fds: dict[tuple[str, int], list[tuple[int, int]]] = {}
     mounts: dict[tuple[str, int], dict[str, tuple[int, str]]] = {}
+    read: dict[tuple[str, int], Any] = {}
     fds_denied = 0
-    for part_fds, denied, part_mounts in fanout(holders, list(zip(slices(pids, workers), slices(readers, workers), strict=True))):
+    for node_first in (True, False):
+        for _fds, _denied, part_mounts, _read in passes:
+            for key, paths in part_mounts.items():
+                for path, where in paths.items():
+                    if (where[0] == node_mnt) == node_first:
+                        mounts.setdefault(key, {}).setdefault(path, where)
+    for part_fds, denied, _mounts, part_read in passes:
         fds_denied += denied
         for key, held in part_fds.items():
             fds.setdefault(key, []).extend(held)
-        for key, paths in part_mounts.items():  # slices keep the readers' order: the node's paths win
-            into = mounts.setdefault(key, {})
-            for path, where in paths.items():
-                into.setdefault(path, where)
+        for key, answer in part_read.items():
+            if answer is not None or key not in read:
+                read[key] = answer
     rows = {(n.type, n.id.ino): n for n in namespaces}
     for key in list(mounts) + list(fds):
         if key not in rows:
             t, ino = key
             nsid = NamespaceId(dev, ino)
             rows[key] = Namespace(nsid, t, 0, 0, None, node_ns.get(t) == nsid)
-    known = {n.id for n in rows.values()}
+    # (dev, inode) pairs become NamespaceIds once each: the parents and owners are a few namespaces
+    # named thousands of times.
+    ids: dict[tuple[int, int], NamespaceId] = {n.id: n.id for n in rows.values()}
 
-    def relate(keys: list[tuple[str, int]]) -> tuple[dict[Any, Any], list[Any]]:
-        tree = _Hierarchy(known, types)
-        fast = _relations_c(procfd, [rows[key] for key in keys])
-        for key, rel in zip(keys, fast, strict=True):
-            n = rows[key]
-            if rel is not None and tree.settle(n, *rel):
-                continue
-            fd = _open_row(procfd, n, fds.get(key, ()), mounts.get(key, {}))
-            if fd is not None:
-                try:
-                    tree.visit(fd, n.type, n.id)
-                finally:
-                    os.close(fd)
-        return ({(ns.dev, ns.ino): (tuple(p) if p else None, tuple(o) if o else None)
-                 for ns, (p, o) in tree.relations.items()}, [(t, tuple(ns)) for t, ns in tree.ghosts])
+    def interned(pair: tuple[int, int] | None) -> NamespaceId | None:
+        if pair is None:
+            return None
+        got = ids.get(pair)
+        if got is None:
+            got = ids[pair] = NamespaceId(*pair)
+        return got
 
-    relations: dict[NamespaceId, tuple[NamespaceId | None, NamespaceId | None]] = {}
-    for part, ghosts in fanout(relate, slices(list(rows), workers)):
-        for (d, i), (p, o) in part.items():
-            relations[NamespaceId(d, i)] = (NamespaceId(*p) if p else None, NamespaceId(*o) if o else None)
-        for t, (d, i) in ghosts:
-            rows.setdefault((t, i), Namespace(NamespaceId(d, i), t, 0, 0, None, node_ns.get(t) == NamespaceId(d, i)))
-    out = []
+    tree = _Hierarchy({n.id for n in rows.values()}, types)
     for key, n in rows.items():
-        parent, owner = relations.get(n.id, (None, None))
-        held_at = tuple(NsMount(path, mnt) for path, (mnt, _entry) in mounts.get(key, {}).items())
-        out.append(n._replace(parent=parent, owner=owner, mounts=held_at, fds=tuple(NsFd(*f) for f in fds.get(key, ()))))
+        answer = read.get(key)
+        if answer is not None and tree.settle(n, interned(answer[0]), interned(answer[1])):
+            continue
+        fd = _open_row(procfd, n, fds.get(key, ()), mounts.get(key, {}))
+        if fd is not None:
+            try:
+                tree.visit(fd, n.type, n.id)
+            finally:
+                os.close(fd)
+    for t, ghost in tree.ghosts:
+        rows.setdefault((t, ghost.ino), Namespace(ghost, t, 0, 0, None, node_ns.get(t) == ghost))
+    out = []
+    none: tuple[None, None] = (None, None)
+    for key, n in rows.items():
+        parent, owner = tree.relations.get(n.id, none)
+        at, held = mounts.get(key), fds.get(key)
+        out.append(Namespace(n.id, n.type, n.nprocs, n.pid, n.process, n.node, n.pods, n.containers, parent, owner,
+                             tuple(NsMount(path, mnt) for path, (mnt, _entry) in at.items()) if at else (),
+                             tuple(NsFd(*f) for f in held) if held else ()))
     return out, fds_denied
-
-
-def _relations_c(procfd: int, rows: list[Namespace]) -> list[tuple[NamespaceId | None, NamespaceId | None] | None]:
-    """(parent, owner) of each row read in C through its lowest process; None where Python opens the row."""
-    c = procfs._c
-    if c is None:
-        return [None] * len(rows)
-    asked = [n for n in rows if n.nprocs]
-    answers = iter(c.relations(procfd, [(f"{n.pid}/ns/{n.type}", n.id.dev, n.id.ino, n.type in _HIERARCHICAL) for n in asked]))
-    out: list[tuple[NamespaceId | None, NamespaceId | None] | None] = []
-    for n in rows:
-        got = next(answers) if n.nprocs else None
-        if got is not None:
-            p, o = got
-            got = (NamespaceId(*p) if p else None, NamespaceId(*o) if o else None)
-        out.append(got)
-    return out
 
 
 def _open_row(procfd: int, n: Namespace, fds: Iterable[tuple[int, int]], mounts: dict[str, tuple[int, str]]) -> int | None:

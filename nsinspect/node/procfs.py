@@ -670,18 +670,28 @@ class ProcFS:
             pids = self.pids()
         workers = _workers_for(len(pids)) if parallel else 1
         fd = self.fd
-        chunks = fanout(lambda share: _scan_chunk(fd, share, types, True), slices(pids, workers))
-        result = chunks[0]
-        for theirs in chunks[1:]:
-            result = _merge(result, theirs)
-        agg, processes, vanished, denied, descs = result
-        procs: dict[int, Process | None] = {}
-        out: dict[str, dict[int, tuple[int, int, Process | None]]] = {}
-        for t, seen in zip(types, agg, strict=True):
-            rows = out[t] = {}
-            for ino, (count, low) in seen.items():
-                if low not in procs:
-                    d = descs.get(low)
-                    procs[low] = _to_process(low, d) if d is not None else None
-                rows[ino] = (count, low, procs[low])
-        return out, ScanStats(processes, vanished, tuple(sorted(denied)), os.geteuid() == 0)
+        return finish_scan(fanout(lambda share: scan_slice(fd, share, types), slices(pids, workers)), types)
+
+
+def scan_slice(procfd: int, pids: list[int], types: tuple[str, ...]) -> _Chunk:
+    """One slice of the scan (``ProcFS.scan``, or a worker of ``discover.node_view``): its aggregate,
+    and the lowest process of each of its namespaces described.  Plain containers only (marshal)."""
+    return _scan_chunk(procfd, pids, types, True)
+
+
+def finish_scan(chunks: list[_Chunk], types: tuple[str, ...]) -> tuple[dict[str, dict[int, tuple[int, int, Process | None]]], ScanStats]:
+    """The slices' aggregates, in pid order, merged: per type {inode: (nprocs, lowest pid, its process)}."""
+    result = chunks[0]
+    for theirs in chunks[1:]:
+        result = _merge(result, theirs)
+    agg, processes, vanished, denied, descs = result
+    procs: dict[int, Process | None] = {}
+    out: dict[str, dict[int, tuple[int, int, Process | None]]] = {}
+    for t, seen in zip(types, agg, strict=True):
+        rows = out[t] = {}
+        for ino, (count, low) in seen.items():
+            if low not in procs:
+                d = descs.get(low)
+                procs[low] = _to_process(low, d) if d is not None else None
+            rows[ino] = (count, low, procs[low])
+    return out, ScanStats(processes, vanished, tuple(sorted(denied)), os.geteuid() == 0)
