@@ -89,6 +89,41 @@ def test_vanished_processes_are_counted(tree):
     assert seen["net"][4026532500][0] == 1
 
 
+@pytest.mark.parametrize("speedup", [True, False], ids=["C", "python"])
+def test_lowest_process_gone_before_it_is_described(tmp_path, monkeypatch, speedup):
+    """The lowest process of a namespace exits between the links and its description: the row shows the
+    next process still in it (as lsns, reading each process whole, would), not a blank command."""
+    import shutil
+
+    from nsinspect.node import procfs
+
+    if not speedup:
+        monkeypatch.setattr(procfs, "_c", None)
+    elif procfs._c is None:
+        pytest.fail("the C speed-up is not built (python3 setup.py build_ext --inplace)")
+    root = tmp_path / "proc"
+    make_proc(root, 1, dict(HOST), comm="init")
+    make_proc(root, 20, {**HOST, "net": 4026532600}, comm="exits")
+    make_proc(root, 21, {**HOST, "net": 4026532600}, comm="stays", ppid=20)
+    make_proc(root, 30, {**HOST, "uts": 4026532601}, comm="alone")
+    make_proc(root, 31, dict(HOST), comm="other")
+    real = procfs._describe_any
+
+    def exiting(procfd, pid):  # 20 and 30 exit right after their links were read
+        if pid in (20, 30):
+            shutil.rmtree(root / str(pid), ignore_errors=True)
+        return real(procfd, pid)
+
+    monkeypatch.setattr(procfs, "_describe_any", exiting)
+    seen, stats = ProcFS(str(root)).scan(pids=[1, 20, 21, 30, 31], parallel=False)
+    nprocs, pid, process = seen["net"][4026532600]
+    assert (nprocs, pid, process.comm, process.ppid) == (2, 21, "stays", 20)
+    # Nobody else is in 30's uts namespace: its row keeps the pid, with nothing to describe.
+    assert seen["uts"][4026532601] == (1, 30, None)
+    # The host's rows are described by 1, which stayed.
+    assert seen["net"][HOST["net"]][1] == 1 and seen["net"][HOST["net"]][2].comm == "init"
+
+
 def test_node_namespaces_fall_back_to_kthreadd(tree):
     import shutil
 

@@ -11,6 +11,7 @@ stays within 2x of a C readlinkat loop.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import pwd
@@ -309,18 +310,50 @@ def _scan_chunk(procfd: int, pids: list[int], types: tuple[str, ...], describe: 
         denied += more_denied
     descs: dict[int, _Desc | None] = {}
     if describe:
-        fast_describe = _c.describe if _c is not None else None
-        for seen in agg:
-            for _count, low in seen.values():
+        for nstype, seen in zip(types, agg, strict=True):
+            for ino, entry in seen.items():
+                low = entry[1]
                 if low not in descs:
-                    d = fast_describe(procfd, low) if fast_describe is not None else None
-                    if d is None:
-                        try:
-                            d = _describe(procfd, low)
-                        except (NoSuchProcess, AccessDenied):
-                            pass
-                    descs[low] = d
+                    descs[low] = _describe_any(procfd, low)
+                if descs[low] is None:
+                    _next_lowest(procfd, pids, nstype, ino, entry, descs)
     return agg, len(pids), vanished, denied, descs
+
+
+def _describe_any(procfd: int, pid: int) -> _Desc | None:
+    """A process described in C, else in Python; None when it is gone or hidden."""
+    d = _c.describe(procfd, pid) if _c is not None else None
+    if d is None:
+        try:
+            d = _describe(procfd, pid)
+        except (NoSuchProcess, AccessDenied):
+            pass
+    return d
+
+
+def _next_lowest(procfd: int, pids: list[int], nstype: str, ino: int, entry: list[int], descs: dict[int, _Desc | None]) -> None:
+    """The lowest process of a namespace exited between reading its links and describing it: show the
+    next one of ``pids`` still in that namespace (lsns, which reads each process whole, would show it),
+    if any.  Only for a process that is gone, not one that is hidden from us."""
+    try:
+        os.stat(str(entry[1]), dir_fd=procfd)
+        return  # still there (hidden, or a zombie): nothing better to find
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return
+    want = f"{nstype}:[{ino}]"
+    for pid in pids[bisect.bisect_right(pids, entry[1]):]:
+        try:
+            if os.readlink(f"{pid}/ns/{nstype}", dir_fd=procfd) != want:
+                continue
+        except OSError:
+            continue
+        if pid not in descs:
+            descs[pid] = _describe_any(procfd, pid)
+        if descs[pid] is not None:
+            entry[1] = pid
+            return
 
 
 def _merge(into: _Chunk, other: _Chunk) -> _Chunk:
