@@ -95,20 +95,22 @@ def test_sandbox_without_process_keeps_pinned_net(ctrd, orphaned, short_tmp):
     assert convert.from_pod(pb.PodView.FromString(convert.to_pod(view).SerializeToString())) == view
 
     # Under a host root, the node's /var/run/netns is found as <root>/run/netns (the node's /var/run is a
-    # symlink to /run); an unmounted pin (a plain file, not nsfs) holds nothing.
-    for root, is_nsfs in ((short_tmp / "h", True), (short_tmp / "s", False)):
+    # symlink to /run); an unmounted pin (a plain file, not nsfs) holds nothing; a pin absent from the
+    # host root (a DaemonSet mounts only some of the node's directories: CRI-O pins under /run/ipcns and
+    # /run/utsns too) is found through the node's own root, /proc/1/root (here kthreadd's: PID 1's is hidden).
+    for root, kind in ((short_tmp / "h", "nsfs"), (short_tmp / "s", "stale"), (short_tmp / "e", "absent")):
         root.mkdir()
         (root / "tmp").symlink_to("/tmp")  # the test containerd's socket
-        if is_nsfs:
+        if kind == "nsfs":
             (root / "run").symlink_to("/run")
-        else:
+        elif kind == "stale":
             stale = root / "run" / path.removeprefix("/var/run/")
             stale.parent.mkdir(parents=True)
             stale.touch()
         r = run_cli("-r", ctrd.endpoint, "--host-root", str(root), "pod", "pinned-demo", "-n", "lab", "-o", "json")
         assert r.returncode == 0, r.stderr
         sandbox = json.loads(r.stdout)["members"][0]
-        if is_nsfs:
-            assert sandbox["pinned"] == {"net": path} and sandbox["namespaces"] == {"net": _ino(app_pid, "net")}
-        else:
+        if kind == "stale":
             assert sandbox["pinned"] == {} and sandbox["namespaces"] == {}
+        else:
+            assert sandbox["pinned"] == {"net": path} and sandbox["namespaces"] == {"net": _ino(app_pid, "net")}, kind

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from nsinspect import sharing
 from nsinspect.cri import info as cri_info
@@ -146,15 +146,31 @@ def pinned(proc: ProcFS, vi: cri_info.VerboseInfo, host_root: str | None) -> dic
     for t, path in vi.spec_namespaces.items():
         if not path.startswith("/") or cri_info.joined_pid(path) is not None:
             continue
-        for candidate in _under_root(path, host_root):
-            try:
-                st = os.stat(candidate)
-            except (OSError, ValueError):
-                continue
-            if dev and st.st_dev == dev:
-                out[t] = (path, NamespaceId(st.st_dev, st.st_ino))
-                break
+        found = _nsfs_at(_under_root(path, host_root), dev)
+        if found is None:
+            # Nothing at that path in our view of the node's files (a DaemonSet mounts only some of
+            # them: CRI-O pins under /run/ipcns, /run/utsns, ...): look through the node's own root,
+            # as its first processes see it (PID 1, else kthreadd: some sandboxes hide PID 1's root).
+            found = _nsfs_at([os.path.join(proc.root, pid, "root", p.lstrip("/")) for pid in ("1", "2")
+                              for p in _under_root(path, "/")], dev)
+        if found:
+            out[t] = (path, found)
     return out
+
+
+def _nsfs_at(candidates: list[str], dev: int) -> NamespaceId | Literal[False] | None:
+    """The namespace pinned at the first of ``candidates`` that is an nsfs inode; False when some exist
+    but none is (an unmounted pin is an empty file: it holds nothing), None when none exists."""
+    seen = False
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate)
+        except (OSError, ValueError):
+            continue
+        if dev and st.st_dev == dev:
+            return NamespaceId(st.st_dev, st.st_ino)
+        seen = True
+    return False if seen else None
 
 
 def _under_root(path: str, host_root: str | None) -> list[str]:
