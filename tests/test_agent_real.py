@@ -189,6 +189,34 @@ def test_new_pod_is_found_at_once(ctrd, agent):
         remove_pod(ctrd.client, pod.sandbox_id)
 
 
+def test_cached_answer_is_the_one_pod_gives(ctrd):
+    """The agent's hot path (``CachedEngine.cached_pod``) answers only what ``pod()`` would: the answer
+    already built, while its snapshot is confirmed within ttl and every member's process is the same."""
+    from nsinspect.node.cached import CachedEngine
+
+    engine = CachedEngine(runtime_endpoint=ctrd.endpoint, parallel=False, ttl=0.5)
+    pod = run_pod(ctrd.client, "cached", containers=[ContainerSpec("app")])
+    try:
+        assert engine.cached_pod("cached", "lab") is None  # nothing built yet
+        view = engine.pod("cached", "lab")
+        assert engine.cached_pod("cached", "lab") is view is engine.pod("cached", "lab")
+        assert engine.cached_pod("cached", "default") is None and engine.cached_pod("cached", "lab", "another-uid") is None
+        time.sleep(0.6)  # the snapshot is older than ttl: only pod() may confirm it with the runtime
+        assert engine.cached_pod("cached", "lab") is None
+        assert engine.pod("cached", "lab") is view and engine.cached_pod("cached", "lab") is view  # nothing changed
+        app = next(m for m in view.members if m.name == "app")
+        os.kill(app.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{app.pid}") and time.monotonic() < deadline:  # until its shim reaps it
+            time.sleep(0.05)
+        assert engine.cached_pod("cached", "lab") is None  # a member's process is gone: pod() must look again
+        again = engine.pod("cached", "lab")
+        assert again is not view and next(m for m in again.members if m.name == "app").pid != app.pid
+    finally:
+        remove_pod(ctrd.client, pod.sandbox_id)
+        engine.close()
+
+
 def _members_until(agent, name: str, done, timeout: float = 10) -> dict[str, dict]:
     """The agent's members of pod ``name`` (by container name), polled until ``done(members)``."""
     deadline = time.monotonic() + timeout

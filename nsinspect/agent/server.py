@@ -27,6 +27,7 @@ from nsinspect.agent import ERROR_MARK, MAX_REQUEST, MAX_RESPONSE, SERVICE, conv
 from nsinspect.agent.client import target
 from nsinspect.agent.v1 import agent_pb2 as pb
 from nsinspect.agent.v1 import agent_pb2_grpc
+from nsinspect.engine import DEFAULT_NAMESPACE
 from nsinspect.errors import InvalidArgument, NsinspectError, Unavailable
 from nsinspect.model import NS_TYPES
 from nsinspect.node.engine import LocalEngine
@@ -44,7 +45,9 @@ class Inspector(agent_pb2_grpc.InspectorServicer):  # type: ignore[misc]  # gene
         self._runtime_down = False
         # GetPod answers, serialized, reused while the engine returns the very same view
         # (it does while the snapshot holds and every member's process is alive).
-        self._messages: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._messages: dict[tuple[str, str, str, str, bool], tuple[Any, Any]] = {}
+        # The agent's CachedEngine tells, cheaply, whether a GetPod can be answered from them.
+        self._cached_pod: Callable[[str, str, str], Any] | None = getattr(engine, "cached_pod", None)
 
     def _answer(self, context: grpc.ServicerContext, what: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -91,12 +94,21 @@ class Inspector(agent_pb2_grpc.InspectorServicer):  # type: ignore[misc]  # gene
         return self._answer(context, "ListPods", lambda: convert.to_pods(self.engine.pods(request.namespace or None)))
 
     def GetPod(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if not (request.details or request.detail or request.container) and self._cached_pod is not None:
+            # The hot path: an answer already built, still good, and already serialized.
+            namespace = request.namespace or DEFAULT_NAMESPACE
+            view = self._cached_pod(request.name, namespace, request.uid)
+            if view is not None:
+                hit = self._messages.get((namespace, request.name, request.uid, "", False))
+                if hit is not None and hit[0] is view:
+                    return hit[1]
+
         def run() -> Any:
             view = self.engine.pod(request.name, request.namespace, request.container or None, request.detail, request.uid,
                                    details=request.details)
             if request.details:  # read afresh on every request: never reused
                 return convert.to_pod(view).SerializeToString()
-            key = (request.namespace, request.name, request.uid, request.container, str(request.detail))
+            key = (view.pod.namespace, request.name, request.uid, request.container, bool(request.detail))
             hit = self._messages.get(key)
             if hit is not None and hit[0] is view:
                 return hit[1]

@@ -159,6 +159,20 @@ class CachedEngine(LocalEngine):
         assert hit is not None
         return [v for v in hit.views if not namespace or v.pod.namespace == namespace]
 
+    def cached_pod(self, name: str, namespace: str, uid: str = "") -> PodView | None:
+        """What ``pod(name, namespace, uid=uid)`` answers now when that is an answer already built and
+        still good (its snapshot the current one, confirmed less than ttl ago; its namespaces read less
+        than VIEW_MAX_AGE ago; every member's process the same one); else None: ask ``pod()``.  The
+        agent's hot path: no validation (only validated names were ever stored), no runtime call, no lock."""
+        hit = self._answers.get((namespace, name, uid))
+        facts = self._facts
+        if hit is None or facts is None:
+            return None
+        now = time.monotonic()
+        if now - self._checked_at >= self.ttl or not self._usable(hit, facts, now):
+            return None
+        return hit.views[0]
+
     def _find_pod(self, name: str, namespace: str, uid: str) -> PodView:
         asked = time.monotonic()
         facts = self._snapshot()
