@@ -8,7 +8,6 @@ Pods and containers are attached on top by ``nsinspect.node.pods``.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from nsinspect.errors import AccessDenied, NoSuchProcess
@@ -49,54 +48,25 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
     node_ns = node_namespaces(proc)
     dev = proc.nsfs_dev()
     node_mnt = node_ns["mnt"].ino if "mnt" in node_ns else 0
-    # Without a scan of mnt links, the first slice reads the node's mount namespace (and ours).
-    fixed = None if "mnt" in types else _mountinfo_readers(proc, node_ns)
+    # Every mount namespace's bind mounts, whatever -t asks: the mnt links tell which there are.
+    scanned = types if "mnt" in types else (*types, "mnt")
     fd = proc.fd
 
-    def read_slice(job: tuple[list[int], list[tuple[int, str]] | None]) -> tuple[Any, hidden.SlicePass]:
+    def read_slice(share: list[int]) -> tuple[Any, hidden.SlicePass]:
         """One forked worker's share: its pids' links, then the passes after the scan for them."""
-        share, readers = job
-        chunk = procfs.scan_slice(fd, share, types)
-        return chunk, hidden.slice_pass(fd, share, chunk[0], types, dev, node_mnt, readers)
+        chunk = procfs.scan_slice(fd, share, scanned)
+        return chunk, hidden.slice_pass(fd, share, dict(zip(scanned, chunk[0], strict=True)), types, dev, node_mnt)
 
-    jobs = [(share, fixed if k == 0 or fixed is None else []) for k, share in enumerate(slices(pids, workers))]
-    parts = fanout(read_slice, jobs)
-    seen, stats = procfs.finish_scan([chunk for chunk, _pass in parts], types)
+    parts = fanout(read_slice, slices(pids, workers))
+    seen, stats = procfs.finish_scan([chunk for chunk, _pass in parts], scanned)
     namespaces: list[Namespace] = []
-    for nstype, by_ino in seen.items():
+    for nstype in types:
         node_ino = node_ns[nstype].ino if nstype in node_ns else None
-        for ino, (nprocs, low, process) in by_ino.items():
+        for ino, (nprocs, low, process) in seen[nstype].items():
             namespaces.append(Namespace(NamespaceId(dev, ino), nstype, nprocs, low, process, ino == node_ino))
     namespaces, fds_denied = hidden.complete(fd, namespaces, types, [p for _chunk, p in parts], node_ns, dev)
     namespaces.sort(key=lambda n: (n.id.ino, n.type))
     return NodeView(namespaces, node_ns, stats._replace(fds_denied=fds_denied), types)
-
-
-def _mountinfo_readers(proc: ProcFS, node_ns: dict[str, NamespaceId]) -> list[tuple[int, str]]:
-    """Without a scan of mnt links (``-t`` without mnt), whose mountinfo shows the nsfs mounts: PID 1
-    and kthreadd for the node's mount namespace, the one whose root we can open first (a bind mount
-    is opened through the root of the first process it was seen by: some sandboxes hide PID 1's root
-    even from root, not its mountinfo), and our own mount namespace if it is another one.
-    (With a scan of mnt links, each slice reads the mount namespaces its processes are in.)
-    """
-    node_mnt = node_ns["mnt"].ino if "mnt" in node_ns else 0
-    readers = [(node_mnt, "1"), (node_mnt, "2")]
-    readers.sort(key=lambda r: not _root_reachable(proc, r[1]))
-    try:
-        own = os.stat("self/ns/mnt", dir_fd=proc.fd).st_ino
-    except OSError:
-        own = 0
-    if own != node_mnt or not own:
-        readers.append((own, "self"))
-    return readers
-
-
-def _root_reachable(proc: ProcFS, entry: str) -> bool:
-    try:
-        os.stat(f"{entry}/root/", dir_fd=proc.fd)
-    except OSError:
-        return False
-    return True
 
 
 def process_view(proc: ProcFS, pid: int) -> ProcessView:

@@ -252,27 +252,24 @@ SlicePass = tuple[dict[Any, Any], int, dict[Any, Any], dict[Any, Any]]
 
 
 def slice_pass(
-    procfd: int, pids: list[int], agg: list[dict[int, list[int]]], types: tuple[str, ...], dev: int, node_mnt: int,
-    readers: list[tuple[int, str]] | None,
+    procfd: int, pids: list[int], agg: dict[str, dict[int, list[int]]], types: tuple[str, ...], dev: int, node_mnt: int,
 ) -> SlicePass:
     """The passes after the scan for one slice of pids, read where its scan was (``discover.node_view``).
 
-    ``agg``: the slice's scan, per type {inode: [nprocs, lowest pid in the slice]}.  Read: the fds of
-    its processes; the nsfs mounts of its mount namespaces (one reader each: its lowest pid here; the
-    node's first, then by inode), or of ``readers`` when given (``-t`` without mnt); and the parent and
-    owner of each of its namespaces, through its lowest pid here.  A namespace met by two slices is read
-    by both, to the same answer.
+    ``agg``: the slice's scan, per type {inode: [nprocs, lowest pid in the slice]}, mnt always among
+    them; ``types``: the types asked for.  Read: the fds of its processes; the nsfs mounts of its mount
+    namespaces (one reader each: its lowest pid here; the node's first, then by inode); and the parent
+    and owner of each of its namespaces of those types, through its lowest pid here.  A namespace met by
+    two slices is read by both, to the same answer.
     """
     fds, denied = fd_holders(procfd, pids, types)
-    if readers is None:
-        mnt = agg[types.index("mnt")] if "mnt" in types else {}
-        readers = sorted(((ino, str(low)) for ino, (_n, low) in mnt.items()), key=lambda r: (r[0] != node_mnt, r[0]))
+    readers = sorted(((ino, str(low)) for ino, (_n, low) in agg["mnt"].items()), key=lambda r: (r[0] != node_mnt, r[0]))
     mounts = bind_mounts(procfd, readers, types)
     keys: list[tuple[str, int]] = []
     asked: list[tuple[str, int, int, bool]] = []
-    for t, seen in zip(types, agg, strict=True):
+    for t in types:
         hierarchical = t in _HIERARCHICAL
-        for ino, (_n, low) in seen.items():
+        for ino, (_n, low) in agg[t].items():
             keys.append((t, ino))
             asked.append((f"{low}/ns/{t}", dev, ino, hierarchical))
     c = procfs._c
