@@ -13,6 +13,7 @@ runtime is reported, not papered over.  Thread-safe: the agent serves from sever
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from typing import Any, NamedTuple
@@ -190,12 +191,20 @@ class CachedEngine(LocalEngine):
             # (deleted, restarted).  Ask again rather than answer from the past.
             if views and (attempt or not any(m.state in ("running", "ready") and not m.running for m in views[0].members)):
                 if facts is self._facts:
-                    self._answers[key] = Answer(facts, views[:1], time.monotonic())
+                    self._answers[key] = Answer(facts, views[:1], _staggered(time.monotonic()))
                 return views[0]
             if attempt == 0:
                 facts = self._snapshot(not_before=asked)
         elsewhere = sorted({ns for (ns, n) in facts.by_name if n == name})
         raise not_found(name, namespace, uid, elsewhere)
+
+
+def _staggered(now: float) -> float:
+    """When a pod's answer counts as read, for VIEW_MAX_AGE: up to half of it earlier than it was.
+
+    Answers built together (the agent's first requests, each new snapshot) would otherwise all be read
+    again together, VIEW_MAX_AGE later: a burst of rebuilds that holds up every request behind it."""
+    return now - random.random() * VIEW_MAX_AGE / 2
 
 
 def _with_uid(sandboxes: list[Any], uid: str) -> list[Any]:
