@@ -301,7 +301,9 @@ def _links_py(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[lis
     return agg, vanished, denied, retry
 
 
-def _scan_chunk(procfd: int, pids: list[int], types: tuple[str, ...], describe: bool) -> _Chunk:
+def scan_slice(procfd: int, pids: list[int], types: tuple[str, ...]) -> _Chunk:
+    """One slice of the scan (``ProcFS.scan``, or a worker of ``discover.node_view``): its aggregate,
+    and the lowest process of each of its namespaces described.  Plain containers only (marshal)."""
     # The common case in C, or in Python; what it hands back (errors, odd links) is read pid by pid.
     agg, vanished, denied, retry = (_c.links if _c is not None else _links_py)(procfd, pids, types)
     if retry:
@@ -309,14 +311,13 @@ def _scan_chunk(procfd: int, pids: list[int], types: tuple[str, ...], describe: 
         vanished += more_vanished
         denied += more_denied
     descs: dict[int, _Desc | None] = {}
-    if describe:
-        for nstype, seen in zip(types, agg, strict=True):
-            for ino, entry in seen.items():
-                low = entry[1]
-                if low not in descs:
-                    descs[low] = _describe_any(procfd, low)
-                if descs[low] is None:
-                    _next_lowest(procfd, pids, nstype, ino, entry, descs)
+    for nstype, seen in zip(types, agg, strict=True):
+        for ino, entry in seen.items():
+            low = entry[1]
+            if low not in descs:
+                descs[low] = _describe_any(procfd, low)
+            if descs[low] is None:
+                _next_lowest(procfd, pids, nstype, ino, entry, descs)
     return agg, len(pids), vanished, denied, descs
 
 
@@ -704,12 +705,6 @@ class ProcFS:
         workers = _workers_for(len(pids)) if parallel else 1
         fd = self.fd
         return finish_scan(fanout(lambda share: scan_slice(fd, share, types), slices(pids, workers)), types)
-
-
-def scan_slice(procfd: int, pids: list[int], types: tuple[str, ...]) -> _Chunk:
-    """One slice of the scan (``ProcFS.scan``, or a worker of ``discover.node_view``): its aggregate,
-    and the lowest process of each of its namespaces described.  Plain containers only (marshal)."""
-    return _scan_chunk(procfd, pids, types, True)
 
 
 def finish_scan(chunks: list[_Chunk], types: tuple[str, ...]) -> tuple[dict[str, dict[int, tuple[int, int, Process | None]]], ScanStats]:
