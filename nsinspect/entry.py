@@ -46,11 +46,18 @@ def _help_width() -> int:
 
 
 def _write(text: str) -> bool:
+    """Write the answer; False when it could not be written (a full disk, an I/O error): the command line
+    then writes it again and reports the failure as it reports any (one sentence, its exit code)."""
+    out = sys.stdout
+    if out is None:  # started with stdout closed: nothing to write to, as click's echo
+        return True
     try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        out.write(text)
+        out.flush()
     except BrokenPipeError:  # the reader went away (| head): not an error, as in nsinspect.cli
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+    except OSError:
+        return False
     return True
 
 

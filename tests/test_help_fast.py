@@ -106,3 +106,14 @@ def test_help_into_a_closed_pipe():
     r = subprocess.run(f"{sys.executable} -c '{ENTRY['nsinspect']}' --help | head -c 10", shell=True,
                        capture_output=True, text=True, cwd=ROOT)
     assert r.stdout == "Usage: nsi" and r.stderr == ""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["pod", "-h"], ["--version"]])
+def test_unwritable_or_closed_stdout_as_the_command_line(args):
+    """stdout closed (``>&-``) or failing (/dev/full): the entry answers as the command line does (nothing,
+    exit 0; its one-sentence internal error, its exit code), never a traceback."""
+    for redirect in (">&-", ">/dev/full"):
+        got = [subprocess.run(f"{sys.executable} -c '{code}' {' '.join(args)} {redirect}", shell=True,
+                              capture_output=True, text=True, cwd=ROOT) for code in (ENTRY["nsinspect"], "from nsinspect.cli import main; main()")]
+        assert (got[0].returncode, got[0].stderr) == (got[1].returncode, got[1].stderr), redirect
+        assert "Traceback" not in got[0].stderr
