@@ -217,6 +217,19 @@ def test_cached_answer_is_the_one_pod_gives(ctrd):
         engine.close()
 
 
+def test_hot_path_refuses_what_the_full_path_refuses(ctrd, agent, stub):
+    """GetPod's hot path answers only what the full path would: a request without a namespace (the proto
+    requires one) is refused, even while the pod of that name in "default" has an answer ready."""
+    pb, inspector = stub
+    pod = run_pod(ctrd.client, "in-default", namespace="default", containers=[ContainerSpec("app")])
+    try:
+        for _ in range(3):  # built, serialized, then answered by the hot path
+            assert inspector.GetPod(pb.GetPodRequest(namespace="default", name="in-default"), timeout=10).pod.namespace == "default"
+        assert code_of(inspector.GetPod, pb.GetPodRequest(namespace="", name="in-default"))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        remove_pod(ctrd.client, pod.sandbox_id)
+
+
 def _members_until(agent, name: str, done, timeout: float = 10) -> dict[str, dict]:
     """The agent's members of pod ``name`` (by container name), polled until ``done(members)``."""
     deadline = time.monotonic() + timeout

@@ -27,7 +27,6 @@ from nsinspect.agent import ERROR_MARK, MAX_REQUEST, MAX_RESPONSE, SERVICE, conv
 from nsinspect.agent.client import target
 from nsinspect.agent.v1 import agent_pb2 as pb
 from nsinspect.agent.v1 import agent_pb2_grpc
-from nsinspect.engine import DEFAULT_NAMESPACE
 from nsinspect.errors import InvalidArgument, NsinspectError, Unavailable
 from nsinspect.model import NS_TYPES
 from nsinspect.node.engine import LocalEngine
@@ -95,11 +94,11 @@ class Inspector(agent_pb2_grpc.InspectorServicer):  # type: ignore[misc]  # gene
 
     def GetPod(self, request: Any, context: grpc.ServicerContext) -> Any:
         if not (request.details or request.detail or request.container) and self._cached_pod is not None:
-            # The hot path: an answer already built, still good, and already serialized.
-            namespace = request.namespace or DEFAULT_NAMESPACE
-            view = self._cached_pod(request.name, namespace, request.uid)
+            # The hot path: an answer already built, still good, and already serialized.  The namespace
+            # as asked (required: an empty one is refused by the full path, and never a cached key).
+            view = self._cached_pod(request.name, request.namespace, request.uid)
             if view is not None:
-                hit = self._messages.get((namespace, request.name, request.uid, "", False))
+                hit = self._messages.get((request.namespace, request.name, request.uid, "", False))
                 if hit is not None and hit[0] is view:
                     return hit[1]
 
