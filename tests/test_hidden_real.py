@@ -543,3 +543,49 @@ def test_pins_of_other_mount_namespaces_with_and_without_t(tmp_path):
             assert row["mounts"] == [{"path": str(pin), "mnt_ns": mnt}], args
     finally:
         kill_session(proc)
+
+
+def test_path_pinned_in_two_mount_namespaces_whatever_the_slices(tmp_path, monkeypatch):
+    """The same namespace bind-mounted at the same path in two private mount namespaces (not the
+    node's): the path is shown once, with the mount namespace of the lower inode, however the pids are
+    cut into slices (the lower inode's processes all in the second slice here), with and without ``-t``."""
+    require_root()
+    pin = tmp_path / "pin"
+    pin.touch()
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "300"], start_new_session=True)
+    started = [holder]
+
+    def pinned_in_a_mount_namespace() -> subprocess.Popen:
+        p = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                              f"mount --bind /proc/{holder.pid}/ns/net {pin} && echo ready && exec sleep 300"],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+        started.append(p)
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        return p
+
+    try:
+        wait_for(lambda: readlink_ns(holder.pid, "net") != node_truth()["net"], "the holder's net namespace")
+        net = readlink_ns(holder.pid, "net")
+        first, second = pinned_in_a_mount_namespace(), pinned_in_a_mount_namespace()
+        mnt = {p.pid: readlink_ns(p.pid, "mnt") for p in (first, second)}
+        low_ino, high_ino = sorted((first, second), key=lambda p: mnt[p.pid])
+        # The mount namespace with the lower inode moves to a process younger than the other's.
+        moved = subprocess.Popen(["nsenter", "-t", str(low_ino.pid), "-m", "sleep", "300"], start_new_session=True)
+        started.append(moved)
+        wait_for(lambda: readlink_ns(moved.pid, "mnt") == mnt[low_ino.pid] and comm(moved.pid) == "sleep", "the move")
+        kill_session(low_ino)
+        if moved.pid < high_ino.pid:
+            pytest.skip("pids wrapped around")
+        want = [{"path": str(pin), "mnt_ns": mnt[low_ino.pid]}]
+        for args in ([], ["-t", "net"]):
+            (row,) = [r for r in cli_json("node", *args)["namespaces"] if r["type"] == "net" and r["ns"] == net]
+            assert row["mounts"] == want, args
+        cut = high_ino.pid
+        monkeypatch.setattr(discover, "workers_for", lambda _n: 2)
+        monkeypatch.setattr(discover, "slices", lambda pids, _n: [[p for p in pids if p <= cut], [p for p in pids if p > cut]])
+        for parallel in (False, True):
+            (row,) = [n for n in discover.node_view(ProcFS(), ("net",), parallel=parallel).namespaces if n.type == "net" and n.id.ino == net]
+            assert [{"path": m.path, "mnt_ns": m.mnt_ns} for m in row.mounts] == want, parallel
+    finally:
+        for p in started:
+            kill_session(p)

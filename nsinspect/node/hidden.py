@@ -301,7 +301,7 @@ def complete(
     """The scan's rows with their parents, owners, mounts and fds, plus the namespaces no process is in.
 
     ``passes``: what ``slice_pass`` read for each slice, in pid order.  A path pinned in several mount
-    namespaces is shown once, with the node's if it is one of them, else the first met.  Rows whose
+    namespaces is shown once, with the node's if it is one of them, else the one of lowest inode.  Rows whose
     relations no slice read (held by a mount or an fd only), and ghosts (an owner or parent nothing
     else holds), are opened here.  Returns the rows and the number of processes whose fd tables could
     not be listed.
@@ -311,12 +311,13 @@ def complete(
     mounts: dict[tuple[str, int], dict[str, tuple[int, str]]] = {}
     read: dict[tuple[str, int], Any] = {}
     fds_denied = 0
-    for node_first in (True, False):
-        for _fds, _denied, part_mounts, _read in passes:
-            for key, paths in part_mounts.items():
-                for path, where in paths.items():
-                    if (where[0] == node_mnt) == node_first:
-                        mounts.setdefault(key, {}).setdefault(path, where)
+    # The node's mount namespace first, then the others by inode (as one slice reads them), whatever
+    # slice read them: the same path in two mount namespaces is shown as however many workers read it.
+    met = [(where[0] != node_mnt, where[0], key, path, where) for _fds, _denied, part_mounts, _read in passes
+           for key, paths in part_mounts.items() for path, where in paths.items()]
+    met.sort(key=lambda m: m[:2])  # stable: each mount namespace's paths stay in mountinfo's order
+    for _other, _mnt, key, path, where in met:
+        mounts.setdefault(key, {}).setdefault(path, where)
     for part_fds, denied, _mounts, part_read in passes:
         fds_denied += denied
         for key, held in part_fds.items():
