@@ -338,3 +338,33 @@ def test_watched_pidfds_are_bounded_and_swept():
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
+
+
+def test_watched_exits_of_more_processes_than_one_epoll_call_returns_by_default():
+    """More kept processes exit at once than epoll_wait returns by default (1023 in Python): one
+    ``note_exits()`` still tells every one of them (the agent checks a pod's members after one call)."""
+    proc = ProcFS(watch=True)
+    proc.is_alive(procfs.ProcessId(1, proc.start_time(1)))
+    proc._pidfds_max = 1100
+    r, w = os.pipe()
+    pids = []
+    try:
+        for _ in range(1030):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child waits for the pipe to close, then exits
+                os.close(w)
+                os.read(r, 1)
+                os._exit(0)
+            pids.append(pid)
+        ids = [procfs.ProcessId(pid, proc.start_time(pid)) for pid in pids]
+        assert all(proc.is_alive(i) for i in ids) and len(proc._pidfds) == 1030 + 1
+    finally:
+        os.close(w)
+        os.close(r)
+        for pid in pids:
+            os.waitpid(pid, 0)
+    try:
+        proc.note_exits()
+        assert [i for i in ids if proc.is_alive(i, exits_noted=True)] == []
+    finally:
+        proc.close()

@@ -622,7 +622,8 @@ class ProcFS:
         if epoll is None:
             return
         try:
-            events = epoll.poll(0)
+            # Room for every kept pidfd (Python's default is 1023 events: more exits would wait a call).
+            events = epoll.poll(0, max(self._pidfds_max, 1))
         except (OSError, ValueError):  # closed meanwhile (close())
             return
         if not events:
