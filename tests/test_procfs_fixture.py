@@ -124,6 +124,39 @@ def test_lowest_process_gone_before_it_is_described(tmp_path, monkeypatch, speed
     assert seen["net"][HOST["net"]][1] == 1 and seen["net"][HOST["net"]][2].comm == "init"
 
 
+@pytest.mark.parametrize("speedup", [True, False], ids=["C", "python"])
+def test_lowest_process_gone_with_its_replacement_in_another_slice(tmp_path, monkeypatch, speedup):
+    """The same exit, when the namespace's other process is in the next slice of pids (a forked worker's):
+    the merged row shows that process, as the scan of both slices in one does."""
+    import shutil
+
+    from nsinspect.node import procfs
+
+    if not speedup:
+        monkeypatch.setattr(procfs, "_c", None)
+    elif procfs._c is None:
+        pytest.fail("the C speed-up is not built (python3 setup.py build_ext --inplace)")
+    root = tmp_path / "proc"
+    make_proc(root, 1, dict(HOST), comm="init")
+    make_proc(root, 20, {**HOST, "net": 4026532600}, comm="exits")
+    make_proc(root, 40, {**HOST, "net": 4026532600}, comm="stays", ppid=1)
+    make_proc(root, 41, dict(HOST), comm="other")
+    real = procfs._describe_any
+
+    def exiting(procfd, pid):  # 20 exits right after its links were read
+        if pid == 20:
+            shutil.rmtree(root / "20", ignore_errors=True)
+        return real(procfd, pid)
+
+    monkeypatch.setattr(procfs, "_describe_any", exiting)
+    with ProcFS(str(root)) as proc:
+        chunks = [procfs.scan_slice(proc.fd, share, NS_TYPES) for share in ([1, 20], [40, 41])]
+        seen, _stats = procfs.finish_scan(chunks, NS_TYPES)
+    nprocs, pid, process = seen["net"][4026532600]
+    assert (nprocs, pid, process.comm) == (2, 40, "stays")
+    assert seen["net"][HOST["net"]][:2] == (2, 1)  # the host's: 1 and 41
+
+
 def test_node_namespaces_fall_back_to_kthreadd(tree):
     import shutil
 

@@ -134,7 +134,10 @@ _Desc = tuple[int, int, "int | None", str, str]
 # A scan chunk's result, as plain containers so marshal can carry it between processes:
 # (per-type {inode: [nprocs, lowest pid]}, processes, vanished, denied pids,
 #  {pid: description or None} for the lowest pid of each namespace in the chunk)
-_Chunk = tuple[list[dict[int, list[int]]], int, int, list[int], dict[int, "_Desc | None"]]
+# A slice's scan: per type {inode: [nprocs, lowest pid]}, processes, vanished, denied pids, the lowest
+# processes' descriptions, and the lowest pids found gone before they could be described (no other
+# process of their namespace in the slice: another slice's may take their place when merged).
+_Chunk = tuple[list[dict[int, list[int]]], int, int, list[int], dict[int, "_Desc | None"], list[int]]
 
 
 def _read_at(procfd: int, path: str, limit: int = 65536) -> bytes:
@@ -311,14 +314,15 @@ def scan_slice(procfd: int, pids: list[int], types: tuple[str, ...]) -> _Chunk:
         vanished += more_vanished
         denied += more_denied
     descs: dict[int, _Desc | None] = {}
+    gone: set[int] = set()
     for nstype, seen in zip(types, agg, strict=True):
         for ino, entry in seen.items():
             low = entry[1]
             if low not in descs:
                 descs[low] = _describe_any(procfd, low)
-            if descs[low] is None:
-                _next_lowest(procfd, pids, nstype, ino, entry, descs)
-    return agg, len(pids), vanished, denied, descs
+            if descs[low] is None and not _next_lowest(procfd, pids, nstype, ino, entry, descs):
+                gone.add(low)
+    return agg, len(pids), vanished, denied, descs, sorted(gone)
 
 
 def _describe_any(procfd: int, pid: int) -> _Desc | None:
@@ -332,17 +336,18 @@ def _describe_any(procfd: int, pid: int) -> _Desc | None:
     return d
 
 
-def _next_lowest(procfd: int, pids: list[int], nstype: str, ino: int, entry: list[int], descs: dict[int, _Desc | None]) -> None:
+def _next_lowest(procfd: int, pids: list[int], nstype: str, ino: int, entry: list[int], descs: dict[int, _Desc | None]) -> bool:
     """The lowest process of a namespace exited between reading its links and describing it: show the
     next one of ``pids`` still in that namespace (lsns, which reads each process whole, would show it),
-    if any.  Only for a process that is gone, not one that is hidden from us."""
+    if any.  Only for a process that is gone, not one that is hidden from us.  False when it is gone
+    and none of ``pids`` took its place."""
     try:
         os.stat(str(entry[1]), dir_fd=procfd)
-        return  # still there (hidden, or a zombie): nothing better to find
+        return True  # still there (hidden, or a zombie): nothing better to find
     except FileNotFoundError:
         pass
     except OSError:
-        return
+        return True
     want = f"{nstype}:[{ino}]"
     for pid in pids[bisect.bisect_right(pids, entry[1]):]:
         try:
@@ -354,12 +359,16 @@ def _next_lowest(procfd: int, pids: list[int], nstype: str, ino: int, entry: lis
             descs[pid] = _describe_any(procfd, pid)
         if descs[pid] is not None:
             entry[1] = pid
-            return
+            return True
+    return False
 
 
 def _merge(into: _Chunk, other: _Chunk) -> _Chunk:
-    agg, processes, vanished, denied, descs = into
+    """Two slices' scans as one: counts added, the lowest pid kept (one found gone only if no slice has
+    another: as the scan of both slices in one would have found)."""
+    agg, processes, vanished, denied, descs, gone_list = into
     descs.update(other[4])
+    gone = {*gone_list, *other[5]}
     for seen, theirs in zip(agg, other[0], strict=True):
         for ino, (count, low) in theirs.items():
             entry = seen.get(ino)
@@ -367,9 +376,9 @@ def _merge(into: _Chunk, other: _Chunk) -> _Chunk:
                 seen[ino] = [count, low]
             else:
                 entry[0] += count
-                if low < entry[1]:
+                if (low in gone, low) < (entry[1] in gone, entry[1]):
                     entry[1] = low
-    return agg, processes + other[1], vanished + other[2], denied + other[3], descs
+    return agg, processes + other[1], vanished + other[2], denied + other[3], descs, sorted(gone)
 
 
 def _exited(pidfd: int) -> bool:
@@ -713,7 +722,7 @@ def finish_scan(chunks: list[_Chunk], types: tuple[str, ...]) -> tuple[dict[str,
     result = chunks[0]
     for theirs in chunks[1:]:
         result = _merge(result, theirs)
-    agg, processes, vanished, denied, descs = result
+    agg, processes, vanished, denied, descs, _gone = result
     procs: dict[int, Process | None] = {}
     out: dict[str, dict[int, tuple[int, int, Process | None]]] = {}
     for t, seen in zip(types, agg, strict=True):
