@@ -230,6 +230,32 @@ def test_hot_path_refuses_what_the_full_path_refuses(ctrd, agent, stub):
         remove_pod(ctrd.client, pod.sandbox_id)
 
 
+def test_getpod_hot_path_is_taken(ctrd, monkeypatch):
+    """A repeated GetPod is answered from the cached bytes without asking the engine's full path; the bytes
+    are those the full path gives; a request the hot path does not take (another pod) still reaches it."""
+    from nsinspect.agent.server import Inspector
+    from nsinspect.agent.v1 import agent_pb2 as pb
+    from nsinspect.node.cached import CachedEngine
+
+    engine = CachedEngine(runtime_endpoint=ctrd.endpoint, parallel=False, ttl=30)
+    pods = [run_pod(ctrd.client, name, containers=[ContainerSpec("app")]) for name in ("hot-a", "hot-b")]
+    try:
+        inspector = Inspector(engine)
+        full = []
+        real_pod = engine.pod
+        monkeypatch.setattr(engine, "pod", lambda *a, **k: full.append(a) or real_pod(*a, **k))
+        first = inspector.GetPod(pb.GetPodRequest(name="hot-a", namespace="lab"), None)
+        again = [inspector.GetPod(pb.GetPodRequest(name="hot-a", namespace="lab"), None) for _ in range(3)]
+        assert len(full) == 1 and again == [first] * 3
+        assert pb.PodView.FromString(first).pod.name == "hot-a"
+        inspector.GetPod(pb.GetPodRequest(name="hot-b", namespace="lab"), None)
+        assert len(full) == 2
+    finally:
+        for pod in pods:
+            remove_pod(ctrd.client, pod.sandbox_id)
+        engine.close()
+
+
 def _members_until(agent, name: str, done, timeout: float = 10) -> dict[str, dict]:
     """The agent's members of pod ``name`` (by container name), polled until ``done(members)``."""
     deadline = time.monotonic() + timeout
