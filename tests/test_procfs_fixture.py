@@ -89,32 +89,42 @@ def test_vanished_processes_are_counted(tree):
     assert seen["net"][4026532500][0] == 1
 
 
-@pytest.mark.parametrize("speedup", [True, False], ids=["C", "python"])
-def test_lowest_process_gone_before_it_is_described(tmp_path, monkeypatch, speedup):
-    """The lowest process of a namespace exits between the links and its description: the row shows the
-    next process still in it (as lsns, reading each process whole, would), not a blank command."""
+@pytest.fixture(params=["C", "python"])
+def racy_proc(request, tmp_path, monkeypatch):
+    """A fixture procfs root, read by the C scan or the Python one, and ``exit_when_described(*pids)``:
+    those processes exit right after their links were read, just before they are described."""
     import shutil
 
     from nsinspect.node import procfs
 
-    if not speedup:
+    if request.param == "python":
         monkeypatch.setattr(procfs, "_c", None)
     elif procfs._c is None:
         pytest.fail("the C speed-up is not built (python3 setup.py build_ext --inplace)")
     root = tmp_path / "proc"
+    real = procfs._describe_any
+
+    def exit_when_described(*pids: int) -> None:
+        def exiting(procfd, pid):
+            if pid in pids:
+                shutil.rmtree(root / str(pid), ignore_errors=True)
+            return real(procfd, pid)
+
+        monkeypatch.setattr(procfs, "_describe_any", exiting)
+
+    return root, exit_when_described
+
+
+def test_lowest_process_gone_before_it_is_described(racy_proc):
+    """The lowest process of a namespace exits between the links and its description: the row shows the
+    next process still in it (as lsns, reading each process whole, would), not a blank command."""
+    root, exit_when_described = racy_proc
     make_proc(root, 1, dict(HOST), comm="init")
     make_proc(root, 20, {**HOST, "net": 4026532600}, comm="exits")
     make_proc(root, 21, {**HOST, "net": 4026532600}, comm="stays", ppid=20)
     make_proc(root, 30, {**HOST, "uts": 4026532601}, comm="alone")
     make_proc(root, 31, dict(HOST), comm="other")
-    real = procfs._describe_any
-
-    def exiting(procfd, pid):  # 20 and 30 exit right after their links were read
-        if pid in (20, 30):
-            shutil.rmtree(root / str(pid), ignore_errors=True)
-        return real(procfd, pid)
-
-    monkeypatch.setattr(procfs, "_describe_any", exiting)
+    exit_when_described(20, 30)
     seen, stats = ProcFS(str(root)).scan(pids=[1, 20, 21, 30, 31], parallel=False)
     nprocs, pid, process = seen["net"][4026532600]
     assert (nprocs, pid, process.comm, process.ppid) == (2, 21, "stays", 20)
@@ -124,31 +134,17 @@ def test_lowest_process_gone_before_it_is_described(tmp_path, monkeypatch, speed
     assert seen["net"][HOST["net"]][1] == 1 and seen["net"][HOST["net"]][2].comm == "init"
 
 
-@pytest.mark.parametrize("speedup", [True, False], ids=["C", "python"])
-def test_lowest_process_gone_with_its_replacement_in_another_slice(tmp_path, monkeypatch, speedup):
+def test_lowest_process_gone_with_its_replacement_in_another_slice(racy_proc):
     """The same exit, when the namespace's other process is in the next slice of pids (a forked worker's):
     the merged row shows that process, as the scan of both slices in one does."""
-    import shutil
-
     from nsinspect.node import procfs
 
-    if not speedup:
-        monkeypatch.setattr(procfs, "_c", None)
-    elif procfs._c is None:
-        pytest.fail("the C speed-up is not built (python3 setup.py build_ext --inplace)")
-    root = tmp_path / "proc"
+    root, exit_when_described = racy_proc
     make_proc(root, 1, dict(HOST), comm="init")
     make_proc(root, 20, {**HOST, "net": 4026532600}, comm="exits")
     make_proc(root, 40, {**HOST, "net": 4026532600}, comm="stays", ppid=1)
     make_proc(root, 41, dict(HOST), comm="other")
-    real = procfs._describe_any
-
-    def exiting(procfd, pid):  # 20 exits right after its links were read
-        if pid == 20:
-            shutil.rmtree(root / "20", ignore_errors=True)
-        return real(procfd, pid)
-
-    monkeypatch.setattr(procfs, "_describe_any", exiting)
+    exit_when_described(20)
     with ProcFS(str(root)) as proc:
         chunks = [procfs.scan_slice(proc.fd, share, NS_TYPES) for share in ([1, 20], [40, 41])]
         seen, _stats = procfs.finish_scan(chunks, NS_TYPES)

@@ -48,13 +48,14 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
     node_ns = node_namespaces(proc)
     dev = proc.nsfs_dev()
     node_mnt = node_ns["mnt"].ino if "mnt" in node_ns else 0
-    # Every mount namespace's bind mounts, whatever -t asks: the mnt links tell which there are.
+    # Every mount namespace's bind mounts, whatever -t asks: the mnt links tell which there are (their
+    # processes are described only if mnt is asked for).
     scanned = types if "mnt" in types else (*types, "mnt")
     fd = proc.fd
 
     def read_slice(share: list[int]) -> tuple[Any, hidden.SlicePass]:
         """One forked worker's share: its pids' links, then the passes after the scan for them."""
-        chunk = procfs.scan_slice(fd, share, scanned)
+        chunk = procfs.scan_slice(fd, share, scanned, described=types)
         return chunk, hidden.slice_pass(fd, share, dict(zip(scanned, chunk[0], strict=True)), types, dev, node_mnt)
 
     parts = fanout(read_slice, slices(pids, workers))

@@ -131,12 +131,10 @@ def user_name(uid: int | None) -> str:
 # What a worker learns about one process: (start time, ppid, uid, comm, cmdline).
 _Desc = tuple[int, int, "int | None", str, str]
 
-# A scan chunk's result, as plain containers so marshal can carry it between processes:
-# (per-type {inode: [nprocs, lowest pid]}, processes, vanished, denied pids,
-#  {pid: description or None} for the lowest pid of each namespace in the chunk)
-# A slice's scan: per type {inode: [nprocs, lowest pid]}, processes, vanished, denied pids, the lowest
-# processes' descriptions, and the lowest pids found gone before they could be described (no other
-# process of their namespace in the slice: another slice's may take their place when merged).
+# A slice's scan, as plain containers so marshal can carry it between processes: per type
+# {inode: [nprocs, lowest pid]}, processes, vanished, denied pids, the lowest processes' descriptions,
+# and the lowest pids found gone before they could be described (no other process of their namespace
+# in the slice: another slice's may take their place when merged).
 _Chunk = tuple[list[dict[int, list[int]]], int, int, list[int], dict[int, "_Desc | None"], list[int]]
 
 
@@ -304,9 +302,10 @@ def _links_py(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[lis
     return agg, vanished, denied, retry
 
 
-def scan_slice(procfd: int, pids: list[int], types: tuple[str, ...]) -> _Chunk:
+def scan_slice(procfd: int, pids: list[int], types: tuple[str, ...], described: tuple[str, ...] | None = None) -> _Chunk:
     """One slice of the scan (``ProcFS.scan``, or a worker of ``discover.node_view``): its aggregate,
-    and the lowest process of each of its namespaces described.  Plain containers only (marshal)."""
+    and the lowest process of each of its namespaces of the ``described`` types (default: all) described.
+    Plain containers only (marshal)."""
     # The common case in C, or in Python; what it hands back (errors, odd links) is read pid by pid.
     agg, vanished, denied, retry = (_c.links if _c is not None else _links_py)(procfd, pids, types)
     if retry:
@@ -316,6 +315,8 @@ def scan_slice(procfd: int, pids: list[int], types: tuple[str, ...]) -> _Chunk:
     descs: dict[int, _Desc | None] = {}
     gone: set[int] = set()
     for nstype, seen in zip(types, agg, strict=True):
+        if described is not None and nstype not in described:
+            continue
         for ino, entry in seen.items():
             low = entry[1]
             if low not in descs:
