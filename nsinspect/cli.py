@@ -375,7 +375,8 @@ def deploy(app: App, do_apply: bool, image: str | None) -> None:
 @click.option("--listen", default=AGENT_LISTEN, show_default=True, metavar="ADDR",
               help="HOST:PORT or unix:PATH. Keep it on loopback: clients come through pods/portforward.")
 @click.option("--cache-ttl", type=click.FloatRange(0.05, 60), default=1.0, show_default=True, metavar="SECONDS",
-              help="How old the runtime's pod list may be (namespaces are always read fresh from /proc).")
+              help="How old the runtime's pod list may be; while pods are asked it is kept fresh in the background. "
+                   "Each member's process is checked on every request, its namespaces read at least every 10 s.")
 @click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True, help="Concurrent requests.")
 @click.option("--probe", is_flag=True, help="Do not serve: check the health of the agent at --listen and exit 0 or 4.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every failed request.")

@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -256,6 +257,86 @@ def test_getpod_hot_path_is_taken(ctrd, monkeypatch):
         engine.close()
 
 
+def test_warm_keeps_asked_answers_ready(ctrd, monkeypatch):
+    """``CachedEngine.warm`` (the agent's background thread) does nothing until a pod is asked; then it
+    confirms the snapshot before ttl runs out and rebuilds the answers of the pods asked lately before
+    they age out, so the hot path keeps hitting; it forgets pods not asked for KEEP_WARM seconds and
+    pods that are gone."""
+    from nsinspect.node import cached
+    from nsinspect.node.cached import CachedEngine
+
+    engine = CachedEngine(runtime_endpoint=ctrd.endpoint, parallel=False, ttl=1.0)
+    pods = {name: run_pod(ctrd.client, name, containers=[ContainerSpec("app")]) for name in ("warm-a", "warm-b")}
+    try:
+        assert engine.warm() == [] and engine._facts is None  # idle: the runtime is not even asked
+        view = engine.pod("warm-a", "lab")
+        confirmed = engine._checked_at
+        time.sleep(1.0 * cached.REFRESH_AT + 0.05)
+        assert engine.warm() == []  # the snapshot confirmed (nothing changed: no answer rebuilt) ...
+        assert engine._checked_at > confirmed and engine.cached_pod("warm-a", "lab") is view  # ... and still served
+        time.sleep(0.45)  # over ttl since pod() confirmed the snapshot: without warm() the hot path would miss
+        assert engine.cached_pod("warm-a", "lab") is view
+        monkeypatch.setattr(cached, "VIEW_MAX_AGE", 0.2)
+        time.sleep(0.25)  # the answer is older than VIEW_MAX_AGE: warm() reads the pod again
+        [(key, again)] = engine.warm()
+        assert key == ("lab", "warm-a", "") and again is not view and engine.cached_pod("warm-a", "lab") is again
+        assert again.members[0].namespaces == view.members[0].namespaces  # the same pod, read again
+        assert ("lab", "warm-b", "") not in engine._answers  # never asked: never built
+        remove_pod(ctrd.client, pods.pop("warm-a").sandbox_id)
+        time.sleep(0.7)  # the snapshot is due: warm() confirms it and finds the pod gone
+        assert engine.warm() == [] and ("lab", "warm-a", "") not in engine._asked  # deleted: forgotten
+        engine.pod("warm-b", "lab")
+        time.sleep(0.25)
+        assert [key for key, _ in engine.warm()] == [("lab", "warm-b", "")]  # aged out: read again ...
+        monkeypatch.setattr(cached, "KEEP_WARM", 0.3)
+        time.sleep(0.1)
+        assert engine.warm() == [] and not engine._asked  # ... but only requests count: not asked lately, let go
+    finally:
+        for pod in pods.values():
+            remove_pod(ctrd.client, pod.sandbox_id)
+        engine.close()
+
+
+def test_keep_warm_readies_getpod_bytes(ctrd, monkeypatch):
+    """The agent's keep-warm thread serializes what ``warm()`` rebuilt: the next GetPod takes the hot
+    path (the engine's full path is not asked) and answers those bytes."""
+    from nsinspect.agent import server
+    from nsinspect.agent.v1 import agent_pb2 as pb
+    from nsinspect.node import cached
+    from nsinspect.node.cached import CachedEngine
+
+    engine = CachedEngine(runtime_endpoint=ctrd.endpoint, parallel=False, ttl=2.0)
+    pod = run_pod(ctrd.client, "warm-bytes", containers=[ContainerSpec("app")])
+    stop = threading.Event()
+    thread = threading.Thread(target=server._keep_warm, args=(engine, inspector := server.Inspector(engine), stop))
+    try:
+        first = inspector.GetPod(pb.GetPodRequest(name="warm-bytes", namespace="lab"), None)
+        readied: list[bytes] = []
+        real_ready = inspector.ready
+        monkeypatch.setattr(inspector, "ready", lambda key, view: readied.append(real_ready(key, view)) or readied[-1])
+        monkeypatch.setattr(cached, "VIEW_MAX_AGE", 0.2)  # the answer ages out at once: the thread rebuilds it
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not readied:
+            assert time.monotonic() < deadline, "keep-warm rebuilt nothing"
+            time.sleep(0.05)
+        stop.set()
+        thread.join(10)
+        monkeypatch.setattr(cached, "VIEW_MAX_AGE", 10.0)  # what the thread left stays good from here on
+        full = []
+        real_pod = engine.pod
+        monkeypatch.setattr(engine, "pod", lambda *a, **k: full.append(a) or real_pod(*a, **k))
+        data = inspector.GetPod(pb.GetPodRequest(name="warm-bytes", namespace="lab"), None)
+        assert not full, "the full path was asked: the hot path missed"
+        assert data == readied[-1] and pb.PodView.FromString(data).members == pb.PodView.FromString(first).members
+    finally:
+        stop.set()
+        if thread.is_alive() or thread.ident is not None:
+            thread.join(10)
+        remove_pod(ctrd.client, pod.sandbox_id)
+        engine.close()
+
+
 def _members_until(agent, name: str, done, timeout: float = 10) -> dict[str, dict]:
     """The agent's members of pod ``name`` (by container name), polled until ``done(members)``."""
     deadline = time.monotonic() + timeout
@@ -349,7 +430,7 @@ def test_runtime_down_then_back(own_containerd, stub):
         r = run_cli("--agent", a.address, "pod", "survivor", "-n", "lab", "-o", "json")  # the very first call
         assert r.returncode == 0, r.stderr
         assert r.stdout == before.stdout  # the pod kept running through the restart: same answer
-        assert "runtime unavailable" in a.logs() and "answering again" in a.logs()
+        assert "runtime unavailable" in a.logs() and "answering again" in a.logs(), a.logs()
     finally:
         assert a.stop() == 0
 

@@ -93,9 +93,10 @@ class Inspector(agent_pb2_grpc.InspectorServicer):  # type: ignore[misc]  # gene
         return self._answer(context, "ListPods", lambda: convert.to_pods(self.engine.pods(request.namespace or None)))
 
     def GetPod(self, request: Any, context: grpc.ServicerContext) -> Any:
-        if not (request.details or request.detail or request.container) and self._cached_pod is not None:
+        if not (request.details or request.detail or request.container or self._runtime_down) and self._cached_pod is not None:
             # The hot path: an answer already built, still good, and already serialized.  The namespace
             # as asked (required: an empty one is refused by the full path, and never a cached key).
+            # Not while the runtime was last seen down: the full path confirms (and logs) its return.
             view = self._cached_pod(request.name, request.namespace, request.uid)
             if view is not None:
                 hit = self._messages.get((request.namespace, request.name, request.uid, "", False))
@@ -111,13 +112,18 @@ class Inspector(agent_pb2_grpc.InspectorServicer):  # type: ignore[misc]  # gene
             hit = self._messages.get(key)
             if hit is not None and hit[0] is view:
                 return hit[1]
-            data = convert.to_pod(view).SerializeToString()
-            if len(self._messages) > 4096:  # bounded: a new snapshot makes every entry useless anyway
-                self._messages.clear()
-            self._messages[key] = (view, data)
-            return data
+            return self.ready(key, view)
 
         return self._answer(context, "GetPod", run)
+
+    def ready(self, key: tuple[str, str, str, str, bool], view: Any) -> bytes:
+        """Serialize ``view`` as GetPod's answer for ``key`` (namespace, name, uid, container, detail) and
+        keep it for the hot path."""
+        data: bytes = convert.to_pod(view).SerializeToString()
+        if len(self._messages) > 4096:  # bounded: a new snapshot makes every entry useless anyway
+            self._messages.clear()
+        self._messages[key] = (view, data)
+        return data
 
 
 def _add_inspector(server: grpc.Server, inspector: Inspector) -> None:
@@ -186,7 +192,8 @@ def serve(engine: LocalEngine, listen: str = DEFAULT_LISTEN, workers: int = 8,
     )
     healthy = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(healthy, server)
-    _add_inspector(server, Inspector(engine))
+    inspector = Inspector(engine)
+    _add_inspector(server, inspector)
     where = _bind(server, listen)
     stop = stop or threading.Event()
 
@@ -203,12 +210,15 @@ def serve(engine: LocalEngine, listen: str = DEFAULT_LISTEN, workers: int = 8,
     log.info("nsinspect agent on %s for node %s (proc %s)%s", where, engine.node_name, engine.proc.root,
              "" if forker else "; started with threads: details use a fresh interpreter per request")
     threading.Thread(target=_warm_up, args=(engine,), name="warm-up", daemon=True).start()
+    warm = threading.Thread(target=_keep_warm, args=(engine, inspector, stop), name="keep-warm", daemon=True)
+    warm.start()
     if ready is not None:
         ready(where)
     while not stop.wait(1.0):
         pass
     healthy.enter_graceful_shutdown()
     server.stop(GRACE_SECONDS).wait()
+    warm.join(GRACE_SECONDS)
     enter.stop_forker()
     engine.close()
     log.info("stopped")
@@ -225,6 +235,29 @@ def _warm_up(engine: LocalEngine) -> None:
     log.info("runtime %s: %d pods (warm-up %.0f ms)", engine.runtime().runtime, n, (time.monotonic() - started) * 1e3)
     # What start-up built lives as long as the agent: keep the collector from walking it again.
     gc.freeze()
+
+
+def _keep_warm(engine: LocalEngine, inspector: Inspector, stop: threading.Event) -> None:
+    """Until ``stop``: every ttl/4, the engine gets ready what requests will ask (``CachedEngine.warm``),
+    and the answers it rebuilt are serialized for GetPod's hot path; so the runtime and /proc are read
+    here, not while a caller waits (where the reads, each letting go of the GIL, made the slowest calls)."""
+    warm: Callable[[], list[tuple[tuple[str, str, str], Any]]] | None = getattr(engine, "warm", None)
+    if warm is None:
+        return
+    period, failed = getattr(engine, "ttl", 1.0) / 4, ""
+    while not stop.wait(period):
+        try:
+            for (namespace, name, uid), view in warm():
+                inspector.ready((namespace, name, uid, "", False), view)
+            failed = ""
+        except NsinspectError as e:  # the runtime is down: logged once, as a request would
+            if grpc.StatusCode[e.grpc_code] == grpc.StatusCode.UNAVAILABLE:
+                inspector._runtime_state(down=True, why=str(e))
+            log.debug("keep-warm: %s", e)
+        except Exception as e:
+            if repr(e) != failed:  # once per new failure, not four times a second
+                log.exception("keep-warm failed; requests still answer, each reading what it needs")
+            failed = repr(e)
 
 
 def probe(address: str, timeout: float = 3.0) -> bool:

@@ -9,6 +9,10 @@ process that exited; a new stray process shows when the pod's namespaces are rea
 that finds a member's process gone, or a pod the snapshot does not know, waits for a fresh
 snapshot.  The snapshot is dropped as soon as the runtime's connection breaks, so a stopped
 runtime is reported, not papered over.  Thread-safe: the agent serves from several threads.
+
+While pods are being asked, ``warm()`` (the agent's keep-warm thread) confirms the snapshot and
+rebuilds the answers of those pods before either runs out, so a request rarely waits for the runtime
+or for /proc: it checks that the members are alive and answers.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-from nsinspect.errors import Unavailable
+from nsinspect.errors import NotFound, Unavailable
 from nsinspect.model import NamespaceId, PodView
 from nsinspect.node import discover
 from nsinspect.node.engine import LocalEngine, choose, not_found
@@ -26,6 +30,13 @@ from nsinspect.node.engine import LocalEngine, choose, not_found
 # A cached answer's namespaces are read again at least this often, even when nothing changed.
 # (Every request checks that each member's process is still the same one.)
 VIEW_MAX_AGE = 10.0
+# warm() keeps a pod's answer ready for this long after the last request that wanted it; it confirms
+# the snapshot once it is REFRESH_AT of ttl old and rebuilds an answer once it is REBUILD_AT of
+# VIEW_MAX_AGE old, so that a request finds neither expired.
+KEEP_WARM = 2 * VIEW_MAX_AGE
+REFRESH_AT = 0.6
+REBUILD_AT = 0.8
+MAX_ASKED = 4096  # pods kept warm at most (a node runs a few hundred)
 
 
 class Answer(NamedTuple):
@@ -46,6 +57,7 @@ class CachedEngine(LocalEngine):
         self._facts: Any = None  # pods.Facts of every sandbox
         self._node_ns: dict[str, NamespaceId] = {}  # read with each new snapshot
         self._answers: dict[tuple[str, str, str], Answer] = {}  # GetPod answers of this snapshot
+        self._asked: dict[tuple[str, str, str], float] = {}  # pods asked (and found), when last (monotonic)
         self._all: Answer | None = None  # every ready pod, from this snapshot
         self._checked_at = 0.0  # when the runtime last confirmed the snapshot (monotonic)
         self._connect_lock = threading.Lock()
@@ -172,9 +184,41 @@ class CachedEngine(LocalEngine):
         now = time.monotonic()
         if now - self._checked_at >= self.ttl or not self._usable(hit, facts, now):
             return None
+        self._asked[(namespace, name, uid)] = now
         return hit.views[0]
 
-    def _find_pod(self, name: str, namespace: str, uid: str) -> PodView:
+    def warm(self) -> list[tuple[tuple[str, str, str], PodView]]:
+        """Get ready what requests will ask, so that they find it built (``cached_pod``) and the runtime
+        and /proc are read here rather than while a caller waits.  The agent calls this from a background
+        thread every ttl/4: the snapshot is confirmed once it is REFRESH_AT of ttl old; the answer of each
+        pod asked in the last KEEP_WARM seconds is rebuilt once it is REBUILD_AT of VIEW_MAX_AGE old, or
+        when a new snapshot dropped it.  Returns the answers rebuilt, as ((namespace, name, uid), view).
+        No pod asked lately: nothing done (an idle agent does not poll the runtime).  Raises what the
+        runtime raises (``Unavailable``): requests report it too."""
+        now = time.monotonic()
+        for key, at in list(self._asked.items()):
+            if now - at > KEEP_WARM:
+                self._asked.pop(key, None)
+        if not self._asked:
+            return []
+        if self._facts is None or now - self._checked_at >= self.ttl * REFRESH_AT:
+            with self._refresh_lock:
+                self._refresh()
+        facts, rebuilt = self._facts, []
+        for key in list(self._asked):
+            hit = self._answers.get(key)
+            if hit is not None and hit.facts is facts and time.monotonic() - hit.at < VIEW_MAX_AGE * REBUILD_AT:
+                continue
+            namespace, name, uid = key
+            try:
+                rebuilt.append((key, self._find_pod(name, namespace, uid, warming=True)))
+            except NotFound:
+                self._asked.pop(key, None)  # deleted: a request will say so
+        return rebuilt
+
+    def _find_pod(self, name: str, namespace: str, uid: str, warming: bool = False) -> PodView:
+        """``pod()``'s view of the pod, from the snapshot; ``warming``: for ``warm()``, built afresh,
+        and not counted as asked (only requests keep a pod warm)."""
         asked = time.monotonic()
         facts = self._snapshot()
         key = (namespace, name, uid)
@@ -182,7 +226,8 @@ class CachedEngine(LocalEngine):
         # The answer built from this snapshot still holds while each member's process is the same
         # one (pid and start time: one read of /proc/<pid>/stat each).  Its namespaces were read
         # when this snapshot was taken, at most ttl ago.
-        if hit is not None and self._usable(hit, facts, asked):
+        if not warming and hit is not None and self._usable(hit, facts, asked):
+            self._asked[key] = asked
             return hit.views[0]
         for attempt in (0, 1):
             sandboxes = _with_uid(facts.by_name.get((namespace, name), []), uid)
@@ -192,6 +237,8 @@ class CachedEngine(LocalEngine):
             if views and (attempt or not any(m.state in ("running", "ready") and not m.running for m in views[0].members)):
                 if facts is self._facts:
                     self._answers[key] = Answer(facts, views[:1], _staggered(time.monotonic()))
+                    if not warming and (len(self._asked) < MAX_ASKED or key in self._asked):
+                        self._asked[key] = asked
                 return views[0]
             if attempt == 0:
                 facts = self._snapshot(not_before=asked)
