@@ -23,10 +23,6 @@
  *       namespaces; denied: how many fd tables we may not list; retry: pids for Python to read.
  *   relations(procfd, rows) -> per (path, dev, ino, hierarchical) row, None (open it in Python) or
  *       (parent, owner), each (dev, ino) or None: ioctl NS_GET_PARENT / NS_GET_USERNS.
- *   fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], denied, retry): open fds on
- *       namespaces; denied: how many fd tables we may not list; retry: pids for Python to read.
- *   relations(procfd, rows) -> per (path, dev, ino, hierarchical) row, None (open it in Python) or
- *       (parent, owner), each (dev, ino) or None: ioctl NS_GET_PARENT / NS_GET_USERNS.
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
