@@ -257,6 +257,26 @@ def test_getpod_hot_path_is_taken(ctrd, monkeypatch):
         engine.close()
 
 
+def test_new_answer_is_from_after_the_request(ctrd):
+    """A pod's first answer comes from what the runtime says after the request, not from a snapshot
+    (however fresh) taken while the pod was changing: a container started since is there, running."""
+    from nsinspect.node.cached import CachedEngine
+
+    engine = CachedEngine(runtime_endpoint=ctrd.endpoint, parallel=False, ttl=60)
+    pod = run_pod(ctrd.client, "late-member", containers=[ContainerSpec("app")])
+    try:
+        engine.pods()  # the snapshot: the pod with one container
+        add_container(ctrd.client, pod, ContainerSpec("late"))
+        view = engine.pod("late-member", "lab")
+        assert {m.name: m.state for m in view.members} == {"late-member": "ready", "app": "running", "late": "running"}
+        late = next(m for m in view.members if m.name == "late")
+        assert {t: ns.ino for t, ns in late.namespaces.items()} == truth(late.pid)
+        assert "late" in {m.name for v in engine.pods("lab").pods if v.pod.name == "late-member" for m in v.members}
+    finally:
+        remove_pod(ctrd.client, pod.sandbox_id)
+        engine.close()
+
+
 def test_warm_keeps_asked_answers_ready(ctrd, monkeypatch):
     """``CachedEngine.warm`` (the agent's background thread) does nothing until a pod is asked; then it
     confirms the snapshot before ttl runs out and rebuilds the answers of the pods asked lately before
@@ -278,7 +298,9 @@ def test_warm_keeps_asked_answers_ready(ctrd, monkeypatch):
         assert engine.cached_pod("warm-a", "lab") is view
         monkeypatch.setattr(cached, "VIEW_MAX_AGE", 0.2)
         time.sleep(0.25)  # the answer is older than VIEW_MAX_AGE: warm() reads the pod again
-        [(key, again)] = engine.warm()
+        handed: list = []
+        [(key, again)] = engine.warm(lambda *built: handed.append(built))
+        assert handed == [(key, again)]  # each answer handed over as soon as it is built
         assert key == ("lab", "warm-a", "") and again is not view and engine.cached_pod("warm-a", "lab") is again
         assert again.members[0].namespaces == view.members[0].namespaces  # the same pod, read again
         assert ("lab", "warm-b", "") not in engine._answers  # never asked: never built

@@ -241,14 +241,17 @@ def _keep_warm(engine: LocalEngine, inspector: Inspector, stop: threading.Event)
     """Until ``stop``: every ttl/4, the engine gets ready what requests will ask (``CachedEngine.warm``),
     and the answers it rebuilt are serialized for GetPod's hot path; so the runtime and /proc are read
     here, not while a caller waits (where the reads, each letting go of the GIL, made the slowest calls)."""
-    warm: Callable[[], list[tuple[tuple[str, str, str], Any]]] | None = getattr(engine, "warm", None)
+    warm: Callable[..., Any] | None = getattr(engine, "warm", None)
     if warm is None:
         return
+
+    def built(key: tuple[str, str, str], view: Any) -> None:
+        inspector.ready((*key, "", False), view)  # at once: requests meanwhile take the hot path
+
     period, failed = getattr(engine, "ttl", 1.0) / 4, ""
     while not stop.wait(period):
         try:
-            for (namespace, name, uid), view in warm():
-                inspector.ready((namespace, name, uid, "", False), view)
+            warm(built)
             failed = ""
         except NsinspectError as e:  # the runtime is down: logged once, as a request would
             if grpc.StatusCode[e.grpc_code] == grpc.StatusCode.UNAVAILABLE:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from nsinspect.errors import NotFound, Unavailable
@@ -164,6 +165,7 @@ class CachedEngine(LocalEngine):
         facts = self._snapshot()
         hit = self._all
         if not self._usable(hit, facts, asked):
+            facts = self._snapshot(not_before=asked)  # a new answer: from after the request (see _find_pod)
             views = self._build([sb for sb in facts.sandboxes if sb.state == 0], facts)
             if not self._alive(views):  # a pod changed since the snapshot: look again
                 facts = self._snapshot(not_before=asked)
@@ -187,12 +189,13 @@ class CachedEngine(LocalEngine):
         self._asked[(namespace, name, uid)] = now
         return hit.views[0]
 
-    def warm(self) -> list[tuple[tuple[str, str, str], PodView]]:
+    def warm(self, built: Callable[[tuple[str, str, str], PodView], None] | None = None) -> list[tuple[tuple[str, str, str], PodView]]:
         """Get ready what requests will ask, so that they find it built (``cached_pod``) and the runtime
         and /proc are read here rather than while a caller waits.  The agent calls this from a background
         thread every ttl/4: the snapshot is confirmed once it is REFRESH_AT of ttl old; the answer of each
         pod asked in the last KEEP_WARM seconds is rebuilt once it is REBUILD_AT of VIEW_MAX_AGE old, or
-        when a new snapshot dropped it.  Returns the answers rebuilt, as ((namespace, name, uid), view).
+        when a new snapshot dropped it.  Returns the answers rebuilt, as ((namespace, name, uid), view),
+        each also handed to ``built`` as soon as it is made (the agent serializes it there).
         No pod asked lately: nothing done (an idle agent does not poll the runtime).  Raises what the
         runtime raises (``Unavailable``): requests report it too."""
         now = time.monotonic()
@@ -211,9 +214,13 @@ class CachedEngine(LocalEngine):
                 continue
             namespace, name, uid = key
             try:
-                rebuilt.append((key, self._find_pod(name, namespace, uid, warming=True)))
+                view = self._find_pod(name, namespace, uid, warming=True)
             except NotFound:
                 self._asked.pop(key, None)  # deleted: a request will say so
+                continue
+            rebuilt.append((key, view))
+            if built is not None:
+                built(key, view)
         return rebuilt
 
     def _find_pod(self, name: str, namespace: str, uid: str, warming: bool = False) -> PodView:
@@ -229,6 +236,11 @@ class CachedEngine(LocalEngine):
         if not warming and hit is not None and self._usable(hit, facts, asked):
             self._asked[key] = asked
             return hit.views[0]
+        if not warming:
+            # A new answer is built from what the runtime says after the request came: a snapshot taken
+            # before it may predate the pod's last change (just created, half started), and a caller who
+            # saw the pod ready must not be told otherwise.  (warm() has just confirmed its snapshot.)
+            facts = self._snapshot(not_before=asked)
         for attempt in (0, 1):
             sandboxes = _with_uid(facts.by_name.get((namespace, name), []), uid)
             views = self._build([choose(sandboxes)], facts) if sandboxes else []
