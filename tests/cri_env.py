@@ -470,9 +470,9 @@ def run_pod(
     return pod
 
 
-def add_container(client, pod: Pod, spec: ContainerSpec) -> str:
+def add_container(client, pod: Pod, spec: ContainerSpec, start: bool = True) -> str:
     """Create and start one container in a running pod, as kubelet does (an ephemeral one when
-    ``spec.target`` names the container whose pid namespace it joins)."""
+    ``spec.target`` names the container whose pid namespace it joins); ``start=False``: created only."""
     from nsinspect.cri.v1 import api_pb2 as pb
 
     sandbox_config = pod.config
@@ -494,7 +494,8 @@ def add_container(client, pod: Pod, spec: ContainerSpec) -> str:
     cid = stub.CreateContainer(
         pb.CreateContainerRequest(pod_sandbox_id=pod.sandbox_id, config=config, sandbox_config=sandbox_config), timeout=60
     ).container_id
-    stub.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
+    if start:
+        stub.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
     pod.containers[spec.name] = cid
     if spec.wait_exit:
         wait_exited(client, cid)

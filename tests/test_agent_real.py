@@ -277,6 +277,29 @@ def test_new_answer_is_from_after_the_request(ctrd):
         engine.close()
 
 
+def test_pod_in_flux_is_not_kept(ctrd):
+    """A pod with a container created but not started is answered from the runtime at each request and
+    not kept (nor kept warm): once the container starts, the next answer shows it running, no ttl to wait."""
+    from nsinspect.cri.v1 import api_pb2 as pb
+    from nsinspect.node.cached import CachedEngine
+
+    engine = CachedEngine(runtime_endpoint=ctrd.endpoint, parallel=False, ttl=60)
+    pod = run_pod(ctrd.client, "in-flux", containers=[ContainerSpec("app")])
+    try:
+        cid = add_container(ctrd.client, pod, ContainerSpec("slow"), start=False)
+        view = engine.pod("in-flux", "lab")
+        assert {m.name: m.state for m in view.members} == {"in-flux": "ready", "app": "running", "slow": "created"}
+        assert engine.cached_pod("in-flux", "lab") is None and engine.warm() == []
+        ctrd.client.stub.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
+        view = engine.pod("in-flux", "lab")
+        slow = next(m for m in view.members if m.name == "slow")
+        assert slow.state == "running" and {t: ns.ino for t, ns in slow.namespaces.items()} == truth(slow.pid)
+        assert engine.cached_pod("in-flux", "lab") is view  # settled: kept from now on
+    finally:
+        remove_pod(ctrd.client, pod.sandbox_id)
+        engine.close()
+
+
 def test_warm_keeps_asked_answers_ready(ctrd, monkeypatch):
     """``CachedEngine.warm`` (the agent's background thread) does nothing until a pod is asked; then it
     confirms the snapshot before ttl runs out and rebuilds the answers of the pods asked lately before

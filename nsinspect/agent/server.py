@@ -248,19 +248,18 @@ def _keep_warm(engine: LocalEngine, inspector: Inspector, stop: threading.Event)
     def built(key: tuple[str, str, str], view: Any) -> None:
         inspector.ready((*key, "", False), view)  # at once: requests meanwhile take the hot path
 
-    period, failed = getattr(engine, "ttl", 1.0) / 4, ""
+    period, logged = getattr(engine, "ttl", 1.0) / 4, -3600.0
     while not stop.wait(period):
         try:
             warm(built)
-            failed = ""
         except NsinspectError as e:  # the runtime is down: logged once, as a request would
             if grpc.StatusCode[e.grpc_code] == grpc.StatusCode.UNAVAILABLE:
                 inspector._runtime_state(down=True, why=str(e))
             log.debug("keep-warm: %s", e)
-        except Exception as e:
-            if repr(e) != failed:  # once per new failure, not four times a second
+        except Exception:
+            if time.monotonic() - logged >= 60:  # at most once a minute, not four times a second
+                logged = time.monotonic()
                 log.exception("keep-warm failed; requests still answer, each reading what it needs")
-            failed = repr(e)
 
 
 def probe(address: str, timeout: float = 3.0) -> bool:

@@ -167,10 +167,12 @@ class CachedEngine(LocalEngine):
         if not self._usable(hit, facts, asked):
             facts = self._snapshot(not_before=asked)  # a new answer: from after the request (see _find_pod)
             views = self._build([sb for sb in facts.sandboxes if sb.state == 0], facts)
-            if not self._alive(views):  # a pod changed since the snapshot: look again
-                facts = self._snapshot(not_before=asked)
+            if not self._alive(views):  # a pod changed since the runtime answered: ask it again
+                facts = self._snapshot(not_before=time.monotonic())
                 views = self._build([sb for sb in facts.sandboxes if sb.state == 0], facts)
-            self._all = hit = Answer(facts, views, time.monotonic())
+            hit = Answer(facts, views, time.monotonic())
+            if all(_settled(v) for v in views):
+                self._all = hit
         assert hit is not None
         return [v for v in hit.views if not namespace or v.pod.namespace == namespace]
 
@@ -204,9 +206,16 @@ class CachedEngine(LocalEngine):
                 self._asked.pop(key, None)
         if not self._asked:
             return []
-        if self._facts is None or now - self._checked_at >= self.ttl * REFRESH_AT:
-            with self._refresh_lock:
-                self._refresh()
+        if self._facts is None:
+            return []  # the runtime's connection broke: requests ask it again, and report it
+        if now - self._checked_at >= self.ttl * REFRESH_AT:
+            if not self._refresh_lock.acquire(blocking=False):
+                return []  # a request is confirming it: next round
+            try:
+                if time.monotonic() - self._checked_at >= self.ttl * REFRESH_AT:
+                    self._refresh()
+            finally:
+                self._refresh_lock.release()
         facts, rebuilt = self._facts, []
         for key in list(self._asked):
             hit = self._answers.get(key)
@@ -218,6 +227,8 @@ class CachedEngine(LocalEngine):
             except NotFound:
                 self._asked.pop(key, None)  # deleted: a request will say so
                 continue
+            if not _settled(view):
+                continue  # not kept (see _find_pod): a request reads it afresh
             rebuilt.append((key, view))
             if built is not None:
                 built(key, view)
@@ -239,23 +250,33 @@ class CachedEngine(LocalEngine):
         if not warming:
             # A new answer is built from what the runtime says after the request came: a snapshot taken
             # before it may predate the pod's last change (just created, half started), and a caller who
-            # saw the pod ready must not be told otherwise.  (warm() has just confirmed its snapshot.)
+            # saw the pod ready must not be told otherwise.  (warm() builds from the snapshot it has just
+            # confirmed, and keeps only answers of pods that look settled.)
             facts = self._snapshot(not_before=asked)
         for attempt in (0, 1):
             sandboxes = _with_uid(facts.by_name.get((namespace, name), []), uid)
-            views = self._build([choose(sandboxes)], facts) if sandboxes else []
-            # A member the snapshot says runs but whose process is gone: the pod changed
-            # (deleted, restarted).  Ask again rather than answer from the past.
-            if views and (attempt or not any(m.state in ("running", "ready") and not m.running for m in views[0].members)):
-                if facts is self._facts:
-                    self._answers[key] = Answer(facts, views[:1], _staggered(time.monotonic()))
-                    if not warming and (len(self._asked) < MAX_ASKED or key in self._asked):
-                        self._asked[key] = asked
-                return views[0]
-            if attempt == 0:
-                facts = self._snapshot(not_before=asked)
+            if not sandboxes:
+                break  # not in a snapshot taken after the request (or just now): not on this node
+            view = self._build([choose(sandboxes)], facts)[0]
+            if attempt == 0 and any(m.state in ("running", "ready") and not m.running for m in view.members):
+                # A member the runtime says runs but whose process is gone: the pod changed (deleted,
+                # restarted) since it answered.  Ask it again rather than answer from the past.
+                facts = self._snapshot(not_before=time.monotonic())
+                continue
+            if facts is self._facts and _settled(view):
+                self._answers[key] = Answer(facts, [view], _staggered(time.monotonic()))
+                if not warming and (len(self._asked) < MAX_ASKED or key in self._asked):
+                    self._asked[key] = asked
+            return view
         elsewhere = sorted({ns for (ns, n) in facts.by_name if n == name})
         raise not_found(name, namespace, uid, elsewhere)
+
+
+def _settled(view: PodView) -> bool:
+    """Does the pod look as it will stay for a while: its sandbox ready, no container between created and
+    running, none unknown?  An answer of a pod in flux is not kept: each request asks the runtime afresh
+    (one that saw the pod ready a moment later must see it so)."""
+    return all(m.state not in ("created", "unknown", "notready") for m in view.members)
 
 
 def _staggered(now: float) -> float:
