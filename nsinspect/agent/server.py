@@ -253,10 +253,14 @@ def _keep_warm(engine: LocalEngine, inspector: Inspector, stop: threading.Event)
         try:
             warm(built)
         except NsinspectError as e:  # the runtime is down: logged once, as a request would
+            if stop.is_set():
+                return  # stopping: the engine may be closing under this call
             if grpc.StatusCode[e.grpc_code] == grpc.StatusCode.UNAVAILABLE:
                 inspector._runtime_state(down=True, why=str(e))
             log.debug("keep-warm: %s", e)
         except Exception:
+            if stop.is_set():
+                return  # stopping: the engine may be closing under this call
             if time.monotonic() - logged >= 60:  # at most once a minute, not four times a second
                 logged = time.monotonic()
                 log.exception("keep-warm failed; requests still answer, each reading what it needs")
