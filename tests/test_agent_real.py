@@ -325,7 +325,8 @@ def test_warm_keeps_asked_answers_ready(ctrd, monkeypatch):
         [(key, again)] = engine.warm(lambda *built: handed.append(built))
         assert handed == [(key, again)]  # each answer handed over as soon as it is built
         assert key == ("lab", "warm-a", "") and again is not view and engine.cached_pod("warm-a", "lab") is again
-        assert again.members[0].namespaces == view.members[0].namespaces  # the same pod, read again
+        for m in again.members:  # read again from the kernel
+            assert {t: ns.ino for t, ns in m.namespaces.items()} == truth(m.pid)
         assert ("lab", "warm-b", "") not in engine._answers  # never asked: never built
         remove_pod(ctrd.client, pods.pop("warm-a").sandbox_id)
         time.sleep(0.7)  # the snapshot is due: warm() confirms it and finds the pod gone

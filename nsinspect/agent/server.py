@@ -252,16 +252,14 @@ def _keep_warm(engine: LocalEngine, inspector: Inspector, stop: threading.Event)
     while not stop.wait(period):
         try:
             warm(built)
-        except NsinspectError as e:  # the runtime is down: logged once, as a request would
+        except Exception as e:
             if stop.is_set():
                 return  # stopping: the engine may be closing under this call
-            if grpc.StatusCode[e.grpc_code] == grpc.StatusCode.UNAVAILABLE:
-                inspector._runtime_state(down=True, why=str(e))
-            log.debug("keep-warm: %s", e)
-        except Exception:
-            if stop.is_set():
-                return  # stopping: the engine may be closing under this call
-            if time.monotonic() - logged >= 60:  # at most once a minute, not four times a second
+            if isinstance(e, NsinspectError):  # the runtime is down: logged once, as a request would
+                if grpc.StatusCode[e.grpc_code] == grpc.StatusCode.UNAVAILABLE:
+                    inspector._runtime_state(down=True, why=str(e))
+                log.debug("keep-warm: %s", e)
+            elif time.monotonic() - logged >= 60:  # at most once a minute, not four times a second
                 logged = time.monotonic()
                 log.exception("keep-warm failed; requests still answer, each reading what it needs")
 
