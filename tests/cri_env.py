@@ -406,6 +406,7 @@ class ContainerSpec:
     target: str | None = None  # ephemeral: name of the container whose pid namespace it joins
     wait_exit: bool = False  # an init container: wait for it to exit before the next
     privileged: bool = False  # securityContext.privileged (the pod's sandbox is made privileged too)
+    run_as_user: int | None = None  # securityContext.runAsUser (kubelet sends it, and runAsGroup, as Int64Value)
 
 
 @dataclass
@@ -490,6 +491,9 @@ def add_container(client, pod: Pod, spec: ContainerSpec, start: bool = True) -> 
         log_path=f"{spec.name}/0.log",
         linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(namespace_options=opts, privileged=spec.privileged)),
     )
+    if spec.run_as_user is not None:
+        config.linux.security_context.run_as_user.value = spec.run_as_user
+        config.linux.security_context.run_as_group.value = spec.run_as_user
     stub = client.stub
     cid = stub.CreateContainer(
         pb.CreateContainerRequest(pod_sandbox_id=pod.sandbox_id, config=config, sandbox_config=sandbox_config), timeout=60

@@ -99,6 +99,11 @@ class RuntimeServiceStub:
                 request_serializer=nsinspect_dot_cri_dot_v1_dot_api__pb2.ContainerStatusRequest.SerializeToString,
                 response_deserializer=nsinspect_dot_cri_dot_v1_dot_api__pb2.ContainerStatusResponse.FromString,
                 _registered_method=True)
+        self.ExecSync = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ExecSync',
+                request_serializer=nsinspect_dot_cri_dot_v1_dot_api__pb2.ExecSyncRequest.SerializeToString,
+                response_deserializer=nsinspect_dot_cri_dot_v1_dot_api__pb2.ExecSyncResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -182,6 +187,13 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecSync(self, request, context):
+        """Tests only: an exec probe, as kubelet runs one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +261,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ContainerStatus,
                     request_deserializer=nsinspect_dot_cri_dot_v1_dot_api__pb2.ContainerStatusRequest.FromString,
                     response_serializer=nsinspect_dot_cri_dot_v1_dot_api__pb2.ContainerStatusResponse.SerializeToString,
+            ),
+            'ExecSync': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecSync,
+                    request_deserializer=nsinspect_dot_cri_dot_v1_dot_api__pb2.ExecSyncRequest.FromString,
+                    response_serializer=nsinspect_dot_cri_dot_v1_dot_api__pb2.ExecSyncResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -602,6 +619,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/ContainerStatus',
             nsinspect_dot_cri_dot_v1_dot_api__pb2.ContainerStatusRequest.SerializeToString,
             nsinspect_dot_cri_dot_v1_dot_api__pb2.ContainerStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecSync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ExecSync',
+            nsinspect_dot_cri_dot_v1_dot_api__pb2.ExecSyncRequest.SerializeToString,
+            nsinspect_dot_cri_dot_v1_dot_api__pb2.ExecSyncResponse.FromString,
             options,
             channel_credentials,
             insecure,
