@@ -296,6 +296,11 @@ class Containerd:
             os.chmod(runc, 0o755)
         (d / "config.toml").write_text(config.format(d=d, image=IMAGE, runc=runc))
         cni = json.loads(json.dumps(CNI).replace("{d}", str(d)))
+        # Several suites on one machine (worktrees side by side) each take their own bridge and subnet.
+        net = int(os.environ.get("NSINSPECT_TEST_NET", "0"))
+        if net:
+            cni["plugins"][0]["bridge"] = f"nsitest{net}"
+            cni["plugins"][0]["ipam"]["ranges"] = [[{"subnet": f"10.{213 + net}.0.0/16"}]]
         (d / "cni" / "10-nsinspect-test.conflist").write_text(json.dumps(cni))
         env = cls(d, rt, cgroup2=cgroup2)
         env.start()
