@@ -109,8 +109,13 @@ class ScanStats(NamedTuple):
     processes: int = 0  # numeric /proc entries listed
     vanished: int = 0  # exited between listing and reading
     denied: tuple[int, ...] = ()  # pids whose ns links we may not read
-    as_root: bool = False  # was the scan made by root? (then "denied" means hidden by a sandbox/LSM)
-    fds_denied: int = 0  # processes whose open fds we may not list (their fds on namespaces go unseen)
+    # Had the scan root's power to read every process (uid 0 with CAP_SYS_PTRACE)?  Then "denied" means
+    # hidden by a sandbox or security module, not a lack of privilege.
+    as_root: bool = False
+    fds_denied: int = 0  # processes whose open fds could not be read (their fds on namespaces go unseen)
+    # Open fds on namespaces whose type could not be read, and that no row's inode names: (inode, pid, fd).
+    # (Another user's fd table read through fdinfo, its pid not ours to open: see hidden._FdInfo.)
+    fds_untyped: tuple[tuple[int, int, int], ...] = ()
 
 
 class NsMount(NamedTuple):

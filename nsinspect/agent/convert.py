@@ -65,10 +65,13 @@ def _stats(target: Any, s: ScanStats) -> None:
     target.processes, target.vanished, target.as_root = s.processes, s.vanished, s.as_root
     target.denied.extend(s.denied)
     target.fds_denied = s.fds_denied
+    for ino, pid, fd in s.fds_untyped:
+        target.fds_untyped.add(ino=ino, pid=pid, fd=fd)
 
 
 def _from_stats(m: Any) -> ScanStats:
-    return ScanStats(m.processes, m.vanished, tuple(m.denied), m.as_root, m.fds_denied)
+    return ScanStats(m.processes, m.vanished, tuple(m.denied), m.as_root, m.fds_denied,
+                     tuple((u.ino, u.pid, u.fd) for u in m.fds_untyped))
 
 
 def _namespace(target: Any, n: Namespace) -> None:

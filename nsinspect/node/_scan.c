@@ -19,8 +19,8 @@
  *       point) once, with the first entry that shows it: [(entry index, type index, inode, mount
  *       point bytes)]; fallback: the entries whose mountinfo Python must read.  listmount(2) and
  *       statmount(2), kernels >= 6.11 only (else every entry falls back).
- *   fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], denied, retry): open fds on
- *       namespaces; denied: how many fd tables we may not list; retry: pids for Python to read.
+ *   fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], retry): open fds on namespaces;
+ *       retry: pids for Python to read (a link this parser does not take, a table we may not list).
  *   relations(procfd, rows) -> per (path, dev, ino, hierarchical) row, None (open it in Python) or
  *       (parent, owner), each (dev, ino) or None: ioctl NS_GET_PARENT / NS_GET_USERNS.
  */
@@ -71,7 +71,9 @@ static int read_links(int procfd, long pid, char types[][MAX_TYPE_LEN + 1], cons
                       unsigned long long *out) {
     char path[32], buf[64];
     snprintf(path, sizeof path, "%ld/ns", pid);
-    int nsfd = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* O_PATH: no read permission needed on the directory, only search and the ptrace check per link
+     * (procfs.py, _NS_DIR_FLAGS): what uid 0 with only CAP_SYS_PTRACE has for another user's process. */
+    int nsfd = openat(procfd, path, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (nsfd < 0) {
         if (errno == ENOENT || errno == ESRCH)
             return ST_VANISHED;
@@ -800,7 +802,6 @@ static PyObject *fds(PyObject *self, PyObject *args) {
     if (parse_pid_args(args, "iO!O:fds", &a) < 0)
         return NULL;
     buffer out = {NULL, 0, 0};
-    long denied = 0;
     unsigned char *retry = PyMem_RawCalloc((size_t)(a.npids ? a.npids : 1), 1);
     if (retry == NULL) {
         PyMem_RawFree(a.pids);
@@ -810,11 +811,12 @@ static PyObject *fds(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < a.npids; i++) {
         size_t before = out.len;
         int rc = pid_fds(a.procfd, a.pids[i], a.names, a.lens, a.ntypes, &out);
-        if (rc == 2) {
+        /* 2: a link this parser does not take; 1: a table we may not list (another user's, read
+         * through its fdinfo in Python): both are read again there. */
+        if (rc != 0) {
             out.len = before;
             retry[i] = 1;
         }
-        denied += rc == 1;
     }
     Py_END_ALLOW_THREADS
     PyMem_RawFree(a.pids);
@@ -833,7 +835,7 @@ static PyObject *fds(PyObject *self, PyObject *args) {
         Py_XDECREF(item);
     }
     PyMem_RawFree(out.data);
-    PyObject *result = list ? Py_BuildValue("(OlO)", list, denied, again) : NULL;
+    PyObject *result = list ? Py_BuildValue("(OO)", list, again) : NULL;
     Py_XDECREF(list);
     Py_XDECREF(again);
     return result;
@@ -947,7 +949,7 @@ static PyObject *relations(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"links", links, METH_VARARGS, "links(procfd, pids, types) -> (agg, vanished, denied, retry)"},
     {"describe", describe, METH_VARARGS, "describe(procfd, pid) -> (start, ppid, uid, comm, cmdline) or None"},
-    {"fds", fds, METH_VARARGS, "fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], denied, pids left to Python)"},
+    {"fds", fds, METH_VARARGS, "fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], pids left to Python)"},
     {"relations", relations, METH_VARARGS, "relations(procfd, [(path, dev, ino, hierarchical)]) -> per row (parent, owner) or None"},
     {"nsfs_mounts", nsfs_mounts, METH_VARARGS, "nsfs_mounts(procfd, entries, types) -> ([(entry index, type index, inode, mount point)], entries left to Python)"},
     {NULL, NULL, 0, NULL},

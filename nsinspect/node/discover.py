@@ -65,9 +65,9 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
         node_ino = node_ns[nstype].ino if nstype in node_ns else None
         for ino, (nprocs, low, process) in seen[nstype].items():
             namespaces.append(Namespace(NamespaceId(dev, ino), nstype, nprocs, low, process, ino == node_ino))
-    namespaces, fds_denied = hidden.complete(fd, namespaces, types, [p for _chunk, p in parts], node_ns, dev)
+    namespaces, fds_denied, untyped = hidden.complete(fd, namespaces, types, [p for _chunk, p in parts], node_ns, dev)
     namespaces.sort(key=lambda n: (n.id.ino, n.type))
-    return NodeView(namespaces, node_ns, stats._replace(fds_denied=fds_denied), types)
+    return NodeView(namespaces, node_ns, stats._replace(fds_denied=fds_denied, fds_untyped=untyped), types)
 
 
 def process_view(proc: ProcFS, pid: int) -> ProcessView:

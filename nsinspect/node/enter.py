@@ -55,8 +55,21 @@ def _read(path: str) -> str:
         return f.read(LIMIT // 4).decode("utf-8", "backslashreplace")
 
 
+def _has_sys_admin() -> bool:
+    """Is CAP_SYS_ADMIN (21) in our effective set?"""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            caps = next((int(line.split()[1], 16) for line in f if line.startswith(b"CapEff:")), 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return bool(caps >> 21 & 1)
+
+
 def _why(e: OSError, what: str) -> str:
     if e.errno in (errno.EPERM, errno.EACCES):
+        if os.geteuid() == 0 and not _has_sys_admin():  # the agent: CAP_SYS_PTRACE only, read-only by design
+            return (f"{what}: not read (the kernel shows it only inside the namespace, and entering one takes "
+                    "CAP_SYS_ADMIN, which this process is not given; run nsinspect on the node with root's full powers)")
         return f"{what}: permission denied (entering a namespace needs CAP_SYS_ADMIN: run as root)"
     return f"{what}: {e.strerror or e}"
 

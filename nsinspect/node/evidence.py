@@ -36,7 +36,7 @@ from nsinspect.model import (
 )
 from nsinspect.node import enter
 from nsinspect.node.hidden import unescape_mount_path
-from nsinspect.node.procfs import ProcFS
+from nsinspect.node.procfs import ProcFS, can_trace
 
 SHOWN_PROCESSES = 8  # processes named per pid namespace (all are counted)
 _HIDDEN_TREES = ("/proc", "/sys", "/dev")  # mounts under these are the runtime's, not volumes
@@ -273,7 +273,7 @@ def _why(e: Exception, what: str) -> str:
     if isinstance(e, NoSuchProcess):
         return f"the process exited before {what} could be read"
     if isinstance(e, AccessDenied):
-        return f"permission denied reading {what}" + ("" if os.geteuid() == 0 else " (run as root)")
+        return f"permission denied reading {what}" + ("" if can_trace() else " (it takes root with CAP_SYS_PTRACE)")
     return f"{what}: {e}"
 
 

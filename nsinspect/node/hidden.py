@@ -138,34 +138,47 @@ def bind_mounts(
     return found
 
 
-def fd_holders(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[dict[tuple[str, int], list[tuple[int, int]]], int]:
-    """Open fds on namespaces: {(type, inode): [(pid, fd)]}, and how many processes' fd tables we could not list."""
-    found: dict[tuple[str, int], list[tuple[int, int]]] = {}
+# What the fd pass finds: {(type, inode): [(pid, fd)]}, fd tables not read, and (inode, pid, fd) of
+# namespace fds whose type could not be read (``_fdinfo_holders``).
+FdPass = tuple[dict[tuple[str, int], list[tuple[int, int]]], int, list[tuple[int, int, int]]]
+
+
+def fd_holders(procfd: int, pids: list[int], types: tuple[str, ...]) -> FdPass:
+    """Open fds on namespaces, the number of processes whose fd tables could not be read, and the
+    namespace fds of unknown type (read through fdinfo: ``_fdinfo_holders``)."""
     c = procfs._c
-    if c is not None:
-        held, denied, retry = c.fds(procfd, pids, types)
-        for ti, ino, pid, num in held:
-            found.setdefault((types[ti], ino), []).append((pid, num))
-        if retry:  # read in Python (a link C does not parse), then put back in the order of ``pids``
-            more, more_denied = _fd_holders_py(procfd, retry, types)
-            order = {pid: k for k, pid in enumerate(pids)}
-            for key, held_by in more.items():
-                found[key] = sorted(found.get(key, []) + held_by, key=lambda h: order[h[0]])
-            denied += more_denied
-        return found, denied
-    return _fd_holders_py(procfd, pids, types)
-
-
-def _fd_holders_py(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[dict[tuple[str, int], list[tuple[int, int]]], int]:
+    if c is None:
+        return _fd_holders_py(procfd, pids, types)
     found: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    held, retry = c.fds(procfd, pids, types)
+    for ti, ino, pid, num in held:
+        found.setdefault((types[ti], ino), []).append((pid, num))
+    denied = 0
+    untyped: list[tuple[int, int, int]] = []
+    if retry:  # read in Python (a link C does not parse, a table C may not list), then put back in the order of ``pids``
+        more, denied, untyped = _fd_holders_py(procfd, retry, types)
+        order = {pid: k for k, pid in enumerate(pids)}
+        for key, held_by in more.items():
+            found[key] = sorted(found.get(key, []) + held_by, key=lambda h: order[h[0]])
+    return found, denied, untyped
+
+
+def _fd_holders_py(procfd: int, pids: list[int], types: tuple[str, ...]) -> FdPass:
+    found: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    untyped: list[tuple[int, int, int]] = []
     wanted = frozenset(types)
     denied = 0
     readlink, open_, close, listdir = os.readlink, os.open, os.close, os.listdir
+    via_fdinfo: _FdInfo | None = None
     for pid in pids:
         try:
             dfd = open_(f"{pid}/fd", _DIR_FLAGS, dir_fd=procfd)
         except OSError as e:
-            denied += e.errno in (errno.EACCES, errno.EPERM)
+            if e.errno not in (errno.EACCES, errno.EPERM):
+                continue  # gone
+            # Another user's fd table (mode 0500) takes DAC powers to list: read its fdinfo instead.
+            via_fdinfo = via_fdinfo or _FdInfo(procfd, wanted)
+            denied += not via_fdinfo.read(pid, found, untyped)
             continue
         try:
             names = listdir(dfd)
@@ -183,7 +196,169 @@ def _fd_holders_py(procfd: int, pids: list[int], types: tuple[str, ...]) -> tupl
             denied += e.errno in (errno.EACCES, errno.EPERM)
         finally:
             close(dfd)
-    return found, denied
+    return found, denied, untyped
+
+
+# ioctl(NS_GET_NSTYPE) answers a CLONE_NEW* flag.
+_NS_GET_NSTYPE = (_NSIO << 8) | 0x3
+_CLONE_TYPES = {0x02000000: "cgroup", 0x08000000: "ipc", 0x00020000: "mnt", 0x40000000: "net",
+                0x20000000: "pid", 0x00000080: "time", 0x10000000: "user", 0x04000000: "uts"}
+_SYS_PIDFD_GETFD = 438  # the same number on every architecture (a syscall newer than the split tables)
+
+
+def parse_fdinfo(data: bytes) -> tuple[int | None, int | None]:
+    """``/proc/<pid>/fdinfo/<fd>`` -> (mnt_id, ino); None for a field that is absent or malformed."""
+    mnt_id = ino = None
+    for line in data.split(b"\n"):
+        key, sep, value = line.partition(b":")
+        value = value.strip()
+        if not sep or not (value.isascii() and value.isdigit()) or len(value) > 20:
+            continue
+        if key == b"mnt_id":
+            mnt_id = int(value)
+        elif key == b"ino":
+            ino = int(value)
+    return mnt_id, (ino if ino is not None and ino < 1 << 64 else None)
+
+
+def _own_nsfs_mount_id() -> int | None:
+    """The id of the kernel's internal nsfs mount, as fdinfo names it: from an ns fd of our own."""
+    try:
+        fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            return parse_fdinfo(f.read())[0]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+class _FdInfo:
+    """Namespace fds of a process whose fd table we may not list, found through ``fdinfo``.
+
+    ``/proc/<pid>/fd`` of another user is mode 0500: listing it, or even looking a link up in it, takes
+    CAP_DAC_READ_SEARCH, which the agent is not given.  ``/proc/<pid>/fdinfo`` is listable by all, and
+    each ``fdinfo/<fd>`` passes the ptrace read check, which CAP_SYS_PTRACE does: an fd whose ``mnt_id``
+    is the kernel's nsfs mount is a namespace, and its ``ino`` is the namespace's inode.  Its type comes
+    from a duplicate of the fd (``pidfd_getfd``, a ptrace check that CAP_SYS_PTRACE passes too, then
+    ``ioctl(NS_GET_NSTYPE)``, closed at once) where pids are ours to open (this procfs shows us); else
+    it is left untyped, and the caller names it by inode if another row knows it, or reports it.
+    """
+
+    def __init__(self, procfd: int, wanted: frozenset[str]):
+        self.procfd, self.wanted = procfd, wanted
+        self.nsfs_mnt = _own_nsfs_mount_id()
+        self.pidfds = _shows_us(procfd)
+
+    def read(self, pid: int, found: dict[tuple[str, int], list[tuple[int, int]]], untyped: list[tuple[int, int, int]]) -> bool:
+        """Add the process's namespace fds; False when its fdinfo cannot be read either."""
+        if self.nsfs_mnt is None:
+            return False
+        try:
+            names = _listdir_at(self.procfd, f"{pid}/fdinfo")
+        except OSError as e:
+            return e.errno not in (errno.EACCES, errno.EPERM)  # gone is not denied
+        held: list[tuple[int, int]] = []
+        for name in names:
+            if not (name.isascii() and name.isdigit()):
+                continue
+            try:
+                mnt_id, ino = parse_fdinfo(_read_all(self.procfd, f"{pid}/fdinfo/{name}"))
+            except OSError as e:
+                if e.errno in (errno.EACCES, errno.EPERM):
+                    return False
+                continue  # closed meanwhile
+            if mnt_id == self.nsfs_mnt and ino is not None:
+                held.append((ino, int(name)))
+        if not held:
+            return True
+        types = self._types(pid, held)
+        for (ino, num), t in zip(held, types, strict=True):
+            if t is None:
+                untyped.append((ino, pid, num))
+            elif t in self.wanted:
+                found.setdefault((t, ino), []).append((pid, num))
+        return True
+
+    def _types(self, pid: int, held: list[tuple[int, int]]) -> list[str | None]:
+        """Each fd's namespace type, read from a duplicate of it; None where that cannot be done."""
+        out: list[str | None] = [None] * len(held)
+        if not self.pidfds:
+            return out
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return out
+        try:
+            for k, (ino, num) in enumerate(held):
+                fd = _pidfd_getfd(pidfd, num)
+                if fd < 0:
+                    continue
+                try:
+                    if os.fstat(fd).st_ino == ino:
+                        out[k] = _CLONE_TYPES.get(fcntl.ioctl(fd, _NS_GET_NSTYPE))
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(pidfd)
+        return out
+
+
+
+def _shows_us(procfd: int) -> bool:
+    """Is this procfs of our pid namespace (its ``self`` is our pid), so that its pids are ours to open?"""
+    try:
+        return os.readlink("self", dir_fd=procfd) == str(os.getpid())
+    except OSError:
+        return False
+
+
+_syscall: Any = None
+
+
+def _pidfd_getfd(pidfd: int, num: int) -> int:
+    """pidfd_getfd(2): a duplicate of fd ``num`` of the process, or -1."""
+    global _syscall
+    if _syscall is None:
+        import ctypes
+
+        _syscall = ctypes.CDLL(None, use_errno=True).syscall
+        _syscall.restype = ctypes.c_long
+    return int(_syscall(_SYS_PIDFD_GETFD, pidfd, num, 0))
+
+
+def _dup_ns_fd(procfd: int, pid: int, num: int, want: NamespaceId) -> int | None:
+    """A duplicate of a process's fd on the namespace ``want`` (for a table we may not look into), or None."""
+    if not _shows_us(procfd):
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        fd = _pidfd_getfd(pidfd, num)
+    finally:
+        os.close(pidfd)
+    if fd < 0:
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != want:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _listdir_at(procfd: int, path: str) -> list[str]:
+    fd = os.open(path, _DIR_FLAGS, dir_fd=procfd)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
 
 
 def _open_ns(procfd: int, path: str, want: NamespaceId, stat_first: bool = False) -> int | None:
@@ -247,8 +422,9 @@ class _Hierarchy:
 
 
 # What a slice's pass after the scan sends back (plain containers, for marshal): fds on namespaces,
-# fd tables not listed, nsfs mounts, and each of its namespaces' (parent, owner) or None.
-SlicePass = tuple[dict[Any, Any], int, dict[Any, Any], dict[Any, Any]]
+# fd tables not read, nsfs mounts, each of its namespaces' (parent, owner) or None, and the namespace
+# fds whose type could not be read, as (inode, pid, fd).
+SlicePass = tuple[dict[Any, Any], int, dict[Any, Any], dict[Any, Any], list[tuple[int, int, int]]]
 
 
 def slice_pass(
@@ -262,7 +438,7 @@ def slice_pass(
     and owner of each of its namespaces of those types, through its lowest pid here.  A namespace met by
     two slices is read by both, to the same answer.
     """
-    fds, denied = fd_holders(procfd, pids, types)
+    fds, denied, untyped = fd_holders(procfd, pids, types)
     readers = sorted(((ino, str(low)) for ino, (_n, low) in agg["mnt"].items()), key=lambda r: (r[0] != node_mnt, r[0]))
     mounts = bind_mounts(procfd, readers, types)
     keys: list[tuple[str, int]] = []
@@ -274,7 +450,7 @@ def slice_pass(
             asked.append((f"{low}/ns/{t}", dev, ino, hierarchical))
     c = procfs._c
     answers = c.relations(procfd, asked) if c is not None else [_relations_py(procfd, *row) for row in asked]
-    return fds, denied, mounts, dict(zip(keys, answers, strict=True))
+    return fds, denied, mounts, dict(zip(keys, answers, strict=True)), untyped
 
 
 def _relations_py(procfd: int, path: str, dev: int, ino: int, hierarchical: bool) -> tuple[tuple[int, int] | None, tuple[int, int] | None] | None:
@@ -297,14 +473,15 @@ def _relations_py(procfd: int, path: str, dev: int, ino: int, hierarchical: bool
 def complete(
     procfd: int, namespaces: list[Namespace], types: tuple[str, ...], passes: list[SlicePass],
     node_ns: dict[str, NamespaceId], dev: int,
-) -> tuple[list[Namespace], int]:
+) -> tuple[list[Namespace], int, tuple[tuple[int, int, int], ...]]:
     """The scan's rows with their parents, owners, mounts and fds, plus the namespaces no process is in.
 
     ``passes``: what ``slice_pass`` read for each slice, in pid order.  A path pinned in several mount
     namespaces is shown once, with the node's if it is one of them, else the one of lowest inode.  Rows whose
     relations no slice read (held by a mount or an fd only), and ghosts (an owner or parent nothing
-    else holds), are opened here.  Returns the rows and the number of processes whose fd tables could
-    not be listed.
+    else holds), are opened here.  Returns the rows, the number of processes whose fd tables could
+    not be read, and the namespace fds whose type nothing told, as (inode, pid, fd): an fd whose
+    inode is a row's is that row's (inodes are unique on nsfs).
     """
     node_mnt = node_ns["mnt"].ino if "mnt" in node_ns else None
     fds: dict[tuple[str, int], list[tuple[int, int]]] = {}
@@ -313,13 +490,15 @@ def complete(
     fds_denied = 0
     # The node's mount namespace first, then the others by inode (as one slice reads them), whatever
     # slice read them: the same path in two mount namespaces is shown as however many workers read it.
-    met = [(where[0] != node_mnt, where[0], key, path, where) for _fds, _denied, part_mounts, _read in passes
+    met = [(where[0] != node_mnt, where[0], key, path, where) for _fds, _denied, part_mounts, _read, _untyped in passes
            for key, paths in part_mounts.items() for path, where in paths.items()]
     met.sort(key=lambda m: m[:2])  # stable: each mount namespace's paths stay in mountinfo's order
     for _other, _mnt, key, path, where in met:
         mounts.setdefault(key, {}).setdefault(path, where)
-    for part_fds, denied, _mounts, part_read in passes:
+    untyped: list[tuple[int, int, int]] = []
+    for part_fds, denied, _mounts, part_read, part_untyped in passes:
         fds_denied += denied
+        untyped.extend(part_untyped)
         for key, held in part_fds.items():
             fds.setdefault(key, []).extend(held)
         for key, answer in part_read.items():
@@ -356,6 +535,7 @@ def complete(
                 os.close(fd)
     for t, ghost in tree.ghosts:
         rows.setdefault((t, ghost.ino), Namespace(ghost, t, 0, 0, None, node_ns.get(t) == ghost))
+    unknown = _type_by_inode(untyped, rows, fds)
     out = []
     none: tuple[None, None] = (None, None)
     for key, n in rows.items():
@@ -364,7 +544,23 @@ def complete(
         out.append(Namespace(n.id, n.type, n.nprocs, n.pid, n.process, n.node, n.pods, n.containers, parent, owner,
                              tuple(NsMount(path, mnt) for path, (mnt, _entry) in at.items()) if at else (),
                              tuple(NsFd(*f) for f in held) if held else ()))
-    return out, fds_denied
+    return out, fds_denied, unknown
+
+
+def _type_by_inode(untyped: list[tuple[int, int, int]], rows: dict[tuple[str, int], Namespace],
+                   fds: dict[tuple[str, int], list[tuple[int, int]]]) -> tuple[tuple[int, int, int], ...]:
+    """Give the fds of unknown type to the rows of their inodes (into ``fds``, in pid order); the rest back."""
+    if not untyped:
+        return ()
+    by_inode = {key[1]: key for key in rows}
+    left = []
+    for ino, pid, num in sorted(untyped, key=lambda u: (u[1], u[2])):
+        key = by_inode.get(ino)
+        if key is None:
+            left.append((ino, pid, num))
+        else:
+            fds[key] = sorted([*fds.get(key, []), (pid, num)], key=lambda h: h[0])
+    return tuple(left)
 
 
 def _open_row(procfd: int, n: Namespace, fds: Iterable[tuple[int, int]], mounts: dict[str, tuple[int, str]]) -> int | None:
@@ -375,6 +571,8 @@ def _open_row(procfd: int, n: Namespace, fds: Iterable[tuple[int, int]], mounts:
             return fd
     for pid, num in fds:
         fd = _open_ns(procfd, f"{pid}/fd/{num}", n.id)
+        if fd is None:  # another user's fd table: through a duplicate of the fd (_FdInfo)
+            fd = _dup_ns_fd(procfd, pid, num, n.id)
         if fd is not None:
             return fd
     for path, (_mnt, entry) in mounts.items():

@@ -39,6 +39,11 @@ def _speedup() -> Any:
 _c: Any = _speedup()
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# /proc/<pid>/ns is opened only to readlinkat() its entries by name: O_PATH asks for no read permission
+# on the directory (mode 0511, owned by the process's uid), so uid 0 with only CAP_SYS_PTRACE -- the
+# agent's powers -- reads another user's links: the lookup needs search permission (granted to all)
+# and each link the ptrace read check, which CAP_SYS_PTRACE passes.
+_NS_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 
 # Below this many processes one worker is faster than forking a second one.
@@ -49,16 +54,40 @@ _GONE = (errno.ENOENT, errno.ESRCH)
 _DENIED = (errno.EACCES, errno.EPERM)
 
 
+_CAP_SYS_PTRACE = 19
+
+
+def can_trace() -> bool:
+    """Do we hold root's power to read every process's namespaces: uid 0 with CAP_SYS_PTRACE effective?
+
+    (The ptrace read check on each ns link is what guards them; the DaemonSet grants exactly this.)
+    Read each time: a process that changes its uid loses its capabilities."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/status", "rb") as f:
+            caps = next((int(line.split()[1], 16) for line in f if line.startswith(b"CapEff:")), 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return bool(caps >> _CAP_SYS_PTRACE & 1)
+
+
 def _classify(exc: OSError, pid: int) -> Exception:
     """Map an OS error met while reading /proc/<pid>/... to what it means."""
     if exc.errno in _GONE:
         return NoSuchProcess(pid)
     if exc.errno in _DENIED:
+        if can_trace():
+            return AccessDenied(
+                pid,
+                f"the kernel refuses to show the namespaces of pid {pid} even with CAP_SYS_PTRACE (a sandbox, a security "
+                "module or a user namespace guards it); inspect another process of the same container",
+            )
         if os.geteuid() == 0:
             return AccessDenied(
                 pid,
-                f"even root may not read the namespaces of pid {pid} here (a sandbox or security module hides it); "
-                "inspect another process of the same container",
+                f"reading the namespaces of pid {pid} takes CAP_SYS_PTRACE, which this process lacks; "
+                "add it (the DaemonSet does) or run nsinspect with root's full powers",
             )
         return AccessDenied(pid)
     return exc
@@ -222,7 +251,7 @@ def _scan_pids(procfd: int, pids: list[int], types: tuple[str, ...], agg: list[d
     readlink, open_, close = os.readlink, os.open, os.close
     for pid in pids:
         try:
-            nsfd = open_(f"{pid}/ns", _DIR_FLAGS, dir_fd=procfd)
+            nsfd = open_(f"{pid}/ns", _NS_DIR_FLAGS, dir_fd=procfd)
         except OSError as e:
             if e.errno in _GONE:
                 vanished += 1
@@ -274,7 +303,7 @@ def _links_py(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[lis
     readlink, open_, close = os.readlink, os.open, os.close
     for pid in pids:
         try:
-            nsfd = open_(f"{pid}/ns", _DIR_FLAGS, dir_fd=procfd)
+            nsfd = open_(f"{pid}/ns", _NS_DIR_FLAGS, dir_fd=procfd)
         except OSError as e:
             if e.errno in _GONE:
                 vanished += 1
@@ -467,7 +496,7 @@ class ProcFS:
         """
         dev = self.nsfs_dev()
         try:
-            nsfd = os.open(f"{pid}/ns", _DIR_FLAGS, dir_fd=self.fd)
+            nsfd = os.open(f"{pid}/ns", _NS_DIR_FLAGS, dir_fd=self.fd)
         except OSError as e:
             raise _classify(e, pid) from None
         try:
@@ -733,4 +762,4 @@ def finish_scan(chunks: list[_Chunk], types: tuple[str, ...]) -> tuple[dict[str,
                 d = descs.get(low)
                 procs[low] = _to_process(low, d) if d is not None else None
             rows[ino] = (count, low, procs[low])
-    return out, ScanStats(processes, vanished, tuple(sorted(denied)), os.geteuid() == 0)
+    return out, ScanStats(processes, vanished, tuple(sorted(denied)), can_trace())

@@ -43,7 +43,7 @@ def container_ref(c: ContainerRef | None) -> dict[str, str] | None:
 
 def stats(s: ScanStats) -> dict[str, Any]:
     return {"processes": s.processes, "vanished": s.vanished, "denied": len(s.denied), "denied_pids": list(s.denied), "as_root": s.as_root,
-            "fds_denied": s.fds_denied}
+            "fds_denied": s.fds_denied, "fds_untyped": [{"ns": ino, "pid": pid, "fd": fd} for ino, pid, fd in s.fds_untyped]}
 
 
 def process(p: Process | None) -> dict[str, Any] | None:

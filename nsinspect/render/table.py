@@ -43,10 +43,16 @@ def stats_footer(s: ScanStats) -> Text | None:
         parts.append(f"{s.vanished} exited during the scan")
     if s.denied:
         shown = ", ".join(map(str, s.denied[:5])) + (", ..." if len(s.denied) > 5 else "")
-        advice = "hidden even from root by a sandbox or security module" if s.as_root else "run as root to see them"
+        advice = ("hidden even with CAP_SYS_PTRACE by a sandbox or security module" if s.as_root
+                  else "run as root, with CAP_SYS_PTRACE, to see them")
         parts.append(f"{len(s.denied)} could not be read (permission denied: pid {shown}; {advice})")
     if s.fds_denied:
-        parts.append(f"the open fds of {s.fds_denied} could not be listed (namespaces they hold may be missing)")
+        parts.append(f"the open fds of {s.fds_denied} could not be read (namespaces they hold may be missing)")
+    if s.fds_untyped:
+        shown = ", ".join(f"inode {ino} by fd {fd} of pid {pid}" for ino, pid, fd in s.fds_untyped[:3])
+        more = ", ..." if len(s.fds_untyped) > 3 else ""
+        parts.append(f"{len(s.fds_untyped)} namespaces held by open fds are of a type that could not be read ({shown}{more}; "
+                     "another user's fd table, and its pid is not in our pid namespace)")
     if not parts:
         return None
     return Text(f"{s.processes} processes scanned; " + "; ".join(parts) + ".", style="dim")

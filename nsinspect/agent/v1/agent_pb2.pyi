@@ -91,18 +91,30 @@ class ContainerRef(_message.Message):
     def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
 class ScanStats(_message.Message):
-    __slots__ = ("processes", "vanished", "denied", "as_root", "fds_denied")
+    __slots__ = ("processes", "vanished", "denied", "as_root", "fds_denied", "fds_untyped")
     PROCESSES_FIELD_NUMBER: _ClassVar[int]
     VANISHED_FIELD_NUMBER: _ClassVar[int]
     DENIED_FIELD_NUMBER: _ClassVar[int]
     AS_ROOT_FIELD_NUMBER: _ClassVar[int]
     FDS_DENIED_FIELD_NUMBER: _ClassVar[int]
+    FDS_UNTYPED_FIELD_NUMBER: _ClassVar[int]
     processes: int
     vanished: int
     denied: _containers.RepeatedScalarFieldContainer[int]
     as_root: bool
     fds_denied: int
-    def __init__(self, processes: _Optional[int] = ..., vanished: _Optional[int] = ..., denied: _Optional[_Iterable[int]] = ..., as_root: _Optional[bool] = ..., fds_denied: _Optional[int] = ...) -> None: ...
+    fds_untyped: _containers.RepeatedCompositeFieldContainer[UntypedFd]
+    def __init__(self, processes: _Optional[int] = ..., vanished: _Optional[int] = ..., denied: _Optional[_Iterable[int]] = ..., as_root: _Optional[bool] = ..., fds_denied: _Optional[int] = ..., fds_untyped: _Optional[_Iterable[_Union[UntypedFd, _Mapping]]] = ...) -> None: ...
+
+class UntypedFd(_message.Message):
+    __slots__ = ("ino", "pid", "fd")
+    INO_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    ino: int
+    pid: int
+    fd: int
+    def __init__(self, ino: _Optional[int] = ..., pid: _Optional[int] = ..., fd: _Optional[int] = ...) -> None: ...
 
 class NsMount(_message.Message):
     __slots__ = ("path", "mnt_ns")
