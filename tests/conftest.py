@@ -66,6 +66,13 @@ def ctrd(request):
             ContainerSpec("rootless", ["/bin/sh", "-c", STRAYS_ROOTLESS]),  # a user namespace first: no capability needed
             ContainerSpec("app", ["/bin/sh", "-c", "sleep 1005 & exec sleep 1006"]),  # a child in its namespaces: no stray
         ]),
+        # Workloads of non-root users, the common case in clusters (restricted Pod Security makes it mandatory):
+        # read with the DaemonSet's powers in tests/test_daemonset_powers_real.py.
+        "nonroot-demo": run_pod(client, "nonroot-demo", containers=[
+            ContainerSpec("web", run_as_user=1000), ContainerSpec("nobody", run_as_user=65534),
+            ContainerSpec("high", run_as_user=123456)]),
+        "nonroot-shared-pid": run_pod(client, "nonroot-shared-pid", share_pid=True, containers=[
+            ContainerSpec("app", run_as_user=1000), ContainerSpec("debug", run_as_user=65534)]),
     }
     env.client = client
     env.pods = pods
