@@ -47,12 +47,12 @@ def daemonset_powers() -> tuple[str, ...]:
 POWERS = daemonset_powers()
 
 
-def powered(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return run_cli(*args, prefix=(*prefix, *POWERS))
+def powered(*args: str, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, prefix=(*prefix, *POWERS), env=env)
 
 
-def powered_json(*args: str, prefix: tuple[str, ...] = ()) -> dict:
-    r = powered(*args, "-o", "json", prefix=prefix)
+def powered_json(*args: str, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None) -> dict:
+    r = powered(*args, "-o", "json", prefix=prefix, env=env)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -148,9 +148,14 @@ def _held(pid: int) -> dict[str, int]:
     return out
 
 
-def test_node_with_the_daemonsets_powers_is_the_kernels(population):
+# The scan's C speed-up and its pure-Python path, both with these powers.
+SCANS = pytest.mark.parametrize("scan", [{}, {"NSINSPECT_PURE_PYTHON": "1"}], ids=["C", "python"])
+
+
+@SCANS
+def test_node_with_the_daemonsets_powers_is_the_kernels(population, scan):
     full = _rows(cli_json("node"))
-    data = powered_json("node")
+    data = powered_json("node", env=scan)
     mine = _rows(data)
     node = node_truth()
     for pid in (*population["sleepers"], population["pinner"]):
@@ -200,10 +205,11 @@ def test_type_filter_with_the_daemonsets_powers(population):
     assert ("uts", held["uts"]) in _rows(powered_json("node", "-t", "uts"))
 
 
-def test_fds_outside_our_pid_namespace_are_named_with_the_reason(population):
+@SCANS
+def test_fds_outside_our_pid_namespace_are_named_with_the_reason(population, scan):
     """As in the agent's container: the host's /proc, our own pid namespace.  The holder's fd table is another
     user's, and its pid is not ours to open (no pidfd_getfd): its namespaces are named by inode, with why."""
-    data = powered_json("node", prefix=("unshare", "--pid", "--fork"))
+    data = powered_json("node", prefix=("unshare", "--pid", "--fork"), env=scan)
     held = _held(population["holder"])
     untyped = {(u["ns"], u["pid"], u["fd"]) for u in data["scan"]["fds_untyped"]}
     assert {(ino, population["holder"], {"uts": 3, "ipc": 4, "user": 5}[t]) for t, ino in held.items()} <= untyped
