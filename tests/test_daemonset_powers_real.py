@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cri_env import Agent
-from helpers import NS_TYPES, assert_one_sentence_error, cli_json, descendants, node_truth, require_root, run_cli, truth
+from helpers import NS_TYPES, assert_one_sentence_error, cli_json, comm, descendants, node_truth, require_root, run_cli, truth
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "daemonset" / "daemonset.yaml"
@@ -119,20 +119,12 @@ def _settle(procs: list[subprocess.Popen], timeout: float = 15) -> list[int]:
         found = []
         for p in procs:
             tree = [p.pid, *descendants(p.pid)]
-            mine = [q for q in tree if _comm(q) == "sleep" and os.stat(f"/proc/{q}").st_uid != 0]
+            mine = [q for q in tree if comm(q) == "sleep" and os.stat(f"/proc/{q}").st_uid != 0]
             found.append(mine[-1] if mine else None)
         if all(found) and len(os.listdir(f"/proc/{found[-1]}/fd")) >= 6:
             return found  # type: ignore[return-value]
         time.sleep(0.05)
     raise AssertionError("the non-root processes did not start")
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def _rows(data: dict) -> dict[tuple[str, int], dict]:

@@ -344,8 +344,11 @@ def _dup_ns_fd(procfd: int, pid: int, num: int, want: NamespaceId) -> int | None
         fd = _pidfd_getfd(pidfd, num)
     finally:
         os.close(pidfd)
-    if fd < 0:
-        return None
+    return _if_names(fd, want) if fd >= 0 else None
+
+
+def _if_names(fd: int, want: NamespaceId) -> int | None:
+    """``fd`` if it is open on the namespace ``want``; else None, and it is closed."""
     st = os.fstat(fd)
     if (st.st_dev, st.st_ino) != want:
         os.close(fd)
@@ -371,11 +374,7 @@ def _open_ns(procfd: int, path: str, want: NamespaceId, stat_first: bool = False
         fd = os.open(path, _NS_FLAGS, dir_fd=procfd)
     except OSError:
         return None
-    st = os.fstat(fd)
-    if (st.st_dev, st.st_ino) != want:
-        os.close(fd)
-        return None
-    return fd
+    return _if_names(fd, want)
 
 
 def _related(fd: int, request: int) -> tuple[NamespaceId | None, int | None]:
