@@ -11,6 +11,7 @@ from helpers import require_root  # noqa: E402
 
 STRAYS_ADMIN = "unshare -u -i sleep 1000 & unshare -n sleep 1001 & exec sleep 1002"
 STRAYS_ROOTLESS = "unshare -U -r -u sleep 1003 & exec sleep 1004"
+NONROOT_STRAY = "unshare -U -r -u sleep 1007 & exec sleep 1008"  # as uid 1000: a user namespace needs no capability
 
 # The real-runtime tests run once per containerd build (scripts/runtimes.py); select with
 # --runtime ID (repeatable) or -m containerd_1_6 / containerd_1_7 / containerd_2.
@@ -70,7 +71,8 @@ def ctrd(request):
         # read with the DaemonSet's powers in tests/test_daemonset_powers_real.py.
         "nonroot-demo": run_pod(client, "nonroot-demo", containers=[
             ContainerSpec("web", run_as_user=1000), ContainerSpec("nobody", run_as_user=65534),
-            ContainerSpec("high", run_as_user=123456)]),
+            ContainerSpec("high", run_as_user=123456),
+            ContainerSpec("rootless", ["/bin/sh", "-c", NONROOT_STRAY], run_as_user=1000)]),
         "nonroot-shared-pid": run_pod(client, "nonroot-shared-pid", share_pid=True, containers=[
             ContainerSpec("app", run_as_user=1000), ContainerSpec("debug", run_as_user=65534)]),
     }

@@ -233,7 +233,22 @@ def _members(data: dict) -> list[dict]:
     return [m for m in data["members"] if m["pid"] is not None]
 
 
+def _stray_started(ctrd) -> None:
+    """nonroot-demo's rootless container (uid 1000) has run its ``unshare`` (conftest: NONROOT_STRAY)."""
+    import time
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        data = cli_json("-r", ctrd.endpoint, "pod", "nonroot-demo", "-n", "lab")
+        strays = [s for m in data["members"] for s in m["strays"]]
+        if strays and all(s["comm"] == "sleep" for s in strays):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the non-root stray did not start")
+
+
 def test_nonroot_pods_with_the_daemonsets_powers(ctrd):
+    _stray_started(ctrd)
     for name in NONROOT:
         args = ("-r", ctrd.endpoint, "pod", name, "-n", "lab")
         data = powered_json(*args)
@@ -249,6 +264,9 @@ def test_nonroot_pods_with_the_daemonsets_powers(ctrd):
     assert r.returncode == 0, r.stdout + r.stderr
     r = powered("-r", ctrd.endpoint, "check", "nonroot-demo", "-n", "lab", "--expect", "pid=shared")
     assert r.returncode == 1
+    rootless = next(m for m in powered_json("-r", ctrd.endpoint, "pod", "nonroot-demo", "-n", "lab")["members"]
+                    if m["name"] == "rootless")
+    assert [set(s["differs"]) for s in rootless["strays"]] == [{"user", "uts"}]  # uid 1000's stray, seen
     pods = {p["name"]: p for p in powered_json("-r", ctrd.endpoint, "pods", "-A")["pods"]}
     full = {p["name"]: p for p in cli_json("-r", ctrd.endpoint, "pods", "-A")["pods"]}
     for name in NONROOT:

@@ -101,13 +101,13 @@ def test_pods_counts_them(ctrd, demo):
     r = nsi(ctrd, "pods", "-n", "lab", "-o", "json")
     assert r.returncode == 0, r.stderr
     counts = {p["name"]: p["strays"] for p in json.loads(r.stdout)["pods"]}
-    assert counts["stray-demo"] == 3 and counts["namespace-demo"] == 0
-    assert all(n == 0 for name, n in counts.items() if name != "stray-demo")
+    assert counts["stray-demo"] == 3 and counts["namespace-demo"] == 0 and counts["nonroot-demo"] == 1
+    assert all(n == 0 for name, n in counts.items() if name not in ("stray-demo", "nonroot-demo"))
     table = nsi(ctrd, "pods", "-n", "lab").stdout.splitlines()
     assert table[0].split()[-1] == "STRAYS"
     assert next(line for line in table if " stray-demo " in f" {line} ").split()[-1] == "3"
     assert next(line for line in table if " namespace-demo " in f" {line} ").split()[-1] == "0"
-    assert any(line.startswith("STRAYS: 3 processes") for line in table)
+    assert any(line.startswith("STRAYS: 4 processes") for line in table)  # stray-demo's 3, nonroot-demo's 1
 
 
 def test_the_agent_carries_them(ctrd, demo):
