@@ -134,6 +134,17 @@ def _output_format(ctx: click.Context, param: click.Parameter, value: str) -> st
     return value
 
 
+def _pid_argument(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """A pid as the kernel writes one: ASCII digits, 1 to PID_MAX_LIMIT (``int()`` would take " 1", "+1", "1_000", "٣")."""
+    from nsinspect.limits import PID_MAX_LIMIT, decimal
+
+    pid = decimal(value, PID_MAX_LIMIT)
+    if not pid:
+        raise InvalidArgument(f"invalid pid {value[:40]!r}; a pid is written in ASCII digits (no sign, space or leading zero), "
+                              f"from 1 to {PID_MAX_LIMIT}")
+    return pid
+
+
 node_option = click.option(
     "--node", "node_name", metavar="NAME", help="Ask the agent on this node of the cluster (default: read this machine)."
 )
@@ -253,7 +264,7 @@ def node(app: App, types: tuple[str, ...], tree: str | None, node_name: str | No
 
 
 @cli.command()
-@click.argument("pid", type=int)
+@click.argument("pid", callback=_pid_argument)
 @node_option
 @output_option
 @click.pass_obj

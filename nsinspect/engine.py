@@ -14,6 +14,7 @@ from typing import Protocol
 
 from nsinspect import sharing
 from nsinspect.errors import InvalidArgument
+from nsinspect.limits import PID_MAX_LIMIT
 from nsinspect.model import NS_TYPES, STATES, CheckView, ClusterPodsView, Expectation, NodeView, PodsView, PodView, ProcessView
 
 DEFAULT_NAMESPACE = "default"  # a pod's namespace when nothing names one (on a node; a cluster uses its context's)
@@ -95,7 +96,7 @@ def validate_name(value: str, what: str) -> None:
         raise InvalidArgument(f"invalid {what} {value[:60]!r}; use a Kubernetes name (at most 253 characters)")
 
 
-MAX_PID = (1 << 31) - 1  # pid_t; a larger number is no pid at all (a smaller absent one is "not found")
+MAX_PID = PID_MAX_LIMIT  # the kernel never hands out a larger pid (a smaller absent one is "not found")
 
 
 def validate_pid(pid: int) -> None:

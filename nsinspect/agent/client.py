@@ -16,6 +16,7 @@ from nsinspect.agent.v1 import agent_pb2 as pb
 from nsinspect.agent.v1 import agent_pb2_grpc
 from nsinspect.engine import DEFAULT_NAMESPACE, Progress, evaluate, this_node_only
 from nsinspect.errors import BY_GRPC_CODE, InvalidArgument, Unavailable
+from nsinspect.limits import PORT_MAX, decimal
 from nsinspect.model import NS_TYPES, CheckView, NodeView, PodsView, PodView, ProcessView
 
 CALL_TIMEOUT = 15.0
@@ -39,7 +40,7 @@ def target(address: str) -> str:
             return address
     else:
         host, sep, port = address.rpartition(":")
-        if sep and host and port.isdigit() and 0 < int(port) < 65536:
+        if sep and host and decimal(port, PORT_MAX):
             return address
     raise InvalidArgument(f"bad agent address {address[:80]!r}; write HOST:PORT (e.g. 127.0.0.1:9870) or unix:PATH")
 

@@ -28,6 +28,7 @@ from nsinspect.agent.client import target
 from nsinspect.agent.v1 import agent_pb2 as pb
 from nsinspect.agent.v1 import agent_pb2_grpc
 from nsinspect.errors import InvalidArgument, NsinspectError, Unavailable
+from nsinspect.limits import PORT_MAX, decimal
 from nsinspect.model import NS_TYPES
 from nsinspect.node.engine import LocalEngine
 
@@ -158,7 +159,7 @@ def _bind(server: grpc.Server, listen: str) -> str:
         where = f"unix:{path}"
     else:
         host, sep, port = listen.rpartition(":")
-        if not sep or not port.isdigit() or not host:
+        if not sep or decimal(port, PORT_MAX) is None or not host:
             raise InvalidArgument(f"bad --listen {listen!r}; write HOST:PORT (e.g. {DEFAULT_LISTEN}) or unix:PATH")
         if host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
             log.warning("listening on %s: the agent has no authentication of its own; "

@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any
 
 from nsinspect.errors import AccessDenied, InvalidArgument, NoSuchProcess
+from nsinspect.limits import INODE_MAX, PID_MAX_LIMIT, decimal
 from nsinspect.model import NS_TYPES, IdRange, NamespaceId, Process, ProcessId, ScanStats
 from nsinspect.node.fanout import fanout, slices
 
@@ -52,6 +53,8 @@ MAX_WORKERS = 4
 
 _GONE = (errno.ENOENT, errno.ESRCH)
 _DENIED = (errno.EACCES, errno.EPERM)
+# Never from a procfs: a tree where <pid>/ns is a file, or a link loop (a fixture, or --proc at the wrong place).
+_MALFORMED = (errno.ENOTDIR, errno.ELOOP)
 
 
 _CAP_SYS_PTRACE = 19
@@ -76,6 +79,8 @@ def _classify(exc: OSError, pid: int) -> Exception:
     """Map an OS error met while reading /proc/<pid>/... to what it means."""
     if exc.errno in _GONE:
         return NoSuchProcess(pid)
+    if exc.errno in _MALFORMED:
+        return NoSuchProcess(pid, f"/proc/{pid} is malformed ({exc.strerror}); is the procfs root a procfs?")
     if exc.errno in _DENIED:
         if can_trace():
             return AccessDenied(
@@ -97,10 +102,24 @@ def parse_ns_link(target: str, nstype: str) -> int | None:
     """``net:[4026531993]`` -> 4026531993; anything else -> None."""
     prefix = nstype + ":["
     if target.startswith(prefix) and target.endswith("]"):
-        digits = target[len(prefix) : -1]
-        if digits.isascii() and digits.isdigit():
-            return int(digits)
+        return decimal(target[len(prefix) : -1], INODE_MAX)
     return None
+
+
+def _inode(target: str, nstype: str) -> int:
+    """``parse_ns_link`` for the fast loops: ValueError (read the process again, link by link) instead of None."""
+    ino = parse_ns_link(target, nstype)
+    if ino is None:
+        raise ValueError(target)
+    return ino
+
+
+def _number(field: bytes, maximum: int) -> int:
+    """A number field of a stat line; ValueError when it is not one the kernel writes."""
+    value = decimal(field, maximum)
+    if value is None:
+        raise ValueError(field)
+    return value
 
 
 def parse_stat(data: bytes) -> tuple[str, str, int, int]:
@@ -113,7 +132,31 @@ def parse_stat(data: bytes) -> tuple[str, str, int, int]:
     comm = os.fsdecode(data[lpar + 1 : rpar])
     fields = data[rpar + 2 :].split()
     # fields[0] is field 3 (state); ppid is field 4; starttime is field 22.
-    return comm, fields[0].decode("ascii", "replace"), int(fields[1]), int(fields[19])
+    return comm, fields[0].decode("ascii", "replace"), _number(fields[1], PID_MAX_LIMIT), _number(fields[19], INODE_MAX)
+
+
+def _pid_name(name: str) -> int | None:
+    """A procfs root's entry as a pid (``"42"`` -> 42); None for ``self``, ``sys``, ``0``, ``007``, ``99999999``."""
+    return decimal(name, PID_MAX_LIMIT) or None
+
+
+def looks_like_procfs(procfd: int) -> bool:
+    """Is this directory a procfs (or a test's tree shaped like one)?  It has ``self``, or a pid directory with a
+    ``stat``.  A structural test, not statfs's PROC_SUPER_MAGIC: the tests point ``--proc`` at such trees."""
+    try:
+        os.stat("self", dir_fd=procfd, follow_symlinks=False)
+        return True
+    except OSError:
+        pass
+    with os.scandir(procfd) as entries:
+        for entry in entries:
+            if _pid_name(entry.name):
+                try:
+                    os.stat(f"{entry.name}/stat", dir_fd=procfd)
+                    return True
+                except OSError:
+                    continue
+    return False
 
 
 _user_cache: dict[int, str] = {}
@@ -247,13 +290,12 @@ def _scan_pids(procfd: int, pids: list[int], types: tuple[str, ...], agg: list[d
     """
     vanished = 0
     denied: list[int] = []
-    fast = [(t, len(t) + 2) for t in types]
     readlink, open_, close = os.readlink, os.open, os.close
     for pid in pids:
         try:
             nsfd = open_(f"{pid}/ns", _NS_DIR_FLAGS, dir_fd=procfd)
         except OSError as e:
-            if e.errno in _GONE:
+            if e.errno in _GONE or e.errno in _MALFORMED:  # malformed: not a process to count
                 vanished += 1
                 continue
             if e.errno in _DENIED:
@@ -262,7 +304,7 @@ def _scan_pids(procfd: int, pids: list[int], types: tuple[str, ...], agg: list[d
             raise
         try:
             try:
-                inos: list[int | None] = [int(readlink(t, dir_fd=nsfd)[n:-1]) for t, n in fast]
+                inos: list[int | None] = [_inode(readlink(t, dir_fd=nsfd), t) for t in types]
             except (OSError, ValueError):
                 inos = _read_links_slow(nsfd, types)
         except OSError as e:
@@ -299,7 +341,6 @@ def _links_py(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[lis
     retry: list[int] = []
     rows: list[list[int]] = []
     read: list[int] = []
-    fast = [(t, len(t) + 2) for t in types]
     readlink, open_, close = os.readlink, os.open, os.close
     for pid in pids:
         try:
@@ -313,7 +354,7 @@ def _links_py(procfd: int, pids: list[int], types: tuple[str, ...]) -> tuple[lis
                 retry.append(pid)
             continue
         try:
-            rows.append([int(readlink(t, dir_fd=nsfd)[n:-1]) for t, n in fast])
+            rows.append([_inode(readlink(t, dir_fd=nsfd), t) for t in types])
             read.append(pid)
         except (OSError, ValueError):
             retry.append(pid)
@@ -455,12 +496,17 @@ class ProcFS:
     def fd(self) -> int:
         if self._fd is None:
             try:
-                self._fd = os.open(self.root, _DIR_FLAGS)
+                fd = os.open(self.root, _DIR_FLAGS)
             except OSError as e:
                 raise InvalidArgument(
                     f"cannot open the procfs root {self.root!r} ({e.strerror}); "
                     "pass --proc with the path of a mounted procfs such as /proc or /host/proc"
                 ) from None
+            if not looks_like_procfs(fd):
+                os.close(fd)
+                raise InvalidArgument(f"{self.root!r} is not a procfs (no 'self', no process directories); "
+                                      "pass --proc with the path of a mounted procfs such as /proc or /host/proc")
+            self._fd = fd
         return self._fd
 
     def close(self) -> None:
@@ -485,7 +531,7 @@ class ProcFS:
     # -- single-process reads -------------------------------------------------------------
     def pids(self) -> list[int]:
         """Every process (thread-group leader) listed in the procfs root, ascending."""
-        out = [int(name) for name in os.listdir(self.fd) if name.isdigit() and name.isascii()]
+        out = [pid for pid in map(_pid_name, os.listdir(self.fd)) if pid]
         out.sort()
         return out
 
@@ -576,14 +622,13 @@ class ProcFS:
         found: dict[int, list[int]] = {ino: [] for ino in inos}
         start = min((low for n, low in counts.values() if n), default=None)
         if start is not None:
-            n = len(nstype) + 2
             readlink = os.readlink
             left = sum(need.values())
             for pid in pids[bisect.bisect_left(pids, start):]:
                 if left <= 0:
                     break
                 try:
-                    ino = int(readlink(f"{pid}/ns/{nstype}", dir_fd=self.fd)[n:-1])
+                    ino = _inode(readlink(f"{pid}/ns/{nstype}", dir_fd=self.fd), nstype)
                 except (OSError, ValueError):
                     continue  # gone, or a zombie's missing link: not a process it can be shown
                 got = found.get(ino)
