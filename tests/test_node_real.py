@@ -150,7 +150,8 @@ def test_unprivileged_user_sees_denied_count():
 
 
 def test_errors_have_contract_exit_codes():
-    assert_one_sentence_error(run_cli("pid", "999999999"), 3)
+    assert_one_sentence_error(run_cli("pid", "4194000"), 3)  # a pid the kernel could give, no such process
+    assert_one_sentence_error(run_cli("pid", "999999999"), 2)  # above any pid_max: malformed (issue 21)
     assert_one_sentence_error(run_cli("pid", "0"), 2)
     assert_one_sentence_error(run_cli("pid", "abc"), 2)
     assert_one_sentence_error(run_cli("node", "-t", "bogus"), 2)
