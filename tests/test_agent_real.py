@@ -151,7 +151,9 @@ def test_status_codes_for_bad_and_unknown_requests(stub):
     assert code == NOT_FOUND and "no-such-pod" in details
     assert code_of(inspector.GetPod, pb.GetPodRequest(namespace="lab", name="namespace-demo", uid="not-its-uid"))[0] == NOT_FOUND
     assert code_of(inspector.GetPod, pb.GetPodRequest(namespace="lab", name="namespace-demo", container="nope"))[0] == NOT_FOUND
-    assert code_of(inspector.GetProcess, pb.GetProcessRequest(pid=(1 << 22) + 7))[0] == NOT_FOUND
+    # Above PID_MAX_LIMIT no kernel gives the pid: malformed. Below it, a pid that does not exist: not found.
+    assert code_of(inspector.GetProcess, pb.GetProcessRequest(pid=(1 << 22) + 7))[0] == INVALID
+    assert code_of(inspector.GetProcess, pb.GetProcessRequest(pid=(1 << 22) - 304))[0] == NOT_FOUND
 
 
 def test_client_errors_have_contract_exit_codes(agent):
