@@ -1,10 +1,15 @@
 # The nsinspect agent image.  Build from the repository root:
-#   docker build -t nsinspect/agent:0.1.0 .
+#   docker build -t ghcr.io/nsinspect/nsinspect-agent:0.1.0 .
+# or without a Docker engine (buildah; an OCI archive for ctr/skopeo):
+#   sudo python3 scripts/agent_image.py build --out nsinspect-agent.tar
+# The release workflow (.github/workflows/release.yml) publishes it for amd64 and arm64.
 # Stage 1 builds wheels as an unprivileged user (ours with the scan's C speed-up, so gcc is there);
 # stage 2 installs them with no compiler, no pip cache and no build tools, and runs
 # `nsinspect --proc /host/proc agent` (daemonset/).
 
-FROM python:3.11-slim AS build
+# Any Python 3.11 image with pip and its headers will do; the tests build on one made with debootstrap.
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE} AS build
 # gcc for nsinspect/node/_scan.c only (setup.py); the image's Python headers are already there.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 build
@@ -18,7 +23,7 @@ COPY --chown=build:build daemonset ./daemonset
 # need building fail the build instead of slipping in (it does not apply to this project itself).
 RUN python -m pip wheel --no-cache-dir --only-binary=:all: --wheel-dir /home/build/wheels .
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 COPY --from=build /home/build/wheels /tmp/wheels
 RUN python -m pip install --no-cache-dir --no-index --find-links /tmp/wheels nsinspect \
     && rm -rf /tmp/wheels

@@ -12,8 +12,6 @@ from urllib.parse import quote
 
 from nsinspect.errors import InvalidArgument
 
-IMAGE = "nsinspect/agent"
-
 
 def manifests(image: str | None = None) -> list[dict[str, Any]]:
     """The objects, in the kustomization's order; ``image`` replaces the agent's image."""
