@@ -12,7 +12,7 @@ fi
 
 # Debian packages: the runtime the suite starts, the tools it compares with, a C compiler for the benchmark floor,
 # patchelf to run newer suites' runc on this glibc (scripts/runtimes.py).
-packages=(containerd runc containernetworking-plugins busybox-static util-linux iproute2 gcc openssl patchelf)
+packages=(containerd runc containernetworking-plugins busybox-static util-linux iproute2 gcc openssl patchelf buildah debootstrap)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from cri_env import USERNS_HOST_ID, Containerd, ContainerSpec, require_runtime, run_pod  # noqa: E402
 from helpers import require_root  # noqa: E402
+from population import population as make_population  # noqa: E402
 
 STRAYS_ADMIN = "unshare -u -i sleep 1000 & unshare -n sleep 1001 & exec sleep 1002"
 STRAYS_ROOTLESS = "unshare -U -r -u sleep 1003 & exec sleep 1004"
@@ -34,6 +35,16 @@ def pytest_generate_tests(metafunc):
             chosen = metafunc.config.getoption("runtime") or list(RUNTIMES)
             params = [pytest.param(rid, marks=getattr(pytest.mark, RUNTIMES[rid]), id=f"containerd-{rid}") for rid in chosen]
             metafunc.parametrize(fixture, params, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory):
+    """Per non-root user: a process in fresh net/uts/ipc/pid/mnt namespaces; a mount namespace only a non-root
+    process is in, holding a bind mount of a net namespace nobody is in; a non-root process holding fds on
+    namespaces nobody is in (tests/population.py)."""
+    require_root()
+    with make_population(tmp_path_factory.mktemp("pins")) as p:
+        yield p
 
 
 @pytest.fixture(scope="session")

@@ -12,17 +12,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 from cri_env import Agent
-from helpers import NS_TYPES, assert_one_sentence_error, cli_json, comm, descendants, node_truth, require_root, run_cli, truth
+from helpers import NS_TYPES, assert_one_sentence_error, cli_json, node_truth, run_cli, truth
+from population import USERS, held_fds, ns_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "daemonset" / "daemonset.yaml"
-USERS = (1000, 65534, 123456)
 
 
 def agent_container() -> dict:
@@ -71,84 +70,15 @@ def test_the_powers_are_the_manifests():
 
 # -- processes of non-root users on the node ---------------------------------------------------------
 
-HOLD_FDS = (  # as the user: a namespace whose only process exits while this shell keeps fds open on it
-    'unshare --user --map-root-user --uts --ipc sleep 600 & c=$!; '
-    'while [ "$(readlink /proc/$c/ns/uts)" = "$(readlink /proc/self/ns/uts)" ]; do sleep 0.02; done; '
-    'exec 3</proc/$c/ns/uts 4</proc/$c/ns/ipc 5</proc/$c/ns/user; kill $c; wait $c; exec sleep 600'
-)
-
-
-def _as(uid: int) -> list[str]:
-    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-
-
-@pytest.fixture(scope="module")
-def population(tmp_path_factory):
-    """Per user: a process in fresh net/uts/ipc/pid/mnt namespaces; a mount namespace only a non-root
-    process is in, holding a bind mount of a net namespace nobody is in; a non-root process holding fds on
-    namespaces nobody is in."""
-    require_root()
-    pin_dir = tmp_path_factory.mktemp("pins")
-    pin_dir.chmod(0o755)
-    pin = pin_dir / f"net-{uuid.uuid4().hex[:8]}"
-    pin.touch()
-    procs = []
-    for uid in USERS:
-        procs.append(subprocess.Popen(["unshare", "--net", "--uts", "--ipc", "--pid", "--mount", "--fork", *_as(uid), "sleep", "600"],
-                                      start_new_session=True))
-    procs.append(subprocess.Popen(  # the pin lives in this mount namespace only, whose one process is uid 123456's
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-         f'unshare --net mount --bind /proc/self/ns/net {pin} && exec {" ".join(_as(USERS[2]))} sleep 600'],
-        start_new_session=True))
-    procs.append(subprocess.Popen([*_as(USERS[0]), "sh", "-c", HOLD_FDS], start_new_session=True))
-    try:
-        pids = _settle(procs)
-        yield {"sleepers": pids[:3], "pinner": pids[3], "holder": pids[4], "pin": str(pin)}
-    finally:
-        for p in procs:
-            os.killpg(p.pid, 9)
-            p.wait()
-
-
-def _settle(procs: list[subprocess.Popen], timeout: float = 15) -> list[int]:
-    """The non-root process of each tree, once it runs sleep with its final namespaces and fds."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = []
-        for p in procs:
-            tree = [p.pid, *descendants(p.pid)]
-            mine = [q for q in tree if comm(q) == "sleep" and os.stat(f"/proc/{q}").st_uid != 0]
-            found.append(mine[-1] if mine else None)
-        if all(found) and len(os.listdir(f"/proc/{found[-1]}/fd")) >= 6:
-            return found  # type: ignore[return-value]
-        time.sleep(0.05)
-    raise AssertionError("the non-root processes did not start")
-
-
-def _rows(data: dict) -> dict[tuple[str, int], dict]:
-    return {(n["type"], n["ns"]): n for n in data["namespaces"]}
-
-
-def _held(pid: int) -> dict[str, int]:
-    """The kernel's word on what the holder's fds 3-5 name."""
-    out = {}
-    for fd in (3, 4, 5):
-        t, _, rest = os.readlink(f"/proc/{pid}/fd/{fd}").partition(":[")
-        out[t] = int(rest[:-1])
-    return out
-
-
 # The scan's C speed-up and its pure-Python path, both with these powers.
 SCANS = pytest.mark.parametrize("scan", [{}, {"NSINSPECT_PURE_PYTHON": "1"}], ids=["C", "python"])
 
 
 @SCANS
 def test_node_with_the_daemonsets_powers_is_the_kernels(population, scan):
-    full = _rows(cli_json("node"))
+    full = ns_rows(cli_json("node"))
     data = powered_json("node", env=scan)
-    mine = _rows(data)
+    mine = ns_rows(data)
     node = node_truth()
     for pid in (*population["sleepers"], population["pinner"]):
         assert pid not in data["scan"]["denied_pids"]
@@ -163,7 +93,7 @@ def test_node_with_the_daemonsets_powers_is_the_kernels(population, scan):
     assert pinned[0] == full[("net", pinned[0]["ns"])]
     assert pinned[0]["mounts"] == [{"path": population["pin"], "mnt_ns": truth(population["pinner"])["mnt"]}]
     holder = population["holder"]
-    for t, ino in _held(holder).items():
+    for t, ino in held_fds(holder).items():
         row = mine[(t, ino)]
         assert row["nprocs"] == 0 and {"pid": holder, "fd": {"uts": 3, "ipc": 4, "user": 5}[t]} in row["fds"], t
         assert row == full[(t, ino)], t  # parents and owners too, read through a duplicate of the holder's fd
@@ -189,12 +119,12 @@ def test_pid_with_the_daemonsets_powers_is_the_kernels(population):
 
 def test_type_filter_with_the_daemonsets_powers(population):
     for t in ("pid", "uts", "user"):
-        rows = _rows(powered_json("node", "-t", t))
+        rows = ns_rows(powered_json("node", "-t", t))
         assert {k[0] for k in rows} == {t}
         for pid in population["sleepers"]:
             assert (t, truth(pid)[t]) in rows
-    held = _held(population["holder"])
-    assert ("uts", held["uts"]) in _rows(powered_json("node", "-t", "uts"))
+    held = held_fds(population["holder"])
+    assert ("uts", held["uts"]) in ns_rows(powered_json("node", "-t", "uts"))
 
 
 @SCANS
@@ -202,10 +132,10 @@ def test_fds_outside_our_pid_namespace_are_named_with_the_reason(population, sca
     """As in the agent's container: the host's /proc, our own pid namespace.  The holder's fd table is another
     user's, and its pid is not ours to open (no pidfd_getfd): its namespaces are named by inode, with why."""
     data = powered_json("node", prefix=("unshare", "--pid", "--fork"), env=scan)
-    held = _held(population["holder"])
+    held = held_fds(population["holder"])
     untyped = {(u["ns"], u["pid"], u["fd"]) for u in data["scan"]["fds_untyped"]}
     assert {(ino, population["holder"], {"uts": 3, "ipc": 4, "user": 5}[t]) for t, ino in held.items()} <= untyped
-    mine = _rows(data)
+    mine = ns_rows(data)
     for pid in population["sleepers"]:
         for t, ino in truth(pid).items():
             assert (t, ino) in mine
@@ -306,7 +236,7 @@ def test_the_agent_with_the_daemonsets_powers(ctrd, powered_agent, population):
         assert json.loads(r.stdout)["namespaces"] == truth(pid)
     r = run_cli("--agent", powered_agent.address, "node", "-o", "json")
     assert r.returncode == 0, r.stderr
-    rows = _rows(json.loads(r.stdout))
+    rows = ns_rows(json.loads(r.stdout))
     for pid in population["sleepers"]:
         assert all((t, ino) in rows for t, ino in truth(pid).items() if t in NS_TYPES)
     assert "Traceback" not in powered_agent.logs()
