@@ -11,7 +11,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Debian packages: the runtime the suite starts, the tools it compares with, a C compiler for the benchmark floor,
-# patchelf to run newer suites' runc on this glibc (scripts/runtimes.py).
+# patchelf to run newer suites' runc on this glibc (scripts/runtimes.py), buildah and debootstrap to build the
+# agent's image from this checkout without a Docker engine (scripts/agent_image.py, tests/test_agent_pod_real.py).
 packages=(containerd runc containernetworking-plugins busybox-static util-linux iproute2 gcc openssl patchelf buildah debootstrap)
 missing=()
 for p in "${packages[@]}"; do

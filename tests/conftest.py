@@ -1,4 +1,8 @@
+import json
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -6,7 +10,7 @@ import pytest
 # helpers.py sits beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cri_env import USERNS_HOST_ID, Containerd, ContainerSpec, require_runtime, run_pod  # noqa: E402
+from cri_env import USERNS_HOST_ID, Containerd, ContainerSpec, remove_pod, require_runtime, run_pod  # noqa: E402
 from helpers import require_root  # noqa: E402
 from population import population as make_population  # noqa: E402
 
@@ -45,6 +49,37 @@ def population(tmp_path_factory):
     require_root()
     with make_population(tmp_path_factory.mktemp("pins")) as p:
         yield p
+
+
+def _sandbox_info(client, sandbox_id):
+    from nsinspect.cri.v1 import api_pb2 as cri
+
+    st = client.stub.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True), timeout=10)
+    return st.status.state, json.loads(st.info["info"])
+
+
+@pytest.fixture
+def orphaned(ctrd):
+    """A pod of its own whose pause process was killed: (pod, app pid, pinned net path)."""
+    pod = run_pod(ctrd.client, "pinned-demo", containers=[ContainerSpec("app")])
+    try:
+        _state, info = _sandbox_info(ctrd.client, pod.sandbox_id)
+        path = next(ns["path"] for ns in info["runtimeSpec"]["linux"]["namespaces"] if ns["type"] == "network")
+        from nsinspect.node.engine import LocalEngine
+
+        app = LocalEngine(runtime_endpoint=ctrd.endpoint, parallel=False)
+        try:
+            app_pid = next(m.pid for m in app.pod("pinned-demo", "lab").members if m.name == "app")
+        finally:
+            app.close()
+        os.kill(info["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while _sandbox_info(ctrd.client, pod.sandbox_id)[0] == 0:  # SANDBOX_READY until containerd sees the exit
+            assert time.monotonic() < deadline, "containerd did not notice the sandbox's exit"
+            time.sleep(0.1)
+        yield pod, app_pid, path
+    finally:
+        remove_pod(ctrd.client, pod.sandbox_id)
 
 
 @pytest.fixture(scope="session")

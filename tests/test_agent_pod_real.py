@@ -235,3 +235,15 @@ def test_the_containerized_agent_survives_a_bad_client(pod_agent):
             stub.GetProcess(pb.GetProcessRequest(pid=4194000), timeout=10)
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
     assert run_cli("--agent", pod_agent.address, "pods", "-A").returncode == 0
+
+
+def test_a_pin_made_after_the_agent_started_reaches_it(ctrd, pod_agent, orphaned):
+    """A sandbox whose process is gone, created after the agent's container started: its pinned network
+    namespace (/run/netns/cni-*) reaches the agent through the manifest's HostToContainer mount."""
+    _pod, app_pid, path = orphaned
+    remote = cli_json("--agent", pod_agent.address, "pod", "pinned-demo", "-n", "lab")
+    assert remote == cli_json("-r", ctrd.endpoint, "pod", "pinned-demo", "-n", "lab")
+    sandbox = remote["members"][0]
+    assert sandbox["role"] == "sandbox" and sandbox["pid"] is None and sandbox["pinned"] == {"net": path}
+    assert sandbox["namespaces"] == {"net": os.stat(path).st_ino} == {"net": truth(app_pid)["net"]}
+    assert remote["sharing"]["net"]["actual"] == "shared"

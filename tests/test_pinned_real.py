@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from cri_env import ContainerSpec, remove_pod, run_pod
 from helpers import run_cli
 
 from nsinspect.agent import convert
@@ -20,13 +17,6 @@ from nsinspect.agent.v1 import agent_pb2 as pb
 from nsinspect.node.engine import LocalEngine
 
 pytestmark = pytest.mark.runtime
-
-
-def _sandbox_info(client, sandbox_id):
-    from nsinspect.cri.v1 import api_pb2 as cri
-
-    st = client.stub.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True), timeout=10)
-    return st.status.state, json.loads(st.info["info"])
 
 
 def _ino(pid, t):
@@ -39,28 +29,6 @@ def short_tmp():
     d = Path(tempfile.mkdtemp(prefix="nsi", dir="/tmp"))
     yield d
     shutil.rmtree(d)  # unlinks the symlinks in it, never follows them
-
-
-@pytest.fixture
-def orphaned(ctrd):
-    """A pod of its own whose pause process was killed: (pod, app pid, pinned net path)."""
-    pod = run_pod(ctrd.client, "pinned-demo", containers=[ContainerSpec("app")])
-    try:
-        _state, info = _sandbox_info(ctrd.client, pod.sandbox_id)
-        path = next(ns["path"] for ns in info["runtimeSpec"]["linux"]["namespaces"] if ns["type"] == "network")
-        app = LocalEngine(runtime_endpoint=ctrd.endpoint, parallel=False)
-        try:
-            app_pid = next(m.pid for m in app.pod("pinned-demo", "lab").members if m.name == "app")
-        finally:
-            app.close()
-        os.kill(info["pid"], signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while _sandbox_info(ctrd.client, pod.sandbox_id)[0] == 0:  # SANDBOX_READY until containerd sees the exit
-            assert time.monotonic() < deadline, "containerd did not notice the sandbox's exit"
-            time.sleep(0.1)
-        yield pod, app_pid, path
-    finally:
-        remove_pod(ctrd.client, pod.sandbox_id)
 
 
 def test_sandbox_without_process_keeps_pinned_net(ctrd, orphaned, short_tmp):
