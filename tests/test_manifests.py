@@ -144,6 +144,31 @@ def test_dockerfile_builds_unprivileged_and_ships_no_compiler():
     assert "--only-binary=:all:" in build  # dependencies come as wheels; only nsinspect is compiled
 
 
+def test_the_default_image_is_what_the_release_workflow_publishes():
+    """`nsinspect deploy` runs the DaemonSet's image; the release workflow pushes exactly that name, tagged with the
+    package version, for amd64 and arm64, on a tag v<version>; --image replaces it (private registries)."""
+    from nsinspect import __version__
+
+    image = agent_container()["image"]
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text())
+    owner = re.search(r"homepage: https://github.com/([^/]+)/", (ROOT / "krew" / "nsinspect.yaml").read_text()).group(1)
+    assert image == wf["env"]["IMAGE"].replace("${{ github.repository_owner }}", owner) + f":{__version__}"
+    assert wf[True]["push"]["tags"] == ["v*"]  # (YAML 1.1 reads the key `on` as true)
+    check = "\n".join(step.get("run", "") for step in wf["jobs"]["check"]["steps"])
+    assert 'test "${GITHUB_REF_NAME}" = "v${version}"' in check and "daemonset/daemonset.yaml" in check
+    push = "\n".join(step.get("run", "") for step in wf["jobs"]["image"]["steps"])
+    assert "for arch in amd64 arm64" in push and '--platform "linux/${arch}"' in push
+    assert 'buildah manifest push --all nsinspect-agent "docker://${IMAGE}:${{ needs.check.outputs.version }}"' in push
+    r = run_cli("deploy")
+    assert r.returncode == 0 and f"image: {image}\n" in r.stdout
+    r = run_cli("deploy", "--image", "registry.example.com/mirror/nsinspect-agent:0.1.0")
+    assert r.returncode == 0 and "image: registry.example.com/mirror/nsinspect-agent:0.1.0\n" in r.stdout and image not in r.stdout
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import agent_image
+
+    assert agent_image.default_tag() == image  # what the image recipe tags by default
+
+
 def test_dockerfile_build_stage_copies_what_the_wheel_needs(tmp_path):
     """The files the build stage copies, and nothing else, make a wheel with the scan's C speed-up
     (no container engine here: the stage's COPY lines are replayed into a directory)."""
