@@ -333,7 +333,15 @@ class PortForward:
         self._listener.listen(64)
         self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
         self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._start(self._accept)
+
+    def _start(self, target, *args) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(t)
+        t.start()
 
     def _accept(self) -> None:
         while not self._closed:
@@ -341,7 +349,7 @@ class PortForward:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._pipe, args=(conn,), daemon=True).start()
+            self._start(self._pipe, conn)
 
     def _pipe(self, conn: socket.socket) -> None:
         if _libc.setns(self._ns, CLONE_NEWNET) != 0:
@@ -353,11 +361,13 @@ class PortForward:
             conn.close()
             return
         up.settimeout(None)
+        with self._lock:
+            self._open.update((conn, up))
         sel = selectors.DefaultSelector()
         sel.register(conn, selectors.EVENT_READ, up)
         sel.register(up, selectors.EVENT_READ, conn)
         try:
-            while True:
+            while not self._closed:
                 for key, _ in sel.select():
                     data = key.fileobj.recv(65536)
                     if not data:
@@ -367,10 +377,20 @@ class PortForward:
             return
         finally:
             sel.close()
+            with self._lock:
+                self._open.difference_update((conn, up))
             conn.close()
             up.close()
 
     def close(self) -> None:
+        """Stop: no thread of it outlives this (tests count the threads of their process)."""
         self._closed = True
+        for s in (self._listener, *list(self._open)):
+            try:
+                s.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in accept() or select()
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(10)
         self._listener.close()
         os.close(self._ns)

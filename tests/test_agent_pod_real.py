@@ -20,7 +20,7 @@ import grpc
 import pytest
 from cri_env import remove_pod
 from helpers import NS_TYPES, cli_json, require_root, run_cli, truth
-from kubelet import PortForward, cleanup, pod_template, probe, run, translate
+from kubelet import PortForward, Probe, cleanup, pod_template, probe, run, translate
 from population import held_fds, ns_rows
 from test_daemonset_powers_real import NONROOT, _stray_started
 
@@ -247,3 +247,24 @@ def test_a_pin_made_after_the_agent_started_reaches_it(ctrd, pod_agent, orphaned
     assert sandbox["role"] == "sandbox" and sandbox["pid"] is None and sandbox["pinned"] == {"net": path}
     assert sandbox["namespaces"] == {"net": os.stat(path).st_ino} == {"net": truth(app_pid)["net"]}
     assert remote["sharing"]["net"]["actual"] == "shared"
+
+
+SYSCALLS = r'''
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+for name, nr in (("pidfd_open", 434), ("pidfd_getfd", 438), ("statmount", 457), ("listmount", 458)):
+    libc.syscall(nr, -1, 0, 0, 0)
+    print(name, errno.errorcode[ctypes.get_errno()])
+'''
+
+
+def test_which_syscalls_runtime_default_lets_the_agent_make(ctrd, pod_agent):
+    """What README says of the runtime's default seccomp profile, asked inside the agent's container with bad
+    arguments (a refused call fails with ENOSYS or EPERM before the kernel looks at them): pidfd_open and
+    pidfd_getfd pass; listmount and statmount do not on these builds, so the agent reads mountinfo (and the
+    answers above are still the kernel's)."""
+    res = probe(ctrd.client, pod_agent.cid, Probe(["python3", "-c", SYSCALLS], 10))
+    assert res.exit_code == 0, res.stderr
+    got = dict(line.split() for line in res.stdout.decode().splitlines())
+    assert got["pidfd_open"] == "EINVAL" and got["pidfd_getfd"] == "EBADF", got
+    assert got["statmount"] == got["listmount"] == "ENOSYS", (ctrd.version, got)
