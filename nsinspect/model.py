@@ -165,6 +165,7 @@ class NodeView(NamedTuple):
     types: tuple[str, ...] = NS_TYPES
     node: str = ""  # the node's name
     runtime: str = ""  # "containerd 1.6.20"; empty when the node has no runtime
+    runtime_error: str = ""  # why no pod is named (the runtime did not answer); empty when it did, or there is none
 
 
 class ProcessView(NamedTuple):
@@ -176,6 +177,7 @@ class ProcessView(NamedTuple):
     pod: PodRef | None = None
     container: ContainerRef | None = None
     node: str = ""
+    runtime_error: str = ""  # why pod and container are unknown (the runtime did not answer)
 
 
 class Stray(NamedTuple):

@@ -471,13 +471,30 @@ def test_runtime_down_then_back(own_containerd, stub):
         r = run_cli("--agent", a.address, "pods", "-A")
         assert_one_sentence_error(r, 4)
         assert a.healthy() and a.proc.poll() is None  # the agent itself stays up
-        # With its runtime named (-r) and down, no answer pretends a process is in no pod.
-        r = run_cli("--agent", a.address, "pid", str(os.getpid()))
-        assert_one_sentence_error(r, 4)
+        # A node's namespaces and a process's need no runtime: they answer, naming no pod, and say why (never
+        # pretending a process is in no pod: `runtime_error` is set, and the table says so).
+        pause = next(m["pid"] for m in json.loads(before.stdout)["members"] if m["role"] == "sandbox")
+        r = run_cli("--agent", a.address, "pid", str(pause), "-o", "json")
+        assert r.returncode == 0, r.stderr
+        data = json.loads(r.stdout)
+        assert data["namespaces"] == truth(pause) and data["pod"] is None and "runtime" in data["runtime_error"]
+        table = run_cli("--agent", a.address, "pid", str(pause)).stdout
+        assert "pod unknown: " in table and "not in a pod" not in table
+        r = run_cli("--agent", a.address, "node", "-o", "json")
+        assert r.returncode == 0, r.stderr
+        data = json.loads(r.stdout)
+        assert "runtime" in data["runtime_error"] and not any(n["pods"] for n in data["namespaces"])
+        assert all((t, ino) in {(n["type"], n["ns"]) for n in data["namespaces"]} for t, ino in truth(pause).items())
+        table = run_cli("--agent", a.address, "node").stdout
+        assert "POD and CONTAINER are empty: " in table.splitlines()[-1]
+        local = run_cli("-r", env.endpoint, "node", "-o", "json")  # the same engine on the node, local mode
+        assert local.returncode == 0 and "runtime" in json.loads(local.stdout)["runtime_error"]
         env.start()  # returns once containerd answers CRI calls
         r = run_cli("--agent", a.address, "pod", "survivor", "-n", "lab", "-o", "json")  # the very first call
         assert r.returncode == 0, r.stderr
         assert r.stdout == before.stdout  # the pod kept running through the restart: same answer
+        r = run_cli("--agent", a.address, "pid", str(pause), "-o", "json")
+        assert json.loads(r.stdout)["pod"]["name"] == "survivor" and "runtime_error" not in json.loads(r.stdout)
         assert "runtime unavailable" in a.logs() and "answering again" in a.logs(), a.logs()
     finally:
         assert a.stop() == 0

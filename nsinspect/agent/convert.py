@@ -174,7 +174,7 @@ def _from_evidence(cls: Any, m: Any) -> Any:
 
 
 def to_node(v: NodeView) -> pb.NodeView:
-    out = pb.NodeView(types=v.types, node=v.node, runtime=v.runtime)
+    out = pb.NodeView(types=v.types, node=v.node, runtime=v.runtime, runtime_error=v.runtime_error)
     _ns_map(out.node_namespaces, v.node_namespaces)
     _stats(out.stats, v.stats)
     add = out.namespaces.add
@@ -191,11 +191,12 @@ def from_node(m: pb.NodeView) -> NodeView:
         tuple(m.types),
         m.node,
         m.runtime,
+        m.runtime_error,
     )
 
 
 def to_process(v: ProcessView) -> pb.ProcessView:
-    out = pb.ProcessView(node=v.node)
+    out = pb.ProcessView(node=v.node, runtime_error=v.runtime_error)
     _process(out.process, v.process)
     _ns_map(out.namespaces, v.namespaces)
     _ns_map(out.node_namespaces, v.node_namespaces)
@@ -215,6 +216,7 @@ def from_process(m: pb.ProcessView) -> ProcessView:
         PodRef(m.pod.namespace, m.pod.name, m.pod.uid) if m.HasField("pod") else None,
         ContainerRef(m.container.name, m.container.id) if m.HasField("container") else None,
         m.node,
+        m.runtime_error,
     )
 
 

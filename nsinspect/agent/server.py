@@ -83,12 +83,18 @@ class Inspector(agent_pb2_grpc.InspectorServicer):  # type: ignore[misc]  # gene
             if bad:
                 raise InvalidArgument(f"unknown namespace type {bad[0][:20]!r}; use one of {', '.join(NS_TYPES)}")
             types = tuple(t for t in NS_TYPES if t in request.types) if request.types else NS_TYPES
-            return convert.to_node(self.engine.node(types))
+            return convert.to_node(self._noted(self.engine.node(types)))
 
         return self._answer(context, "GetNode", run)
 
     def GetProcess(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._answer(context, "GetProcess", lambda: convert.to_process(self.engine.process(request.pid)))
+        return self._answer(context, "GetProcess", lambda: convert.to_process(self._noted(self.engine.process(request.pid))))
+
+    def _noted(self, view: Any) -> Any:
+        """A node or process answer made without the runtime (it did not answer) logs that, once."""
+        if view.runtime_error:
+            self._runtime_state(down=True, why=view.runtime_error)
+        return view
 
     def ListPods(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._answer(context, "ListPods", lambda: convert.to_pods(self.engine.pods(request.namespace or None)))

@@ -121,20 +121,26 @@ class LocalEngine:
         this_node_only(node)
         # Scan first: the scan forks workers, which must happen before gRPC starts its threads.
         view = discover.node_view(self.proc, types, parallel=self.parallel)._replace(node=self.node_name)
-        if self._optional_runtime() is None:
-            return view
-        views = self._pod_views(node_ns=view.node_namespaces)
+        try:  # a node's namespaces need no runtime (lsns needs none): without one, no row names a pod, and says why
+            if self._optional_runtime() is None:
+                return view
+            views = self._pod_views(node_ns=view.node_namespaces)
+        except Unavailable as e:
+            return view._replace(runtime_error=str(e))
         return discover.attach_pods(view._replace(runtime=self._runtime_name), views)
 
     def process(self, pid: int, node: str | None = None) -> ProcessView:
         this_node_only(node)
         validate_pid(pid)
         view = discover.process_view(self.proc, pid)._replace(node=self.node_name)
-        if self._optional_runtime() is None:
-            return view
         from nsinspect.node.pods import find_member
 
-        found = find_member(self._pod_views(node_ns=view.node_namespaces), view.namespaces)
+        try:
+            if self._optional_runtime() is None:
+                return view
+            found = find_member(self._pod_views(node_ns=view.node_namespaces), view.namespaces)
+        except Unavailable as e:
+            return view._replace(runtime_error=str(e))
         if found is None:
             return view
         return view._replace(pod=found[0], container=found[1])

@@ -100,6 +100,7 @@ def node(v: NodeView) -> dict[str, Any]:
         "node_namespaces": {t: ns.ino for t, ns in v.node_namespaces.items()},
         "nsfs_dev": next(iter(v.node_namespaces.values())).dev if v.node_namespaces else None,
         "scan": stats(v.stats),
+        **({"runtime_error": v.runtime_error} if v.runtime_error else {}),
     }
 
 
@@ -117,7 +118,7 @@ def node_json(v: object) -> str | None:
     from nsinspect.render import dump_json
 
     enc = json.JSONEncoder(ensure_ascii=True).encode
-    head = dump_json({k: val for k, val in node(NodeView([], v.node_namespaces, v.stats, v.types)).items()})
+    head = dump_json(node(NodeView([], v.node_namespaces, v.stats, v.types, runtime_error=v.runtime_error)))
     by_process: dict[int, str] = {}
     rows = []
     for n in v.namespaces:
@@ -160,6 +161,7 @@ def process_view(v: ProcessView) -> dict[str, Any]:
         "process": process(v.process),
         "pod": pod_ref(v.pod),
         "container": container_ref(v.container),
+        **({"runtime_error": v.runtime_error} if v.runtime_error else {}),
     }
 
 

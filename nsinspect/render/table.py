@@ -109,6 +109,9 @@ def node_lines(v: NodeView, wide: bool, width: int | None, color: bool, tree: st
     footer = stats_footer(v.stats)
     if footer is not None:
         lines.append((DIM + footer.plain + RESET) if color else footer.plain)
+    if v.runtime_error:
+        note = "POD and CONTAINER are empty: " + safe(v.runtime_error)
+        lines.append((DIM + note + RESET) if color else note)
     return "\n".join(lines) + "\n"
 
 
@@ -127,6 +130,8 @@ def process_table(v: ProcessView, wide: bool) -> RenderableType:
         if v.container is not None:
             where.append("  CONTAINER ", style="bold").append(safe(v.container.name))
             where.append(f" ({v.container.id[:13]})", style="dim")
+    elif v.runtime_error:
+        where.append("pod unknown: " + safe(v.runtime_error), style="dim")
     else:
         where.append("not in a pod", style="dim")
     t = plain_table("TYPE", "NS", "SCOPE", wide_last=False)

@@ -161,7 +161,7 @@ class Namespace(_message.Message):
     def __init__(self, id: _Optional[_Union[NamespaceId, _Mapping]] = ..., type: _Optional[str] = ..., nprocs: _Optional[int] = ..., pid: _Optional[int] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., node: _Optional[bool] = ..., pods: _Optional[_Iterable[_Union[PodRef, _Mapping]]] = ..., containers: _Optional[_Iterable[_Union[ContainerRef, _Mapping]]] = ..., parent: _Optional[_Union[NamespaceId, _Mapping]] = ..., owner: _Optional[_Union[NamespaceId, _Mapping]] = ..., mounts: _Optional[_Iterable[_Union[NsMount, _Mapping]]] = ..., fds: _Optional[_Iterable[_Union[NsFd, _Mapping]]] = ...) -> None: ...
 
 class NodeView(_message.Message):
-    __slots__ = ("namespaces", "node_namespaces", "stats", "types", "node", "runtime")
+    __slots__ = ("namespaces", "node_namespaces", "stats", "types", "node", "runtime", "runtime_error")
     class NodeNamespacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -175,16 +175,18 @@ class NodeView(_message.Message):
     TYPES_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ERROR_FIELD_NUMBER: _ClassVar[int]
     namespaces: _containers.RepeatedCompositeFieldContainer[Namespace]
     node_namespaces: _containers.MessageMap[str, NamespaceId]
     stats: ScanStats
     types: _containers.RepeatedScalarFieldContainer[str]
     node: str
     runtime: str
-    def __init__(self, namespaces: _Optional[_Iterable[_Union[Namespace, _Mapping]]] = ..., node_namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., stats: _Optional[_Union[ScanStats, _Mapping]] = ..., types: _Optional[_Iterable[str]] = ..., node: _Optional[str] = ..., runtime: _Optional[str] = ...) -> None: ...
+    runtime_error: str
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[Namespace, _Mapping]]] = ..., node_namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., stats: _Optional[_Union[ScanStats, _Mapping]] = ..., types: _Optional[_Iterable[str]] = ..., node: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_error: _Optional[str] = ...) -> None: ...
 
 class ProcessView(_message.Message):
-    __slots__ = ("process", "namespaces", "node_namespaces", "pod", "container", "node")
+    __slots__ = ("process", "namespaces", "node_namespaces", "pod", "container", "node", "runtime_error")
     class NamespacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -205,13 +207,15 @@ class ProcessView(_message.Message):
     POD_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ERROR_FIELD_NUMBER: _ClassVar[int]
     process: Process
     namespaces: _containers.MessageMap[str, NamespaceId]
     node_namespaces: _containers.MessageMap[str, NamespaceId]
     pod: PodRef
     container: ContainerRef
     node: str
-    def __init__(self, process: _Optional[_Union[Process, _Mapping]] = ..., namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., node_namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., pod: _Optional[_Union[PodRef, _Mapping]] = ..., container: _Optional[_Union[ContainerRef, _Mapping]] = ..., node: _Optional[str] = ...) -> None: ...
+    runtime_error: str
+    def __init__(self, process: _Optional[_Union[Process, _Mapping]] = ..., namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., node_namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., pod: _Optional[_Union[PodRef, _Mapping]] = ..., container: _Optional[_Union[ContainerRef, _Mapping]] = ..., node: _Optional[str] = ..., runtime_error: _Optional[str] = ...) -> None: ...
 
 class IdRange(_message.Message):
     __slots__ = ("inside", "outside", "length")
