@@ -6,9 +6,14 @@ uts, mnt and pid namespaces (scripts/c/populate.c), then times, alternately in o
   lsns -J                       the tool users know
   nsinspect node -o json        us
   floor                         C: readlinkat() of the 8 ns links of every process, nothing else
-and prints medians and ratios against the budgets of issue 13:
-  nsinspect >= 15x faster than lsns, and <= 1.5x the floor (the floor's time is printed too,
-  so that figures from different machines can be compared).
+  samework                      C: the reads nsinspect makes, the cheapest way (scripts/c/samework.c: ns links,
+                                fd tables, each namespace's lowest pid, the hierarchy ioctls, and per mount
+                                namespace listmount + statmount of each mount, or its mountinfo)
+and prints medians and ratios against the budgets of issue 13 (nsinspect >= 15x faster than lsns, <= 1.5x
+the floor) and issue 20 (<= 1.3x samework).  The floors' times are printed too, so that figures from
+different machines can be compared.  --node-mounts N first adds N tmpfs mounts to the node's mount
+namespace (a busy node's overlays, shm and volumes), which every group's new mount namespace copies:
+the cost of the hidden-namespace pass grows as mounts x mount namespaces.
 nsinspect is this checkout, bytecode compiled and the C speed-up built as an install does
 (scripts/benchlib.py); --pure times the pure-Python scan instead.  Start-up alone:
 scripts/bench_startup.py.
@@ -16,7 +21,7 @@ scripts/bench_startup.py.
 Run as root (namespaces need it).  Everything it starts is in one session that it kills
 at the end, on error, or on Ctrl-C.  Exit status 1 when --check is given and a budget is missed.
 
-  sudo python3 scripts/bench_node.py [--groups 1000] [--per-group 5] [--rounds 7] [--pure] [--check]
+  sudo python3 scripts/bench_node.py [--groups 1000] [--per-group 5] [--node-mounts 0] [--rounds 7] [--pure] [--check]
 """
 
 from __future__ import annotations
@@ -71,6 +76,29 @@ class Population:
         self.proc.wait()
 
 
+class NodeMounts:
+    """N tmpfs mounts in this (the node's) mount namespace, under a directory of their own; undone by stop()."""
+
+    def __init__(self, n: int):
+        self.dir = Path(tempfile.mkdtemp(prefix="nsinspect-bench-mounts-"))
+        self.points: list[str] = []
+        for i in range(n):
+            p = self.dir / str(i)
+            p.mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "bench", str(p)], check=True)
+            self.points.append(str(p))
+
+    def stop(self) -> None:
+        for p in reversed(self.points):
+            subprocess.run(["umount", "-l", p], check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(self.dir)], check=False)
+
+
+def count_mounts() -> int:
+    with open("/proc/self/mountinfo") as f:
+        return sum(1 for _ in f)
+
+
 def count_pids() -> int:
     return sum(1 for n in os.listdir("/proc") if n.isdigit())
 
@@ -79,6 +107,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--groups", type=int, default=1000)
     ap.add_argument("--per-group", type=int, default=5, help="processes in each group's pid namespace (plus 1 holder)")
+    ap.add_argument("--node-mounts", type=int, default=0, help="extra tmpfs mounts in the node's mount namespace first")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--pure", action="store_true", help="time the pure-Python scan (no C speed-up)")
     ap.add_argument("--check", action="store_true", help="exit 1 if a budget is missed")
@@ -92,34 +121,45 @@ def main() -> int:
     load_before = benchlib.load()
     with tempfile.TemporaryDirectory(prefix="nsinspect-bench-") as d:
         tmp = Path(d)
-        populate, floor = build(tmp, "populate"), build(tmp, "floor")
-        pop = Population(populate, args.groups, args.per_group)
+        populate, floor, samework = build(tmp, "populate"), build(tmp, "floor"), build(tmp, "samework")
+        extra = NodeMounts(args.node_mounts)
         try:
-            nprocs = count_pids()
-            times: dict[str, list[float]] = {"lsns -J": [], "nsinspect node -o json": [], "floor": []}
-            last = b""
-            for _ in range(args.rounds):
-                times["lsns -J"].append(timed(["lsns", "-J"])[0])
-                t, last = timed([*nsinspect, "node", "-o", "json"], env)
-                times["nsinspect node -o json"].append(t)
-                times["floor"].append(timed([str(floor)])[0])
+            node_mounts = count_mounts()
+            pop = Population(populate, args.groups, args.per_group)
+            try:
+                nprocs = count_pids()
+                times: dict[str, list[float]] = {"lsns -J": [], "nsinspect node -o json": [], "floor": [], "samework": []}
+                last = b""
+                for _ in range(args.rounds):
+                    times["lsns -J"].append(timed(["lsns", "-J"])[0])
+                    t, last = timed([*nsinspect, "node", "-o", "json"], env)
+                    times["nsinspect node -o json"].append(t)
+                    times["floor"].append(timed([str(floor)])[0])
+                    t, counts = timed([str(samework)])
+                    times["samework"].append(t)
+            finally:
+                pop.stop()
         finally:
-            pop.stop()
+            extra.stop()
 
     data = json.loads(last)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ours, lsns, fl = med["nsinspect node -o json"], med["lsns -J"], med["floor"]
-    print(f"machine: {os.cpu_count()} cpus; {nprocs} processes, {len(data['namespaces'])} namespaces; {args.rounds} rounds; "
+    ours, lsns, fl, same = med["nsinspect node -o json"], med["lsns -J"], med["floor"], med["samework"]
+    _procs, _rows, mntns, mounts, _fds = counts.split()
+    print(f"machine: {os.cpu_count()} cpus; {nprocs} processes, {len(data['namespaces'])} namespaces; {node_mounts} node mounts, "
+          f"{int(mntns)} mount namespaces, {int(mounts)} mounts in all; {args.rounds} rounds; "
           f"load average {load_before} before, {benchlib.load()} after")
     print(f"nsinspect: this checkout, scan loop in {scan}")
     for k, v in med.items():
         print(f"  {k:<24} median {v * 1000:8.1f} ms   (min {min(times[k]) * 1000:.1f}, max {max(times[k]) * 1000:.1f})")
-    speedup, vs_floor = lsns / ours, ours / fl
-    ok_lsns, ok_floor = speedup >= 15, vs_floor <= 1.5
+    speedup, vs_floor, vs_same = lsns / ours, ours / fl, ours / same
+    ok_lsns, ok_floor, ok_same = speedup >= 15, vs_floor <= 1.5, vs_same <= 1.3
     print(f"ratio lsns/nsinspect   {speedup:6.1f}x   budget >= 15x   {'ok' if ok_lsns else 'MISSED'}")
     print(f"ratio nsinspect/floor  {vs_floor:6.2f}x   budget <= 1.5x  {'ok' if ok_floor else 'MISSED'}   "
           f"(this machine's floor: {fl * 1000:.0f} ms for {nprocs} processes, {fl / nprocs * 1e6:.1f} us each)")
-    if args.check and not (ok_lsns and ok_floor):
+    print(f"ratio nsinspect/samework {vs_same:6.2f}x budget <= 1.3x  {'ok' if ok_same else 'MISSED'}   "
+          f"(the same reads in C: {same * 1000:.0f} ms)")
+    if args.check and not (ok_lsns and ok_floor and ok_same):
         return 1
     return 0
 
