@@ -24,9 +24,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from nsinspect.errors import NotFound, Unavailable
-from nsinspect.model import NamespaceId, PodView
+from nsinspect.model import NS_TYPES, NamespaceId, NodeView, PodView
 from nsinspect.node import discover
 from nsinspect.node.engine import LocalEngine, choose, not_found
+from nsinspect.node.hidden import MountTables
 
 # A cached answer's namespaces are read again at least this often, even when nothing changed.
 # (Every request checks that each member's process is still the same one.)
@@ -63,6 +64,13 @@ class CachedEngine(LocalEngine):
         self._checked_at = 0.0  # when the runtime last confirmed the snapshot (monotonic)
         self._connect_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
+        # node: every mount namespace's nsfs mounts kept, listed again only when its table changed (hidden.MountTables)
+        self.mount_tables = MountTables()
+        self._scan_lock = threading.Lock()
+
+    def node(self, types: tuple[str, ...] = NS_TYPES, node: str | None = None) -> NodeView:
+        with self._scan_lock:  # one scan at a time keeps the mount tables
+            return super().node(types, node)
 
     # -- the runtime ---------------------------------------------------------------------------
     def runtime(self) -> Any:

@@ -35,16 +35,18 @@ def node_namespaces(proc: ProcFS) -> dict[str, NamespaceId]:
     return {}
 
 
-def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = True) -> NodeView:
+def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = True,
+              tables: hidden.MountTables | None = None) -> NodeView:
     """Every namespace of the given types on this node, as lsns counts them.
 
     NPROCS: the processes whose link names that namespace; PID: the lowest of them, and
     the process shown (PPID, USER, COMMAND) is that one.  Then (``hidden.complete``) the
     namespaces no process is in (bind-mounted, held by an fd, or only a parent or owner),
-    and every namespace's parent and owner.
+    and every namespace's parent and owner.  ``tables``: mount tables kept from earlier scans (the
+    agent's), reused where their namespace did not change; the scan then runs in this process.
     """
     pids = proc.pids()
-    workers = workers_for(len(pids)) if parallel else 1
+    workers = workers_for(len(pids)) if parallel and tables is None else 1
     node_ns = node_namespaces(proc)
     dev = proc.nsfs_dev()
     node_mnt = node_ns["mnt"].ino if "mnt" in node_ns else 0
@@ -56,7 +58,7 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
     def read_slice(share: list[int]) -> tuple[Any, hidden.SlicePass]:
         """One forked worker's share: its pids' links, then the passes after the scan for them."""
         chunk = procfs.scan_slice(fd, share, scanned, described=types)
-        return chunk, hidden.slice_pass(fd, share, dict(zip(scanned, chunk[0], strict=True)), types, dev, node_mnt)
+        return chunk, hidden.slice_pass(fd, share, dict(zip(scanned, chunk[0], strict=True)), types, dev, node_mnt, tables)
 
     parts = fanout(read_slice, slices(pids, workers))
     seen, stats = procfs.finish_scan([chunk for chunk, _pass in parts], scanned)

@@ -49,6 +49,7 @@ class LocalEngine:
         self._cache = PidCache()
         self._runtime_name = ""
         self._cgroup2: bool | None = None
+        self.mount_tables: Any = None  # hidden.MountTables kept between node scans (the agent's), or None
 
     # -- the runtime ---------------------------------------------------------------------------
     def runtime(self) -> Any:
@@ -120,7 +121,7 @@ class LocalEngine:
     def node(self, types: tuple[str, ...] = NS_TYPES, node: str | None = None) -> NodeView:
         this_node_only(node)
         # Scan first: the scan forks workers, which must happen before gRPC starts its threads.
-        view = discover.node_view(self.proc, types, parallel=self.parallel)._replace(node=self.node_name)
+        view = discover.node_view(self.proc, types, parallel=self.parallel, tables=self.mount_tables)._replace(node=self.node_name)
         try:  # a node's namespaces need no runtime (lsns needs none): without one, no row names a pod, and says why
             if self._optional_runtime() is None:
                 return view
@@ -183,6 +184,8 @@ class LocalEngine:
 
     def close(self) -> None:
         self.drop_runtime()
+        if self.mount_tables is not None:
+            self.mount_tables.close()
         self.proc.close()
 
 

@@ -106,8 +106,88 @@ def _read_all(procfd: int, path: str) -> bytes:
         os.close(fd)
 
 
+class MountTables:
+    """The nsfs mounts of each mount namespace, kept between scans (the agent's warm ``node``).
+
+    A mount namespace's table is listed again only when it changed: for each one kept, an open fd on
+    its reader's ``mountinfo``, which poll(2) marks (POLLPRI) once a mount or unmount happened in that
+    namespace since the last look (the kernel's per-namespace event count).  The fd is opened before the
+    table is read, so a change while reading is seen next time.  A table is reused for the same reader
+    only (pid and start time: its paths are relative to that process's root), and dropped with its
+    namespace.  Not thread-safe: one scan at a time (the engine's lock).
+    """
+
+    def __init__(self, limit: int = 0):
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.limit = limit or max(0, (soft if soft != resource.RLIM_INFINITY else 1 << 20) // 2 - 64)
+        # mount ns inode -> (reader entry, its start time, mountinfo fd, its nsfs mounts)
+        self._kept: dict[int, tuple[str, int, int, list[tuple[str, int, str]]]] = {}
+        self.reused = self.read = 0  # of the last scan
+
+    def unchanged(self, procfd: int, readers: list[tuple[int, str]]) -> dict[int, list[tuple[str, int, str]]]:
+        """The kept tables still good for these readers: {index in readers: mounts}.  Forgets the others."""
+        import select
+
+        starts = {k: _start_time(procfd, entry) for k, (_mnt, entry) in enumerate(readers)}
+        wanted = {mnt: (k, entry) for k, (mnt, entry) in enumerate(readers)}
+        for mnt in [m for m in self._kept if m not in wanted]:
+            self._forget(mnt)
+        poller = select.poll()
+        by_fd: dict[int, int] = {}
+        for mnt, (entry, start, fd, _mounts) in list(self._kept.items()):
+            k, want = wanted[mnt]
+            if want != entry or starts[k] is None or starts[k] != start:
+                self._forget(mnt)
+                continue
+            poller.register(fd, select.POLLPRI)
+            by_fd[fd] = mnt
+        for fd, ev in poller.poll(0):
+            if ev & (select.POLLPRI | select.POLLERR | select.POLLNVAL):
+                self._forget(by_fd[fd])
+        out = {wanted[mnt][0]: kept[3] for mnt, kept in self._kept.items()}
+        self.reused, self.read = len(out), len(readers) - len(out)
+        self._starts = starts
+        return out
+
+    def watch(self, procfd: int, readers: list[tuple[int, str]], ks: Iterable[int]) -> dict[int, int]:
+        """Before reading these readers' tables: an fd on each one's mountinfo {index: fd} (within the limit)."""
+        out: dict[int, int] = {}
+        for k in ks:
+            if len(self._kept) + len(out) >= self.limit:
+                break
+            try:
+                out[k] = os.open(f"{readers[k][1]}/mountinfo", os.O_RDONLY | os.O_CLOEXEC, dir_fd=procfd)
+            except OSError:
+                continue
+        return out
+
+    def keep(self, readers: list[tuple[int, str]], k: int, fd: int, mounts: list[tuple[str, int, str]]) -> None:
+        mnt, entry = readers[k]
+        start = self._starts.get(k)
+        if start is None or mnt in self._kept:
+            os.close(fd)
+            return
+        self._kept[mnt] = (entry, start, fd, mounts)
+
+    def _forget(self, mnt: int) -> None:
+        os.close(self._kept.pop(mnt)[2])
+
+    def close(self) -> None:
+        for mnt in list(self._kept):
+            self._forget(mnt)
+
+
+def _start_time(procfd: int, entry: str) -> int | None:
+    try:
+        return procfs.parse_stat(_read_all(procfd, f"{entry}/stat"))[3]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def bind_mounts(
-    procfd: int, readers: list[tuple[int, str]], types: tuple[str, ...]
+    procfd: int, readers: list[tuple[int, str]], types: tuple[str, ...], tables: MountTables | None = None,
 ) -> dict[tuple[str, int], dict[str, tuple[int, str]]]:
     """nsfs mounts seen in the given mount namespaces: {(type, inode): {path: (mount ns inode, reader)}}.
 
@@ -115,24 +195,34 @@ def bind_mounts(
     path is kept once, with the first mount namespace it was seen in.  With the C speed-up, a mount
     namespace is listed with listmount/statmount (no mountinfo text for the kernel to format); where
     it cannot tell (an older kernel, a reader whose root is not its namespace's), mountinfo is read.
+    ``tables``: tables kept from earlier scans, reused where their namespace did not change.
     """
     found: dict[tuple[str, int], dict[str, tuple[int, str]]] = {}
     c = procfs._c
-    listed: dict[int, list[tuple[str, int, str]]] = {}
-    left = range(len(readers))
-    if c is not None:
-        records, left = c.nsfs_mounts(procfd, [entry for _mnt, entry in readers], types)
-        for k, ti, ino, point in records:
-            listed.setdefault(k, []).append((types[ti], ino, os.fsdecode(point)))
+    listed: dict[int, list[tuple[str, int, str]]] = tables.unchanged(procfd, readers) if tables is not None else {}
+    todo = [k for k in range(len(readers)) if k not in listed]
+    watching = tables.watch(procfd, readers, todo) if tables is not None else {}
+    left: Iterable[int] = todo
+    if c is not None and todo:
+        records, back = c.nsfs_mounts(procfd, [readers[k][1] for k in todo], types)
+        for i, ti, ino, point in records:
+            listed.setdefault(todo[i], []).append((types[ti], ino, os.fsdecode(point)))
+        left = [todo[i] for i in back]
     unread = set(left)
     for k, (mnt_ino, entry) in enumerate(readers):
         if k in unread:
             try:
                 mounts = parse_nsfs_mounts(_read_all(procfd, f"{entry}/mountinfo"), types)
             except OSError:  # the process exited, or is hidden from us: its mount namespace goes unread
+                fd = watching.pop(k, None)
+                if fd is not None:
+                    os.close(fd)
                 continue
         else:
             mounts = listed.get(k, [])
+        fd = watching.pop(k, None)
+        if fd is not None and tables is not None:
+            tables.keep(readers, k, fd, mounts)
         for t, ino, path in mounts:
             found.setdefault((t, ino), {}).setdefault(path, (mnt_ino, entry))
     return found
@@ -428,6 +518,7 @@ SlicePass = tuple[dict[Any, Any], int, dict[Any, Any], dict[Any, Any], list[tupl
 
 def slice_pass(
     procfd: int, pids: list[int], agg: dict[str, dict[int, list[int]]], types: tuple[str, ...], dev: int, node_mnt: int,
+    tables: MountTables | None = None,
 ) -> SlicePass:
     """The passes after the scan for one slice of pids, read where its scan was (``discover.node_view``).
 
@@ -439,7 +530,7 @@ def slice_pass(
     """
     fds, denied, untyped = fd_holders(procfd, pids, types)
     readers = sorted(((ino, str(low)) for ino, (_n, low) in agg["mnt"].items()), key=lambda r: (r[0] != node_mnt, r[0]))
-    mounts = bind_mounts(procfd, readers, types)
+    mounts = bind_mounts(procfd, readers, types, tables)
     keys: list[tuple[str, int]] = []
     asked: list[tuple[str, int, int, bool]] = []
     for t in types:

@@ -1,0 +1,161 @@
+"""The agent's warm `node` (mount tables kept, listed again only when their namespace changed) equals a cold scan
+taken at the same moment, under churn: processes, namespaces, bind mounts and fds appearing and vanishing between
+calls, and mount tables that change while every process stays the same.
+
+The churn runs in a pid namespace of its own with its own /proc (`unshare --pid --fork --mount-proc`), so that
+nothing but the test moves between the two scans: every answer must be equal, byte for byte as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import require_root
+
+pytestmark = pytest.mark.root
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHURN = r'''
+import json, os, random, signal, subprocess, sys, tempfile, time
+from nsinspect.node.cached import CachedEngine
+from nsinspect.node.engine import LocalEngine
+from nsinspect.render import data
+
+if os.environ.get("NSI_DEAF"):  # the test's own mutant: mount tables never seen to change
+    import select
+
+    class Deaf:
+        def register(self, *a): pass
+        def poll(self, *a): return []
+    select.poll = Deaf
+
+rng = random.Random(20)
+pins = tempfile.mkdtemp(prefix="nsi-warm-")
+warm = CachedEngine(parallel=False)
+procs = []  # (Popen, kind)
+report = []
+
+def ns(pid, t):
+    return os.readlink(f"/proc/{pid}/ns/{t}")
+
+def settled(p):
+    """Its last process runs sleep: every unshare, mount and exec of the tree is done."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        tree = [p.pid] + [int(c) for c in open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()]
+        for q in tree:
+            try:
+                kids = open(f"/proc/{q}/task/{q}/children").read().split()
+            except OSError:
+                kids = []
+            tree += [int(c) for c in kids if int(c) not in tree]
+        comms = []
+        for q in tree:
+            try:
+                comms.append(open(f"/proc/{q}/comm").read().strip())
+            except OSError:
+                pass
+        if comms and all(c == "sleep" for c in comms[-1:]) and "unshare" not in comms and "mount" not in comms:
+            return tree[-1]
+        time.sleep(0.01)
+    raise AssertionError("churn did not settle")
+
+def spawn(kind):
+    pin = os.path.join(pins, f"{kind}-{len(procs)}")
+    if kind == "ns":  # new namespaces, nothing else
+        cmd = ["unshare", "--net", "--uts", "--ipc", "sleep", "1000"]
+    elif kind == "mnt":  # a mount namespace of its own that pins a net namespace nobody is in
+        open(pin, "w").close()
+        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               f"unshare --net mount --bind /proc/self/ns/net {pin} && exec sleep 1000"]
+    elif kind == "fd":  # holds an fd on a namespace its child leaves behind
+        cmd = ["sh", "-c", "unshare --uts sleep 1000 & c=$!; "
+               "while [ \"$(readlink /proc/$c/ns/uts)\" = \"$(readlink /proc/self/ns/uts)\" ]; do sleep 0.01; done; "
+               "exec 3</proc/$c/ns/uts; kill $c; wait $c; exec sleep 1000"]
+    else:  # "pin": a bind mount in our own mount namespace of a namespace whose process then exits
+        open(pin, "w").close()
+        p = subprocess.Popen(["unshare", "--ipc", "sleep", "1000"])
+        while ns(p.pid, "ipc") == ns(os.getpid(), "ipc"):
+            time.sleep(0.01)
+        subprocess.run(["mount", "--bind", f"/proc/{p.pid}/ns/ipc", pin], check=True)
+        p.kill(); p.wait()
+        procs.append((None, "pin", pin))
+        return
+    p = subprocess.Popen(cmd, start_new_session=True)
+    settled(p)
+    procs.append((p, kind, pin))
+
+def vanish(i):
+    p, kind, pin = procs.pop(i)
+    if p is None:
+        subprocess.run(["umount", pin], check=True)
+        return
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+
+def remount(p, pin):
+    """The mount table of a process's own mount namespace changes; no process comes or goes."""
+    other = f"{pin}.{len(report)}"  # a new pin each time
+    target = ns(p.pid, "mnt")
+    leaf = settled(p)
+    subprocess.run(["nsenter", "-m", "-t", str(leaf), "sh", "-c",
+                    f"touch {other} && unshare --uts mount --bind /proc/self/ns/uts {other}"], check=True)
+    return target
+
+for rnd in range(12):
+    for _ in range(rng.randint(1, 3)):
+        spawn(rng.choice(["ns", "mnt", "fd", "pin"]))
+    if len(procs) > 3 and rng.random() < 0.7:
+        vanish(rng.randrange(len(procs)))
+    mnts = [(p, pin) for p, kind, pin in procs if kind == "mnt"]
+    changed = remount(*rng.choice(mnts)) if mnts and rnd % 2 else None
+    a = data.node(warm.node())
+    cold = LocalEngine(parallel=False)
+    b = data.node(cold.node())
+    cold.close()
+    t = warm.mount_tables
+    report.append({"round": rnd, "equal": a == b, "reused": t.reused, "read": t.read, "rows": len(a["namespaces"]),
+                   "changed": changed is not None})
+    if a != b:
+        A = {(r["type"], r["ns"]): r for r in a["namespaces"]}
+        B = {(r["type"], r["ns"]): r for r in b["namespaces"]}
+        report[-1]["diff"] = repr(([k for k in A if k not in B], [k for k in B if k not in A],
+                                  [(k, A[k], B[k]) for k in A if k in B and A[k] != B[k]]))[:3000]
+        if not os.environ.get("NSI_DEAF"):
+            break
+for i in range(len(procs) - 1, -1, -1):
+    vanish(i)
+warm.close()
+print(json.dumps(report))
+'''
+
+
+def churn(**env: str) -> list[dict]:
+    import os
+
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "--propagation", "private", sys.executable, "-c", CHURN],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, **env))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def test_warm_node_equals_a_cold_scan_under_churn():
+    require_root()
+    report = churn()
+    bad = [x for x in report if not x["equal"]]
+    assert not bad, bad
+    assert len(report) == 12
+    assert sum(x["reused"] for x in report) >= 6, report  # warm: kept tables were used
+
+
+def test_the_churn_catches_a_warm_scan_that_misses_changes():
+    """The same churn against a mutant that never sees a mount table change: some answer differs, so the
+    test above would catch a warm scan that reuses a changed table (a remount with no process change)."""
+    require_root()
+    report = churn(NSI_DEAF="1")
+    assert any(not x["equal"] and x["changed"] for x in report), report
