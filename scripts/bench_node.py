@@ -13,7 +13,10 @@ and prints medians and ratios against the budgets of issue 13 (nsinspect >= 15x 
 the floor) and issue 20 (<= 1.3x samework).  The floors' times are printed too, so that figures from
 different machines can be compared.  --node-mounts N first adds N tmpfs mounts to the node's mount
 namespace (a busy node's overlays, shm and volumes), which every group's new mount namespace copies:
-the cost of the hidden-namespace pass grows as mounts x mount namespaces.
+the cost of the hidden-namespace pass grows as mounts x mount namespaces.  --agent also starts
+`nsinspect agent` (no runtime) and times its warm GetNode (the call itself, answer parsed, and the same
+through the CLI: `nsinspect --agent ADDR node -o json`) against the cold CLI scan (issue 20: warm <= 0.1x),
+checking that the warm answer holds the same namespaces.
 nsinspect is this checkout, bytecode compiled and the C speed-up built as an install does
 (scripts/benchlib.py); --pure times the pure-Python scan instead.  Start-up alone:
 scripts/bench_startup.py.
@@ -94,6 +97,37 @@ class NodeMounts:
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.dir)], check=False)
 
 
+class Agent:
+    """`nsinspect agent` on a free loopback port, no runtime (a node's namespaces need none)."""
+
+    def __init__(self, nsinspect: list[str], env: dict[str, str]):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.address = f"127.0.0.1:{s.getsockname()[1]}"
+        self.proc = subprocess.Popen([*nsinspect, "agent", "--listen", self.address], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sys.path.insert(0, str(HERE.parent))
+        import grpc
+
+        from nsinspect.agent.v1 import agent_pb2, agent_pb2_grpc
+
+        self.channel = grpc.insecure_channel(self.address, options=[("grpc.max_receive_message_length", 256 << 20)])
+        grpc.channel_ready_future(self.channel).result(timeout=60)
+        self.stub, self.pb = agent_pb2_grpc.InspectorStub(self.channel), agent_pb2
+
+    def get_node(self):
+        from nsinspect.agent import convert
+
+        return convert.from_node(self.stub.GetNode(self.pb.GetNodeRequest(), timeout=600))
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
 def count_mounts() -> int:
     with open("/proc/self/mountinfo") as f:
         return sum(1 for _ in f)
@@ -109,6 +143,7 @@ def main() -> int:
     ap.add_argument("--per-group", type=int, default=5, help="processes in each group's pid namespace (plus 1 holder)")
     ap.add_argument("--node-mounts", type=int, default=0, help="extra tmpfs mounts in the node's mount namespace first")
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--agent", action="store_true", help="also time the agent's warm node (GetNode)")
     ap.add_argument("--pure", action="store_true", help="time the pure-Python scan (no C speed-up)")
     ap.add_argument("--check", action="store_true", help="exit 1 if a budget is missed")
     args = ap.parse_args()
@@ -130,6 +165,10 @@ def main() -> int:
                 nprocs = count_pids()
                 times: dict[str, list[float]] = {"lsns -J": [], "nsinspect node -o json": [], "floor": [], "samework": []}
                 last = b""
+                agent = Agent(nsinspect, env) if args.agent else None
+                if agent is not None:
+                    times.update({"agent GetNode (warm)": [], "nsinspect --agent node -o json": []})
+                    agent.get_node()  # the agent's first, cold scan
                 for _ in range(args.rounds):
                     times["lsns -J"].append(timed(["lsns", "-J"])[0])
                     t, last = timed([*nsinspect, "node", "-o", "json"], env)
@@ -137,6 +176,16 @@ def main() -> int:
                     times["floor"].append(timed([str(floor)])[0])
                     t, counts = timed([str(samework)])
                     times["samework"].append(t)
+                    if agent is not None:
+                        t0 = time.perf_counter()
+                        warm_view = agent.get_node()
+                        times["agent GetNode (warm)"].append(time.perf_counter() - t0)
+                        times["nsinspect --agent node -o json"].append(timed([*nsinspect, "--agent", agent.address, "node", "-o", "json"], env)[0])
+                if agent is not None:
+                    warm_keys = {(n.type, n.id.ino) for n in warm_view.namespaces}
+                    cold_keys = {(n["type"], n["ns"]) for n in json.loads(last)["namespaces"]}
+                    same_namespaces = warm_keys == cold_keys
+                    agent.stop()
             finally:
                 pop.stop()
         finally:
@@ -159,7 +208,13 @@ def main() -> int:
           f"(this machine's floor: {fl * 1000:.0f} ms for {nprocs} processes, {fl / nprocs * 1e6:.1f} us each)")
     print(f"ratio nsinspect/samework {vs_same:6.2f}x budget <= 1.3x  {'ok' if ok_same else 'MISSED'}   "
           f"(the same reads in C: {same * 1000:.0f} ms)")
-    if args.check and not (ok_lsns and ok_floor and ok_same):
+    ok_warm = True
+    if args.agent:
+        warm, warm_cli = med["agent GetNode (warm)"], med["nsinspect --agent node -o json"]
+        ok_warm = warm / ours <= 0.1 and same_namespaces
+        print(f"ratio warm GetNode/cold {warm / ours:6.3f}x budget <= 0.1x  {'ok' if ok_warm else 'MISSED'}   "
+              f"(the CLI through the agent: {warm_cli / ours:.2f}x; same namespaces as the cold scan: {same_namespaces})")
+    if args.check and not (ok_lsns and ok_floor and ok_same and ok_warm):
         return 1
     return 0
 
