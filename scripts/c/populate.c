@@ -1,7 +1,7 @@
 /* populate: make GROUPS groups of processes, each group in fresh net, ipc,
  * uts, mnt and pid namespaces, then wait until killed.
  *
- * Group layout: one "holder" that unshares (new net/ipc/uts/mnt; pid for its
+ * Group layout: one "holder" that unshares (new net/ipc/uts/mnt, made private; pid for its
  * children) and forks an init (pid 1 in the new pid namespace); the init
  * forks PER_GROUP-1 children.  So PER_GROUP processes live in the new pid
  * namespace and PER_GROUP+1 in the others.  Every process asks for SIGKILL
@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,6 +44,8 @@ int main(int argc, char **argv) {
             if (unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNS | CLONE_NEWPID) != 0) {
                 perror("unshare"); _exit(1);
             }
+            /* As unshare(1) and container runtimes do: the copy no longer receives the node's mount events. */
+            if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) { perror("mount"); _exit(1); }
             pid_t init = fork();
             if (init == 0) {
                 die_with_parent(0); /* our parent is outside our pid namespace */
