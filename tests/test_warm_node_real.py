@@ -43,27 +43,22 @@ report = []
 def ns(pid, t):
     return os.readlink(f"/proc/{pid}/ns/{t}")
 
-def settled(p):
-    """Its last process runs sleep: every unshare, mount and exec of the tree is done."""
+def quiet():
+    """Every process of this pid namespace is us or a tracked one, and each tracked one is a single process
+    running sleep (its tree's unshare, mount, sh and killed children gone): nothing moves during the scans."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        tree = [p.pid] + [int(c) for c in open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()]
-        for q in tree:
-            try:
-                kids = open(f"/proc/{q}/task/{q}/children").read().split()
-            except OSError:
-                kids = []
-            tree += [int(c) for c in kids if int(c) not in tree]
-        comms = []
-        for q in tree:
-            try:
-                comms.append(open(f"/proc/{q}/comm").read().strip())
-            except OSError:
-                pass
-        if comms and all(c == "sleep" for c in comms[-1:]) and "unshare" not in comms and "mount" not in comms:
-            return tree[-1]
+        want = {os.getpid()} | {p.pid for p, _kind, _pin in procs if p is not None}
+        have = {int(d) for d in os.listdir("/proc") if d.isdigit()}
+        try:
+            asleep = all(open(f"/proc/{q}/comm").read().strip() == "sleep" for q in want - {os.getpid()})
+        except OSError:
+            asleep = False
+        if have == want and asleep:
+            return
         time.sleep(0.01)
-    raise AssertionError("churn did not settle")
+    raise AssertionError(f"churn did not settle: {sorted(have - want)} {sorted(want - have)}")
+
 
 def spawn(kind):
     pin = os.path.join(pins, f"{kind}-{len(procs)}")
@@ -87,8 +82,8 @@ def spawn(kind):
         procs.append((None, "pin", pin))
         return
     p = subprocess.Popen(cmd, start_new_session=True)
-    settled(p)
     procs.append((p, kind, pin))
+    quiet()
 
 def vanish(i):
     p, kind, pin = procs.pop(i)
@@ -102,8 +97,7 @@ def remount(p, pin):
     """The mount table of a process's own mount namespace changes; no process comes or goes."""
     other = f"{pin}.{len(report)}"  # a new pin each time
     target = ns(p.pid, "mnt")
-    leaf = settled(p)
-    subprocess.run(["nsenter", "-m", "-t", str(leaf), "sh", "-c",
+    subprocess.run(["nsenter", "-m", "-t", str(p.pid), "sh", "-c",
                     f"touch {other} && unshare --uts mount --bind /proc/self/ns/uts {other}"], check=True)
     return target
 
@@ -114,6 +108,7 @@ for rnd in range(12):
         vanish(rng.randrange(len(procs)))
     mnts = [(p, pin) for p, kind, pin in procs if kind == "mnt"]
     changed = remount(*rng.choice(mnts)) if mnts and rnd % 2 else None
+    quiet()
     a = data.node(warm.node())
     cold = LocalEngine(parallel=False)
     b = data.node(cold.node())
@@ -124,7 +119,7 @@ for rnd in range(12):
     if a != b:
         A = {(r["type"], r["ns"]): r for r in a["namespaces"]}
         B = {(r["type"], r["ns"]): r for r in b["namespaces"]}
-        report[-1]["diff"] = repr(([k for k in A if k not in B], [k for k in B if k not in A],
+        report[-1]["diff"] = repr(([k for k in a if a[k] != b[k]], [k for k in A if k not in B], [k for k in B if k not in A],
                                   [(k, A[k], B[k]) for k in A if k in B and A[k] != B[k]]))[:3000]
         if not os.environ.get("NSI_DEAF"):
             break

@@ -58,7 +58,8 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
     def read_slice(share: list[int]) -> tuple[Any, hidden.SlicePass]:
         """One forked worker's share: its pids' links, then the passes after the scan for them."""
         chunk = procfs.scan_slice(fd, share, scanned, described=types)
-        return chunk, hidden.slice_pass(fd, share, dict(zip(scanned, chunk[0], strict=True)), types, dev, node_mnt, tables)
+        starts = {pid: d[0] for pid, d in chunk[4].items() if d is not None} if tables is not None else None
+        return chunk, hidden.slice_pass(fd, share, dict(zip(scanned, chunk[0], strict=True)), types, dev, node_mnt, tables, starts)
 
     parts = fanout(read_slice, slices(pids, workers))
     seen, stats = procfs.finish_scan([chunk for chunk, _pass in parts], scanned)

@@ -126,11 +126,14 @@ class MountTables:
         self._kept: dict[int, tuple[str, int, int, list[tuple[str, int, str]]]] = {}
         self.reused = self.read = 0  # of the last scan
 
-    def unchanged(self, procfd: int, readers: list[tuple[int, str]]) -> dict[int, list[tuple[str, int, str]]]:
-        """The kept tables still good for these readers: {index in readers: mounts}.  Forgets the others."""
+    def unchanged(self, procfd: int, readers: list[tuple[int, str]], known: dict[int, int] | None = None,
+                  ) -> dict[int, list[tuple[str, int, str]]]:
+        """The kept tables still good for these readers: {index in readers: mounts}.  Forgets the others.
+        ``known``: start times the scan just read, by pid (the rest are read here)."""
         import select
 
-        starts = {k: _start_time(procfd, entry) for k, (_mnt, entry) in enumerate(readers)}
+        known = known or {}
+        starts = {k: known.get(int(entry)) or _start_time(procfd, entry) for k, (_mnt, entry) in enumerate(readers)}
         wanted = {mnt: (k, entry) for k, (mnt, entry) in enumerate(readers)}
         for mnt in [m for m in self._kept if m not in wanted]:
             self._forget(mnt)
@@ -188,6 +191,7 @@ def _start_time(procfd: int, entry: str) -> int | None:
 
 def bind_mounts(
     procfd: int, readers: list[tuple[int, str]], types: tuple[str, ...], tables: MountTables | None = None,
+    starts: dict[int, int] | None = None,
 ) -> dict[tuple[str, int], dict[str, tuple[int, str]]]:
     """nsfs mounts seen in the given mount namespaces: {(type, inode): {path: (mount ns inode, reader)}}.
 
@@ -195,11 +199,12 @@ def bind_mounts(
     path is kept once, with the first mount namespace it was seen in.  With the C speed-up, a mount
     namespace is listed with listmount/statmount (no mountinfo text for the kernel to format); where
     it cannot tell (an older kernel, a reader whose root is not its namespace's), mountinfo is read.
-    ``tables``: tables kept from earlier scans, reused where their namespace did not change.
+    ``tables``: tables kept from earlier scans, reused where their namespace did not change (``starts``:
+    the readers' start times, where the scan has them).
     """
     found: dict[tuple[str, int], dict[str, tuple[int, str]]] = {}
     c = procfs._c
-    listed: dict[int, list[tuple[str, int, str]]] = tables.unchanged(procfd, readers) if tables is not None else {}
+    listed: dict[int, list[tuple[str, int, str]]] = tables.unchanged(procfd, readers, starts) if tables is not None else {}
     todo = [k for k in range(len(readers)) if k not in listed]
     watching = tables.watch(procfd, readers, todo) if tables is not None else {}
     left: Iterable[int] = todo
@@ -518,7 +523,7 @@ SlicePass = tuple[dict[Any, Any], int, dict[Any, Any], dict[Any, Any], list[tupl
 
 def slice_pass(
     procfd: int, pids: list[int], agg: dict[str, dict[int, list[int]]], types: tuple[str, ...], dev: int, node_mnt: int,
-    tables: MountTables | None = None,
+    tables: MountTables | None = None, starts: dict[int, int] | None = None,
 ) -> SlicePass:
     """The passes after the scan for one slice of pids, read where its scan was (``discover.node_view``).
 
@@ -530,7 +535,7 @@ def slice_pass(
     """
     fds, denied, untyped = fd_holders(procfd, pids, types)
     readers = sorted(((ino, str(low)) for ino, (_n, low) in agg["mnt"].items()), key=lambda r: (r[0] != node_mnt, r[0]))
-    mounts = bind_mounts(procfd, readers, types, tables)
+    mounts = bind_mounts(procfd, readers, types, tables, starts)
     keys: list[tuple[str, int]] = []
     asked: list[tuple[str, int, int, bool]] = []
     for t in types:
