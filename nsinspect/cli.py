@@ -85,6 +85,12 @@ class App:
                 self._engine = LocalEngine(self.proc_root, self.runtime_endpoint, self.host_root)
         return self._engine
 
+    def close(self) -> None:
+        """Let go of the engine's files and connections (the command ran in a process that goes on: a test's, a fuzzer's)."""
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            engine.close()
+
     def kube(self) -> Any:
         """The signed-in Kubernetes API client of cluster mode."""
         from nsinspect.cluster.api import Kube
@@ -229,6 +235,7 @@ def cli(
         local=local or (node_side and not forced_cluster), kubeconfig=kubeconfig, context=context,
         as_user=as_user, as_groups=tuple(as_groups), as_uid=as_uid, agent_namespace=agent_namespace, cluster=forced_cluster,
     )
+    ctx.call_on_close(ctx.obj.close)
 
 
 @cli.command()

@@ -127,12 +127,64 @@ def merge(files: list[str]) -> tuple[str, dict[str, dict[str, Entry]]]:
         if doc is None:
             continue
         base = os.path.dirname(os.path.abspath(path))
+        _typed(doc.get("current-context"), str, path, "current-context")
         current = current or str(doc.get("current-context") or "")
         for kind, key in inner.items():
-            for item in doc.get(kind) or []:
-                if isinstance(item, dict) and item.get("name") and str(item["name"]) not in named[kind]:
-                    named[kind][str(item["name"])] = Entry(item.get(key) or {}, base)
+            items = _typed(doc.get(kind), list, path, kind) or []
+            for item in items:
+                if not isinstance(item, dict):
+                    raise InvalidArgument(f"the kubeconfig {path} is not valid: an entry of {kind} is not a mapping (kubectl refuses it too)")
+                name = _typed(item.get("name"), str, path, f"a name in {kind}")
+                value = _typed(item.get(key), dict, path, f"{key} {name!r}") or {}
+                for key_, want in _FIELDS[key].items():
+                    _typed(value.get(key_), want, path, f"{key_} of the {key} {name!r}")
+                if key == "user":
+                    _check_user(value, path, str(name))
+                if name and name not in named[kind]:
+                    named[kind][name] = Entry(value, base)
     return current, named
+
+
+# The fields nsinspect reads, with the types client-go decodes them into: kubectl refuses a kubeconfig whose
+# value has another type (it decodes YAML as JSON into typed structs), and so does nsinspect, in one sentence.
+_FIELDS: dict[str, dict[str, type]] = {
+    "cluster": {"server": str, "proxy-url": str, "tls-server-name": str, "certificate-authority": str,
+                "certificate-authority-data": str, "insecure-skip-tls-verify": bool},
+    "user": {"token": str, "tokenFile": str, "username": str, "password": str, "client-certificate": str, "client-key": str,
+             "client-certificate-data": str, "client-key-data": str, "as": str, "as-uid": str, "as-groups": list,
+             "as-user-extra": dict, "exec": dict, "auth-provider": dict},
+    "context": {"cluster": str, "user": str, "namespace": str},
+}
+_EXEC_FIELDS: dict[str, type] = {"command": str, "args": list, "env": list, "apiVersion": str,
+                                                    "installHint": str, "provideClusterInfo": bool, "interactiveMode": str}
+_TYPE_NAMES = {str: "string", bool: "boolean", list: "list", dict: "mapping"}
+
+
+def _typed(value: Any, want: type, path: str, what: str) -> Any:
+    """``value`` when it is absent (None) or of the type client-go decodes ``what`` into; else InvalidArgument."""
+    if value is None or isinstance(value, want):
+        return value
+    got = _TYPE_NAMES.get(type(value), "number" if isinstance(value, (int, float)) else type(value).__name__)
+    raise InvalidArgument(f"the kubeconfig {path} is not valid: {what[:120]} is a {got}, where kubectl expects a "
+                          f"{_TYPE_NAMES[want]} (kubectl refuses it too); fix it")
+
+
+def _check_user(u: dict[str, Any], path: str, name: str) -> None:
+    """The nested fields of a user that nsinspect reads: lists of strings, the exec plugin's spec."""
+    for v in u.get("as-groups") or []:
+        _typed(v, str, path, f"an item of as-groups of the user {name!r}")
+    for k, v in (u.get("as-user-extra") or {}).items():
+        for item in _typed(v, list, path, f"as-user-extra {k!r} of the user {name!r}") or []:
+            _typed(item, str, path, f"an item of as-user-extra {k!r} of the user {name!r}")
+    spec = u.get("exec") or {}
+    for key, want in _EXEC_FIELDS.items():
+        _typed(spec.get(key), want, path, f"{key} of the exec plugin of the user {name!r}")
+    for v in spec.get("args") or []:
+        _typed(v, str, path, f"an item of args of the exec plugin of the user {name!r}")
+    for item in spec.get("env") or []:
+        for key in ("name", "value"):
+            _typed(_typed(item, dict, path, f"an item of env of the exec plugin of the user {name!r}").get(key), str, path,
+                   f"{key} of an env item of the exec plugin of the user {name!r}")
 
 
 def resolve(files: list[str], context: str | None = None, as_user: str | None = None, as_groups: tuple[str, ...] = (),
@@ -173,6 +225,10 @@ def _cluster(out: Resolved, cluster: Entry, name: str) -> None:
     server = str(c["server"]).rstrip("/")
     if "://" not in server:
         server = "http://" + server  # client-go: a server without a scheme is plain HTTP (its TLS settings come later)
+    try:
+        urlsplit(server).port  # noqa: B018  -- parsed now, as client-go parses it on load: a bad host or port is refused here
+    except ValueError as e:
+        raise InvalidArgument(f"the server {server[:120]!r} of the cluster {name!r} is not a URL ({e}); fix the kubeconfig") from None
     out.server = server
     out.proxy_url = c.get("proxy-url") or None
     out.insecure = bool(c.get("insecure-skip-tls-verify"))
@@ -276,19 +332,36 @@ def _exec(out: Resolved, user: Entry, name: str, cluster: Entry) -> None:
         raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name!r} could not run ({e}){hint}") from None
     if done.returncode != 0:
         raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name!r} failed (exit {done.returncode})")
+    take_credential(out, done.stdout, api_version, command, name)
+
+
+def take_credential(out: Resolved, answer: bytes, api_version: str, command: str, name: str) -> None:
+    """An exec plugin's answer (an ExecCredential, JSON) into ``out``: its token or client certificate."""
     try:
-        cred = json.loads(done.stdout)
-        status = cred.get("status") or {}
-    except (ValueError, AttributeError):
-        raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name!r} did not answer an ExecCredential") from None
+        cred = json.loads(answer)
+    except ValueError:
+        cred = None
+    status = cred.get("status") if isinstance(cred, dict) else None
+    if not isinstance(cred, dict) or not isinstance(status, (dict, type(None))):
+        raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name!r} did not answer an ExecCredential")
+    status = status or {}
     if cred.get("apiVersion") != api_version:
-        raise InvalidArgument(f"the exec credential plugin {command!r} answered {cred.get('apiVersion')!r}, not {api_version!r}")
-    if status.get("token"):
-        out.authorization = "Bearer " + str(status["token"])
-    if status.get("clientCertificateData") and status.get("clientKeyData"):
-        out.cert_data, out.key_data = str(status["clientCertificateData"]).encode(), str(status["clientKeyData"]).encode()
+        raise InvalidArgument(f"the exec credential plugin {command!r} answered {_short(cred.get('apiVersion'))}, not {api_version!r}")
+    token, cert, key = (status.get(k) for k in ("token", "clientCertificateData", "clientKeyData"))
+    if not all(isinstance(v, (str, type(None))) for v in (token, cert, key)):
+        raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name!r} answered credentials that are not strings")
+    if token:
+        out.authorization = "Bearer " + token
+    if cert and key:
+        out.cert_data, out.key_data = cert.encode(), key.encode()
     if not out.authorization and not out.cert_data:
         raise InvalidArgument(f"the exec credential plugin {command!r} of the user {name!r} gave neither a token nor a client certificate")
+
+
+def _short(value: Any) -> str:
+    """A value from someone else's document, for a message: repr'd, one line, at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _cluster_info(cluster: Entry) -> dict[str, Any]:

@@ -54,7 +54,8 @@ def parse(info: Mapping[str, str]) -> VerboseInfo:
     spec_ns: dict[str, str] = {}
     spec = data.get("runtimeSpec")
     linux = spec.get("linux") if isinstance(spec, dict) else None
-    for ns in (linux or {}).get("namespaces") or []:
+    namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
+    for ns in namespaces if isinstance(namespaces, list) else []:
         if isinstance(ns, dict) and ns.get("type") in _SPEC_TYPES:
             spec_ns[_SPEC_TYPES[ns["type"]]] = str(ns.get("path") or "")
 
@@ -67,7 +68,8 @@ def parse(info: Mapping[str, str]) -> VerboseInfo:
         lin = config.get("linux")
         sec = lin.get("security_context") if isinstance(lin, dict) else None
     if isinstance(sec, dict):
-        nso = sec.get("namespace_options") or {}
+        nso = sec.get("namespace_options")
+        nso = nso if isinstance(nso, dict) else {}
         for key in ("network", "pid", "ipc"):
             m = _mode(nso.get(key, 0))
             if m:

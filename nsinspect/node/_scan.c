@@ -27,6 +27,7 @@
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
 #include <Python.h>
+#include <limits.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -56,15 +57,18 @@ static unsigned long long parse_link(const char *buf, ssize_t n, const char *typ
     if (n < (ssize_t)tlen + 4 || memcmp(buf, type, tlen) != 0 || buf[tlen] != ':' || buf[tlen + 1] != '[' || buf[n - 1] != ']')
         return 0;
     ssize_t digits = n - (ssize_t)tlen - 3;
-    if (digits > 19)
+    if (digits > 20 || (digits > 1 && buf[tlen + 2] == '0'))  /* as nsinspect.limits.decimal: no leading zero */
         return 0;
     unsigned long long v = 0;
     for (const char *p = buf + tlen + 2; p < buf + n - 1; p++) {
         if (*p < '0' || *p > '9')
             return 0;
-        v = v * 10 + (unsigned long long)(*p - '0');
+        unsigned long long d = (unsigned long long)(*p - '0');
+        if (v > (ULLONG_MAX - d) / 10)  /* past ino_t: not an inode the kernel can give */
+            return 0;
+        v = v * 10 + d;
     }
-    return v;  /* 19 digits cannot overflow 64 bits */
+    return v;
 }
 
 static int read_links(int procfd, long pid, char types[][MAX_TYPE_LEN + 1], const size_t *tlens, int ntypes,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from nsinspect.errors import AccessDenied, NoSuchProcess
+from nsinspect.limits import PID_MAX_LIMIT, decimal
 from nsinspect.model import (
     CgroupDetails,
     IpcDetails,
@@ -36,22 +37,12 @@ from nsinspect.model import (
 )
 from nsinspect.node import enter
 from nsinspect.node.hidden import unescape_mount_path
-from nsinspect.node.procfs import ProcFS, can_trace
+from nsinspect.node.procfs import ProcFS, can_trace, clean
 
 SHOWN_PROCESSES = 8  # processes named per pid namespace (all are counted)
 _HIDDEN_TREES = ("/proc", "/sys", "/dev")  # mounts under these are the runtime's, not volumes
 
 S = TypeVar("S")
-
-
-def clean(s: str) -> str:
-    """Bytes that are not UTF-8 (kept by os.fsdecode as lone surrogates) written as \\xNN, so the text can
-    cross the agent's wire (protobuf strings are UTF-8) and reads the same on every front door."""
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # -- parsers ----------------------------------------------------------------------------------------
@@ -260,8 +251,7 @@ def parse_status_nspid(data: bytes) -> tuple[str, int | None]:
             name = line[5:].strip()
         elif line.startswith("NSpid:"):
             f = line.split()
-            if len(f) > 1 and f[-1].isdigit():
-                nspid = int(f[-1])
+            nspid = (decimal(f[-1], PID_MAX_LIMIT) or None) if len(f) > 1 else None
             break
     return name, nspid
 

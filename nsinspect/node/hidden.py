@@ -28,6 +28,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from nsinspect.limits import INODE_MAX, decimal
 from nsinspect.model import Namespace, NamespaceId, NsFd, NsMount
 from nsinspect.node import procfs
 
@@ -48,10 +49,8 @@ def parse_ns_target(target: str, types: Iterable[str]) -> tuple[str, int] | None
     t, sep, rest = target.partition(":[")
     if not sep or t not in types or not rest.endswith("]"):
         return None
-    digits = rest[:-1]
-    if not (digits.isascii() and digits.isdigit()):
-        return None
-    return t, int(digits)
+    ino = decimal(rest[:-1], INODE_MAX)
+    return (t, ino) if ino else None  # 0 is no inode (as the C passes read it)
 
 
 def unescape_mount_path(raw: bytes) -> str:
@@ -467,7 +466,7 @@ def _open_ns(procfd: int, path: str, want: NamespaceId, stat_first: bool = False
             if (st.st_dev, st.st_ino) != want:
                 return None
         fd = os.open(path, _NS_FLAGS, dir_fd=procfd)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a path with a NUL (a mount table no kernel writes)
         return None
     return _if_names(fd, want)
 
@@ -637,7 +636,7 @@ def complete(
         parent, owner = tree.relations.get(n.id, none)
         at, held = mounts.get(key), fds.get(key)
         out.append(Namespace(n.id, n.type, n.nprocs, n.pid, n.process, n.node, n.pods, n.containers, parent, owner,
-                             tuple(NsMount(path, mnt) for path, (mnt, _entry) in at.items()) if at else (),
+                             tuple(NsMount(procfs.clean(path), mnt) for path, (mnt, _entry) in at.items()) if at else (),
                              tuple(NsFd(*f) for f in held) if held else ()))
     return out, fds_denied, unknown
 

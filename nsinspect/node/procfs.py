@@ -162,16 +162,18 @@ def looks_like_procfs(procfd: int) -> bool:
 _user_cache: dict[int, str] = {}
 
 
+_ID_MAX = (1 << 32) - 1
+
+
 def parse_id_map(data: bytes) -> tuple[IdRange, ...]:
     """``/proc/<pid>/uid_map`` or ``gid_map``: one "inside outside length" line per range."""
     out = []
     for line in data.split(b"\n"):
         fields = line.split()
         if len(fields) == 3:
-            try:
-                out.append(IdRange(int(fields[0]), int(fields[1]), int(fields[2])))
-            except ValueError:
-                continue
+            inside, outside, length = (decimal(f, _ID_MAX) for f in fields)
+            if inside is not None and outside is not None and length:  # ids are u32: a length may be 2^32 - 1
+                out.append(IdRange(inside, outside, length))
     return tuple(out)
 
 
@@ -247,9 +249,19 @@ def _describe(procfd: int, pid: int) -> _Desc:
     return start, ppid, uid, comm, cmdline
 
 
+def clean(s: str) -> str:
+    """Bytes that are not UTF-8 (kept by os.fsdecode as lone surrogates) written as \\xNN, so the text can
+    cross the agent's wire (protobuf strings are UTF-8), is valid in JSON, and reads the same on every front door."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _to_process(pid: int, d: _Desc) -> Process:
     start, ppid, uid, comm, cmdline = d
-    return Process(ProcessId(pid, start), ppid, uid, user_name(uid), comm, cmdline)
+    return Process(ProcessId(pid, start), ppid, uid, clean(user_name(uid)), clean(comm), clean(cmdline))
 
 
 def _read_links_slow(nsfd: int, types: tuple[str, ...]) -> list[int | None]:
@@ -279,6 +291,9 @@ def _read_links_slow(nsfd: int, types: tuple[str, ...]) -> list[int | None]:
             os.readlink("pid", dir_fd=nsfd)
         except FileNotFoundError:
             raise FileNotFoundError(errno.ENOENT, "process vanished") from None
+        except OSError as e:
+            if e.errno != errno.EINVAL:  # EINVAL: not a link, a malformed tree; the links read stand
+                raise
     return out
 
 
