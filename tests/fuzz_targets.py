@@ -232,7 +232,7 @@ def _check_json(doc: object) -> None:
     """Every number an answer carries is one the kernel can produce."""
     if isinstance(doc, dict):
         for k, v in doc.items():
-            if k in ("inode", "ino") or k.endswith("pid"):
+            if k in ("ns", "inode", "ino", "pns", "ons") or k.endswith("pid"):
                 assert v is None or isinstance(v, int) and 0 <= v <= INODE_MAX, f"{k} = {v!r} out of range"
             _check_json(v)
     elif isinstance(doc, list):

@@ -204,3 +204,24 @@ def test_burst_of_concurrent_calls(agent, stub):
     kinds = [line.split(" from a client")[0].rsplit(": ", 1)[-1] for line in abuse_lines(agent)]
     assert len(kinds) == len(set(kinds)), abuse_lines(agent)
     print(f"burst: {calls[0]} calls in {BURST_SECONDS:.0f} s, peak RSS {peak[0] >> 20} MiB (limit {limit >> 20} MiB)")
+
+
+def test_names_that_are_not_utf8_cross_the_wire(agent):
+    """A process whose name and command line are not UTF-8 (any user can make one): GetNode and GetProcess
+    answered INTERNAL, since protobuf strings are UTF-8.  Now both answer, and as local mode does, byte for byte."""
+    import subprocess
+
+    from helpers import run_cli
+
+    child = subprocess.Popen(["bash", "-c", "exec -a $'bad\\xff\\x1bname' sleep 300"])
+    try:
+        time.sleep(0.3)
+        for args in (["pid", str(child.pid), "-o", "json"], ["pid", str(child.pid)], ["node", "-t", "pid", "-o", "json"]):
+            local, remote = run_cli(*args), run_cli("--agent", agent.address, *args)
+            assert local.returncode == remote.returncode == 0, (local.stderr, remote.stderr)
+            if args[0] == "pid":  # node -t pid: the agent's own processes differ from the CLI's; it must answer
+                assert remote.stdout == local.stdout
+                assert "\\xff" in remote.stdout and "\x1b" not in remote.stdout
+    finally:
+        child.kill()
+        child.wait()

@@ -89,7 +89,8 @@ def test_structured_tree_c_and_python_agree(links, comm, cmdline):
         by_pid: dict[int, dict[str, int]] = {}
         for i, (t, n) in enumerate(links):
             by_pid.setdefault(2 + i % 3, {})[t] = 4026532000 + n
-        for pid, ns in {1: {t: 4026531835 + i for i, t in enumerate(NS_TYPES)}, **by_pid}.items():
+        host = {t: 4026531835 + i for i, t in enumerate(NS_TYPES)}
+        for pid, ns in {1: host, **{p: {**host, **own} for p, own in by_pid.items()}}.items():  # every link: no zombie
             d = root / str(pid)
             (d / "ns").mkdir(parents=True)
             for t, ino in ns.items():
@@ -103,7 +104,7 @@ def test_structured_tree_c_and_python_agree(links, comm, cmdline):
         assert fast == pure
         import json
 
-        shown = {(n["type"], n["inode"]) for n in json.loads(fast[1])["namespaces"]}
+        shown = {(n["type"], n["ns"]) for n in json.loads(fast[1])["namespaces"]}
         assert {(t, ino) for ns in by_pid.values() for t, ino in ns.items()} <= shown
 
 
@@ -160,3 +161,45 @@ def test_bounded_fuzz_run():
                        capture_output=True, text=True, timeout=len(TARGETS) * (int(seconds) + 60))
     print(r.stdout)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+# -- what fuzzing found in procfs trees, each on its own ---------------------------------------------------------
+def _tree_with(tmp: Path, build) -> str:
+    root = tmp / "proc"
+    make = __import__("helpers").make_proc
+    make(root, 1, {t: 4026531835 + i for i, t in enumerate(NS_TYPES)}, comm="init", ppid=0)
+    build(root)
+    return str(root)
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["c", "python"])
+def test_a_link_missing_beside_a_pid_entry_that_is_no_link(tmp_path, pure):
+    """A pid whose ``ns/net`` is missing and whose ``ns/pid`` is a directory: was exit 70 (EINVAL from readlink)."""
+    def build(root):
+        __import__("helpers").make_proc(root, 15, {"mnt": 4026532001}, comm="odd")
+        (root / "15" / "ns" / "pid").mkdir()
+
+    code, out, err = fuzz_targets.run_cli(["--proc", _tree_with(tmp_path, build), "node", "-o", "json"], pure=pure)
+    fuzz_targets.check_outcome(code, out, err, "node")
+    assert code == 0 and '"ns": 4026532001' in out
+
+
+def test_an_nsfs_mount_point_with_a_nul(tmp_path):
+    """A mountinfo whose nsfs mount point unescapes to a NUL: was exit 70 (ValueError from os.stat)."""
+    def build(root):
+        (root / "1" / "mountinfo").write_bytes(b"30 25 0:4 net:[4026532700] /run/a\\000b rw shared:1 - nsfs nsfs rw\n")
+
+    code, out, err = fuzz_targets.run_cli(["--proc", _tree_with(tmp_path, build), "node", "-o", "json"])
+    fuzz_targets.check_outcome(code, out, err, "node")
+    assert code == 0
+
+
+def test_the_command_line_lets_go_of_its_files(tmp_path):
+    """Run in a process that goes on (a test's, a fuzzer's), the command line closes its engine: it leaked fds."""
+    root = _tree_with(tmp_path, lambda root: None)
+    fuzz_targets.run_cli(["--proc", root, "node"])
+    before = len(os.listdir("/proc/self/fd"))
+    for args in (["node"], ["node", "-o", "json"], ["pid", "1"], ["pid", "7"]):
+        for _ in range(5):
+            fuzz_targets.run_cli(["--proc", root, *args])
+    assert len(os.listdir("/proc/self/fd")) <= before

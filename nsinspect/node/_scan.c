@@ -249,9 +249,10 @@ static ssize_t read_at(int procfd, long pid, const char *name, char *buf, size_t
     return n;
 }
 
-/* A field of /proc/<pid>/stat that must be a plain decimal number (else -1). */
+/* A field of /proc/<pid>/stat that must be a plain decimal number (else -1): as nsinspect.limits.decimal, no
+ * leading zero; at most 18 digits (longer ones, which the kernel never writes, are left to the Python reader). */
 static long long decimal(const char *s, size_t len) {
-    if (len == 0 || len > 18)
+    if (len == 0 || len > 18 || (len > 1 && s[0] == '0'))
         return -1;
     long long v = 0;
     for (size_t i = 0; i < len; i++) {
@@ -265,6 +266,7 @@ static long long decimal(const char *s, size_t len) {
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
 #define STAT_SIZE 4096
+#define PID_MAX_LIMIT (4 * 1024 * 1024) /* nsinspect.limits.PID_MAX_LIMIT */
 #define CMDLINE_SIZE 4096
 
 static PyObject *describe(PyObject *self, PyObject *args) {
@@ -313,7 +315,7 @@ static PyObject *describe(PyObject *self, PyObject *args) {
     if (nf < 20)
         Py_RETURN_NONE;
     long long ppid = decimal(fields[1], flens[1]), starttime = decimal(fields[19], flens[19]);
-    if (ppid < 0 || starttime < 0)
+    if (ppid < 0 || ppid > PID_MAX_LIMIT || starttime < 0)  /* the Python reader refuses what no kernel writes */
         Py_RETURN_NONE;
 
     /* The command line: arguments separated by NULs (trailing ones dropped), joined by spaces. */

@@ -41,6 +41,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NS_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 
 _HIERARCHICAL = ("pid", "user")
+_FD_MAX = (1 << 31) - 1  # an fd is an int
 _MAX_DEPTH = 64  # user namespaces nest at most 32 deep; pid namespaces too
 
 
@@ -283,9 +284,9 @@ def _fd_holders_py(procfd: int, pids: list[int], types: tuple[str, ...]) -> FdPa
                     if e.errno in (errno.EACCES, errno.EPERM):
                         raise
                     continue  # closed meanwhile
-                t, sep, rest = target.partition(":[")
-                if sep and t in wanted and rest.endswith("]") and rest[:-1].isdigit():
-                    found.setdefault((t, int(rest[:-1])), []).append((pid, int(name)))
+                ns, num = parse_ns_target(target, wanted), decimal(name, _FD_MAX)
+                if ns is not None and num is not None:
+                    found.setdefault(ns, []).append((pid, num))
         except OSError as e:
             denied += e.errno in (errno.EACCES, errno.EPERM)
         finally:
