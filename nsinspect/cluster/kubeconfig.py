@@ -156,7 +156,7 @@ _FIELDS: dict[str, dict[str, type]] = {
     "context": {"cluster": str, "user": str, "namespace": str},
 }
 _EXEC_FIELDS: dict[str, type] = {"command": str, "args": list, "env": list, "apiVersion": str,
-                                                    "installHint": str, "provideClusterInfo": bool, "interactiveMode": str}
+                                 "installHint": str, "provideClusterInfo": bool, "interactiveMode": str}
 _TYPE_NAMES = {str: "string", bool: "boolean", list: "list", dict: "mapping"}
 
 

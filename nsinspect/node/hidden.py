@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from nsinspect.limits import INODE_MAX, decimal
+from nsinspect.limits import decimal
 from nsinspect.model import Namespace, NamespaceId, NsFd, NsMount
 from nsinspect.node import procfs
 
@@ -47,10 +47,8 @@ _MAX_DEPTH = 64  # user namespaces nest at most 32 deep; pid namespaces too
 
 def parse_ns_target(target: str, types: Iterable[str]) -> tuple[str, int] | None:
     """``net:[4026531993]`` -> ("net", 4026531993) when the type is one of ``types``; else None."""
-    t, sep, rest = target.partition(":[")
-    if not sep or t not in types or not rest.endswith("]"):
-        return None
-    ino = decimal(rest[:-1], INODE_MAX)
+    t = target.partition(":[")[0]
+    ino = procfs.parse_ns_link(target, t) if t in types else None
     return (t, ino) if ino else None  # 0 is no inode (as the C passes read it)
 
 

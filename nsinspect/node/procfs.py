@@ -195,7 +195,7 @@ def user_name(uid: int | None) -> str:
     name = _user_cache.get(uid)
     if name is None:
         try:
-            name = pwd.getpwuid(uid).pw_name
+            name = clean(pwd.getpwuid(uid).pw_name)
         except KeyError:
             name = str(uid)
         _user_cache[uid] = name
@@ -261,7 +261,7 @@ def clean(s: str) -> str:
 
 def _to_process(pid: int, d: _Desc) -> Process:
     start, ppid, uid, comm, cmdline = d
-    return Process(ProcessId(pid, start), ppid, uid, clean(user_name(uid)), clean(comm), clean(cmdline))
+    return Process(ProcessId(pid, start), ppid, uid, user_name(uid), clean(comm), clean(cmdline))
 
 
 def _read_links_slow(nsfd: int, types: tuple[str, ...]) -> list[int | None]:
