@@ -254,6 +254,36 @@ def runtime(rid: str | None = None):
     return runtimes.ensure(rid or os.environ.get("NSINSPECT_RUNTIME") or "1.6")
 
 
+NETNS_DIR = "/run/netns"  # where containerd pins the network namespaces of sandboxes (its default)
+
+
+def _propagation(path: str) -> tuple[str, set[str]]:
+    """The mount point under which ``path`` lies and its propagation tags (``shared:N``, ``master:N``)."""
+    best, tags = "/", set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            target = fields[4].replace("\\040", " ")
+            optional = fields[6:fields.index("-")]
+            if (path == target or path.startswith(target.rstrip("/") + "/")) and len(target) >= len(best):
+                best, tags = target, {t.split(":")[0] for t in optional}
+    return best, tags
+
+
+def shared_netns_dir() -> None:
+    """Make the node's /run/netns a shared mount, as iproute2 (``ip netns add``) and a systemd node (whose / is
+    shared) have it. The DaemonSet mounts it with ``mountPropagation: HostToContainer``, which containerd refuses
+    on a private mount ("is not a shared or slave mount"); this machine's / is private. Done before containerd
+    pins anything there, and recursively, so that pins already there stay visible; left in place, as ip leaves it."""
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    target, tags = _propagation(NETNS_DIR)
+    if tags & {"shared", "master"}:
+        return
+    if target != NETNS_DIR:
+        subprocess.run(["mount", "--rbind", NETNS_DIR, NETNS_DIR], check=True)
+    subprocess.run(["mount", "--make-rshared", NETNS_DIR], check=True)
+
+
 @dataclass
 class Containerd:
     """A private containerd: ``start()``, use ``endpoint``, ``stop()``."""
@@ -302,6 +332,7 @@ class Containerd:
             cni["plugins"][0]["bridge"] = f"nsitest{net}"
             cni["plugins"][0]["ipam"]["ranges"] = [[{"subnet": f"10.{213 + net}.0.0/16"}]]
         (d / "cni" / "10-nsinspect-test.conflist").write_text(json.dumps(cni))
+        shared_netns_dir()
         env = cls(d, rt, cgroup2=cgroup2)
         env.start()
         env.import_image()
