@@ -13,7 +13,12 @@ and prints medians and ratios against the budgets of issue 13 (nsinspect >= 15x 
 the floor) and issue 20 (<= 1.3x samework).  The floors' times are printed too, so that figures from
 different machines can be compared.  --node-mounts N first adds N tmpfs mounts to the node's mount
 namespace (a busy node's overlays, shm and volumes), which every group's new mount namespace copies:
-the cost of the hidden-namespace pass grows as mounts x mount namespaces.  --agent also starts
+the cost of the hidden-namespace pass grows as mounts x mount namespaces.  --pods N makes the realistic node
+(issue 20: cold >= 10x lsns): a private containerd (tests/cri_env.py) with N pods of 2-3 containers created
+over CRI as kubelet does, each with what kubelet gives a pod: a service-account token tmpfs bind-mounted
+read-only into every container, an emptyDir, /etc/hosts and a termination log per container (so the node
+holds their overlays, shm, token tmpfs and netns pins, and every container's mount namespace its volumes);
+with --groups 0 that node alone, else the synthetic population beside it.  --agent also starts
 `nsinspect agent` (no runtime) and times its warm GetNode (the call itself, answer parsed, and the same
 through the CLI: `nsinspect --agent ADDR node -o json`) against the cold CLI scan (issue 20: warm <= 0.1x),
 checking that the warm answer holds the same namespaces.
@@ -24,7 +29,7 @@ scripts/bench_startup.py.
 Run as root (namespaces need it).  Everything it starts is in one session that it kills
 at the end, on error, or on Ctrl-C.  Exit status 1 when --check is given and a budget is missed.
 
-  sudo python3 scripts/bench_node.py [--groups 1000] [--per-group 5] [--node-mounts 0] [--rounds 7] [--pure] [--check]
+  sudo python3 scripts/bench_node.py [--groups 1000] [--per-group 5] [--node-mounts 0] [--pods 0] [--rounds 7] [--pure] [--check]
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import benchlib
 
 HERE = Path(__file__).resolve().parent
 C_DIR = HERE / "c"
+REALISTIC_BUDGET, SYNTHETIC_BUDGET = 10.0, 2.0  # lsns -J / cold nsinspect (issue 20)
 
 
 def build(tmp: Path, name: str) -> Path:
@@ -97,6 +103,57 @@ class NodeMounts:
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.dir)], check=False)
 
 
+class Pods:
+    """The realistic node: a private containerd with ``n`` pods of 2-3 containers and kubelet's volumes."""
+
+    def __init__(self, n: int):
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        sys.path.insert(0, str(HERE.parent))
+        from cri_env import Containerd, ContainerSpec, run_pod
+
+        from nsinspect.cri.client import RuntimeClient
+
+        self.kubelet = Path(tempfile.mkdtemp(prefix="nsinspect-bench-kubelet-"))
+        self.tmpfs: list[str] = []
+        self.env = Containerd.create()
+        try:
+            self.client = RuntimeClient.connect(self.env.endpoint)
+            for i in range(n):
+                names = ["app", "sidecar", "metrics"][: 2 + i % 2]
+                run_pod(self.client, f"bench-{i:03d}", namespace="bench",
+                        containers=[ContainerSpec(c, mounts=self._volumes(i, c)) for c in names])
+        except BaseException:
+            self.stop()
+            raise
+
+    def _volumes(self, i: int, container: str) -> list[tuple[str, str, bool]]:
+        """What kubelet mounts into a container: the token (a tmpfs of the pod's), an emptyDir, /etc/hosts,
+        the termination log."""
+        pod = self.kubelet / "pods" / f"bench-{i:03d}"
+        token = pod / "volumes" / "kubernetes.io~projected" / "kube-api-access"
+        if not token.exists():
+            token.mkdir(parents=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(token)], check=True)
+            self.tmpfs.append(str(token))
+            (token / "token").write_text("bench")
+            (pod / "volumes" / "kubernetes.io~empty-dir" / "data").mkdir(parents=True)
+            (pod / "etc-hosts").write_text("127.0.0.1 localhost\n")
+        log = pod / "containers" / container / "termination-log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.touch()
+        return [(str(token), "/var/run/secrets/kubernetes.io/serviceaccount", True),
+                (str(pod / "volumes" / "kubernetes.io~empty-dir" / "data"), "/data", False),
+                (str(pod / "etc-hosts"), "/etc/hosts", False), (str(log), "/dev/termination-log", False)]
+
+    def stop(self) -> None:
+        if getattr(self, "client", None) is not None:
+            self.client.close()
+        self.env.destroy()
+        for p in reversed(self.tmpfs):
+            subprocess.run(["umount", "-l", p], check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(self.kubelet)], check=False)
+
+
 class Agent:
     """`nsinspect agent` on a free loopback port, no runtime (a node's namespaces need none)."""
 
@@ -142,6 +199,7 @@ def main() -> int:
     ap.add_argument("--groups", type=int, default=1000)
     ap.add_argument("--per-group", type=int, default=5, help="processes in each group's pid namespace (plus 1 holder)")
     ap.add_argument("--node-mounts", type=int, default=0, help="extra tmpfs mounts in the node's mount namespace first")
+    ap.add_argument("--pods", type=int, default=0, help="the realistic node: a private containerd with N pods of 2-3 containers")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--agent", action="store_true", help="also time the agent's warm node (GetNode)")
     ap.add_argument("--pure", action="store_true", help="time the pure-Python scan (no C speed-up)")
@@ -158,7 +216,11 @@ def main() -> int:
         tmp = Path(d)
         populate, floor, samework = build(tmp, "populate"), build(tmp, "floor"), build(tmp, "samework")
         extra = NodeMounts(args.node_mounts)
+        pods = None
         try:
+            t0 = time.perf_counter()
+            pods = Pods(args.pods) if args.pods else None
+            made = time.perf_counter() - t0
             node_mounts = count_mounts()
             pop = Population(populate, args.groups, args.per_group)
             try:
@@ -189,6 +251,8 @@ def main() -> int:
             finally:
                 pop.stop()
         finally:
+            if pods is not None:
+                pods.stop()
             extra.stop()
 
     data = json.loads(last)
@@ -198,14 +262,22 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cpus; {nprocs} processes, {len(data['namespaces'])} namespaces; {node_mounts} node mounts, "
           f"{int(mntns)} mount namespaces, {int(mounts)} mounts in all; {args.rounds} rounds; "
           f"load average {load_before} before, {benchlib.load()} after")
+    if args.pods:
+        print(f"realistic node: {args.pods} pods of 2-3 containers on containerd (made in {made:.0f} s), "
+              f"{args.groups} synthetic groups beside them")
     print(f"nsinspect: this checkout, scan loop in {scan}")
     for k, v in med.items():
         print(f"  {k:<24} median {v * 1000:8.1f} ms   (min {min(times[k]) * 1000:.1f}, max {max(times[k]) * 1000:.1f})")
     speedup, vs_floor, vs_same = lsns / ours, ours / fl, ours / same
-    ok_lsns, ok_floor, ok_same = speedup >= 15, vs_floor <= 1.5, vs_same <= 1.3
-    print(f"ratio lsns/nsinspect   {speedup:6.1f}x   budget >= 15x   {'ok' if ok_lsns else 'MISSED'}")
-    print(f"ratio nsinspect/floor  {vs_floor:6.2f}x   budget <= 1.5x  {'ok' if ok_floor else 'MISSED'}   "
-          f"(this machine's floor: {fl * 1000:.0f} ms for {nprocs} processes, {fl / nprocs * 1e6:.1f} us each)")
+    # Issue 20's budgets: >= 10x on the realistic node, >= 2x on the synthetic worst case (issue 13's 15x was
+    # for the scan alone, before the hidden-namespace passes).
+    want = REALISTIC_BUDGET if args.pods else SYNTHETIC_BUDGET
+    ok_lsns, ok_same = speedup >= want, vs_same <= 1.3
+    print(f"ratio lsns/nsinspect   {speedup:6.1f}x   budget >= {want:g}x   {'ok' if ok_lsns else 'MISSED'}")
+    # The readlink floor is the scan's own work only (issue 13's <= 1.5x, from before the hidden-namespace
+    # passes): shown for comparison, samework is the budget now.
+    print(f"ratio nsinspect/floor  {vs_floor:6.2f}x   (the scan's reads alone; this machine's floor: "
+          f"{fl * 1000:.0f} ms for {nprocs} processes, {fl / nprocs * 1e6:.1f} us each)")
     print(f"ratio nsinspect/samework {vs_same:6.2f}x budget <= 1.3x  {'ok' if ok_same else 'MISSED'}   "
           f"(the same reads in C: {same * 1000:.0f} ms)")
     ok_warm = True
@@ -214,7 +286,7 @@ def main() -> int:
         ok_warm = warm / ours <= 0.1 and same_namespaces
         print(f"ratio warm GetNode/cold {warm / ours:6.3f}x budget <= 0.1x  {'ok' if ok_warm else 'MISSED'}   "
               f"(the CLI through the agent: {warm_cli / ours:.2f}x; same namespaces as the cold scan: {same_namespaces})")
-    if args.check and not (ok_lsns and ok_floor and ok_same and ok_warm):
+    if args.check and not (ok_lsns and ok_same and ok_warm):
         return 1
     return 0
 

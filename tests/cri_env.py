@@ -443,6 +443,8 @@ class ContainerSpec:
     wait_exit: bool = False  # an init container: wait for it to exit before the next
     privileged: bool = False  # securityContext.privileged (the pod's sandbox is made privileged too)
     run_as_user: int | None = None  # securityContext.runAsUser (kubelet sends it, and runAsGroup, as Int64Value)
+    # Volumes as kubelet sends them: (host path, container path, read-only), each a bind mount in the container.
+    mounts: list[tuple[str, str, bool]] = field(default_factory=list)
 
 
 @dataclass
@@ -526,6 +528,7 @@ def add_container(client, pod: Pod, spec: ContainerSpec, start: bool = True) -> 
         labels=dict(sandbox_config.labels, **{f"{KUBE}.container.name": spec.name}),
         log_path=f"{spec.name}/0.log",
         linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(namespace_options=opts, privileged=spec.privileged)),
+        mounts=[pb.Mount(host_path=h, container_path=c, readonly=ro) for h, c, ro in spec.mounts],
     )
     if spec.run_as_user is not None:
         config.linux.security_context.run_as_user.value = spec.run_as_user
