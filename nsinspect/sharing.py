@@ -53,6 +53,14 @@ class Node(NamedTuple):
     cgroup2: bool = False
     privileged: int = 0  # running containers (not the sandbox) run privileged
     unprivileged: int = 0  # running containers run unprivileged
+    own_uts: bool = False  # the runtime gives every pod a UTS namespace, hostNetwork ones too (``owns_uts``)
+
+
+def owns_uts(runtime: str) -> bool:
+    """Does this runtime (its CRI ``runtime_name``) give a hostNetwork pod a UTS namespace of its own?  CRI-O
+    does: it has no host UTS mode, and copies the node's hostname into the pod's namespace (its
+    ``sandbox_run_linux.go``; docs/crio.md); containerd keeps the node's, as the network."""
+    return runtime.lower().startswith("cri-o")
 
 
 class Rule(NamedTuple):
@@ -75,6 +83,9 @@ RULES: dict[str, tuple[Rule, ...]] = {
              "spec.hostNetwork is not set"),
     ),
     "uts": (
+        Rule(SHARED, lambda a, n: a.network == "NODE" and n.own_uts,
+             "CRI-O gives every pod a UTS namespace of its own, hostNetwork ones too (holding the node's hostname)",
+             "spec.hostNetwork: true, but CRI-O gives the pod its own UTS namespace (with the node's hostname)"),
         Rule(HOST, lambda a, n: a.network == "NODE", "follows the network: hostNetwork pods keep the node's hostname",
              "spec.hostNetwork: true (uts follows the network)"),
         Rule(SHARED, _always, "every container joins the sandbox's UTS namespace",
@@ -165,12 +176,13 @@ def expected(ask: Ask, node: Node) -> dict[str, tuple[str, str]]:
     return {t: (r.state, r.runtime) for t in NS_TYPES for r in (_rule(t, ask, node),)}
 
 
-def declared(ask: Ask) -> dict[str, tuple[str, str]]:
-    """Per type the spec governs (net, uts, ipc, pid, user): the state it asks for, and the fields behind it.
-    mnt, cgroup and time are not in the spec: the runtime and the node decide them."""
+def declared(ask: Ask, node: Node | None = None) -> dict[str, tuple[str, str]]:
+    """Per type the spec governs (net, uts, ipc, pid, user): the state it asks for, and the fields behind it
+    (on this ``node``: only its runtime's UTS habit matters).  mnt, cgroup and time are not in the spec: the
+    runtime and the node decide them."""
     out = {}
     for t in NS_TYPES:
-        r = _rule(t, ask, Node())
+        r = _rule(t, ask, node or Node())
         if r.spec is not None:
             out[t] = (r.state, r.spec)
     return out
@@ -232,11 +244,12 @@ def pinned_note(sandbox: Member) -> str:
             "paths and judged with the running members (a container in the same one shares it)")
 
 
-def node_of(members: Sequence[Member], cgroup2: bool, privileged: Collection[str]) -> Node:
-    """The Node of these members: ``privileged`` holds the ids of the containers run privileged."""
+def node_of(members: Sequence[Member], cgroup2: bool, privileged: Collection[str], runtime: str = "") -> Node:
+    """The Node of these members: ``privileged`` holds the ids of the containers run privileged; ``runtime``
+    the CRI runtime's name."""
     running = [m for m in members if m.running and m.role != SANDBOX]
     n = sum(1 for m in running if m.id in privileged)
-    return Node(cgroup2, n, len(running) - n)
+    return Node(cgroup2, n, len(running) - n, owns_uts(runtime))
 
 
 def verdicts(members: list[Member], options: Mapping[str, str], node_ns: Mapping[str, NamespaceId], node: Node,
@@ -464,7 +477,7 @@ def explained(v: Verdict) -> Verdict:
 
 def with_declared(view: PodView, spec: PodSpec, ephemeral_targets: bool) -> dict[str, Verdict]:
     """The view's verdicts with the spec's states laid over them (types the spec is silent on: None)."""
-    want = declared(ask_of_spec(spec, ephemeral_targets))
+    want = declared(ask_of_spec(spec, ephemeral_targets), Node(own_uts=owns_uts(view.runtime)))
     out = {}
     for t, v in view.sharing.items():
         d = want.get(t)

@@ -92,9 +92,8 @@ class LocalEngine:
         if facts is None:
             facts = pods.fetch(self.runtime(), self.proc, sandboxes, self._cache)
         finder = strays.Finder(self.proc, strays.cgroupfs_root(self.host_root), self._cgroup2)
-        views = pods.assemble(self.proc, self._cache, facts, self.node_name, self._cgroup2, node_ns, sandboxes, finder,
-                               self.host_root)
-        return [v._replace(runtime=self._runtime_name) for v in views]
+        return pods.assemble(self.proc, self._cache, facts, self.node_name, self._cgroup2, node_ns, sandboxes, finder,
+                             self.host_root, self._runtime_name)
 
     # -- what the snapshot layer replaces --------------------------------------------------------
     def _pod_views(self, namespace: str | None = None, node_ns: dict[str, NamespaceId] | None = None) -> list[PodView]:

@@ -278,23 +278,25 @@ def fetch(client: Any, proc: ProcFS, sandboxes: list[Any], cache: PidCache, prev
 
 
 def assemble(proc: ProcFS, cache: PidCache, facts: Facts, node: str, cgroup2: bool, node_ns: Mapping[str, NamespaceId],
-             sandboxes: list[Any] | None = None, strays: Finder | None = None, host_root: str | None = None) -> list[PodView]:
+             sandboxes: list[Any] | None = None, strays: Finder | None = None, host_root: str | None = None,
+             runtime: str = "") -> list[PodView]:
     """PodViews of these sandboxes (default: all of ``facts``), namespaces read now from /proc (a sandbox
     without a process: from the paths its runtime pinned them at, under ``host_root``); each member's
-    stray processes too when a ``strays`` finder is given."""
+    stray processes too when a ``strays`` finder is given.  ``runtime``: the CRI runtime's name (what it
+    sets up differs: ``sharing.owns_uts``); each view carries it."""
     views = []
     for sb in facts.sandboxes if sandboxes is None else sandboxes:
         st = facts.sb_statuses.get(sb.id)
         if st is None:  # removed while we looked
             continue
         views.append(_pod_view(proc, cache, sb, st, facts.containers.get(sb.id, []), facts.statuses, node, cgroup2, node_ns,
-                               strays, host_root))
+                               strays, host_root, runtime))
     return views
 
 
 def _pod_view(proc: ProcFS, cache: PidCache, sb: Any, st: Any, containers: list[Any], statuses: dict[str, Any], node: str,
               cgroup2: bool, node_ns: Mapping[str, NamespaceId], strays: Finder | None = None,
-              host_root: str | None = None) -> PodView:
+              host_root: str | None = None, runtime: str = "") -> PodView:
     status = st.status
     labels = dict(sb.labels)
     meta = sb.metadata
@@ -336,7 +338,7 @@ def _pod_view(proc: ProcFS, cache: PidCache, sb: Any, st: Any, containers: list[
         raw.append((m, vi, s.started_at if s is not None else 0))
     members, notes = assign_roles(sandbox, raw, options)
     requested = (uid_mappings, gid_mappings)
-    facts = sharing.node_of(members, cgroup2, privileged_ids(raw))
+    facts = sharing.node_of(members, cgroup2, privileged_ids(raw), runtime)
     verdicts = sharing.verdicts(members, options, node_ns, facts, requested)
     if sharing.sandbox_apart(members, node_ns):
         notes.append(sharing.SANDBOX_APART)
@@ -345,7 +347,7 @@ def _pod_view(proc: ProcFS, cache: PidCache, sb: Any, st: Any, containers: list[
     if strays is not None:
         members, unseen = strays.pod(members)
         notes.extend(unseen)
-    return PodView(info, members, verdicts, dict(node_ns), notes=tuple(notes))
+    return PodView(info, members, verdicts, dict(node_ns), notes=tuple(notes), runtime=runtime)
 
 
 def privileged_ids(raw: list[tuple[Member, Any, int]]) -> frozenset[str]:
@@ -357,7 +359,9 @@ def assign_roles(sandbox: Member, raw: list[tuple[Member, Any, int]], options: M
     """Roles without the API server.
 
     ephemeral: the runtime was asked for pid=TARGET (containerd echoes it), or its OCI spec joins
-      another member's pid namespace while the pod's pid mode is CONTAINER (CRI-O);
+      another member's pid namespace while the pod's pid mode is CONTAINER (CRI-O echoes nothing: its spec
+      names ``/proc/<target pid>/ns/pid``, or, since 1.37, a bind mount of it that CRI-O pinned, where the
+      kernel tells which container made that namespace);
     init: exited, and finished no later than the first non-init container was created
       (kubelet runs init containers one by one, before any app container);
     app: the rest.  Native sidecars (init containers with restartPolicy Always) run alongside the
@@ -373,8 +377,9 @@ def assign_roles(sandbox: Member, raw: list[tuple[Member, Any, int]], options: M
         if vi is not None and (vi.options.get("pid") == "TARGET" or vi.target_id):
             target = vi.target_id
         elif vi is not None and options.get("pid") == "CONTAINER":
-            joined = cri_info.joined_pid(vi.spec_namespaces.get("pid", ""))
-            other = by_pid.get(joined) if joined else None
+            path = vi.spec_namespaces.get("pid", "")
+            joined = cri_info.joined_pid(path)
+            other = by_pid.get(joined) if joined else (_maker_of(m, raw) if path else None)
             if other is not None and other is not m and other.role != SANDBOX:
                 target = other.id
         if target:
@@ -394,6 +399,18 @@ def assign_roles(sandbox: Member, raw: list[tuple[Member, Any, int]], options: M
         notes.append(INFERRED_EPHEMERAL)
     members.sort(key=lambda m: (ROLE_ORDER[m.role], m.created_at))
     return [sandbox, *members], notes
+
+
+def _maker_of(m: Member, raw: list[tuple[Member, Any, int]]) -> Member | None:
+    """The container that made the pid namespace ``m`` joined by a pinned path: the one running in the same
+    namespace whose own spec made a new one (no path).  None when ``m`` does not run, or none did."""
+    ns = m.namespaces.get("pid")
+    if ns is None:
+        return None
+    for other, vi, _s in raw:
+        if other is not m and other.namespaces.get("pid") == ns and vi is not None and vi.spec_namespaces.get("pid") == "":
+            return other
+    return None
 
 
 def find_member(pods: list[PodView], namespaces: Mapping[str, NamespaceId | None]) -> tuple[PodRef, ContainerRef] | None:
