@@ -34,6 +34,11 @@ if os.environ.get("NSI_DEAF"):  # the test's own mutant: mount tables never seen
         def poll(self, *a): return []
     select.poll = Deaf
 
+if os.environ.get("NSI_SLICES"):  # the warm scan cut into slices read by threads, as on a node of 1,500+ processes
+    from nsinspect.node import procfs
+
+    procfs.PARALLEL_MIN_PIDS = 2
+
 rng = random.Random(20)
 pins = tempfile.mkdtemp(prefix="nsi-warm-")
 warm = CachedEngine(parallel=False)
@@ -139,9 +144,12 @@ def churn(**env: str) -> list[dict]:
     return json.loads(r.stdout.splitlines()[-1])
 
 
-def test_warm_node_equals_a_cold_scan_under_churn():
+@pytest.mark.parametrize("sliced", [False, True], ids=["one-slice", "threads"])
+def test_warm_node_equals_a_cold_scan_under_churn(sliced):
+    """Byte for byte, every round; with ``threads`` the warm scan's slices are read by threads (mount tables
+    once, for all) and the cold one in a single slice."""
     require_root()
-    report = churn()
+    report = churn(**({"NSI_SLICES": "1"} if sliced else {}))
     bad = [x for x in report if not x["equal"]]
     assert not bad, bad
     assert len(report) == 12

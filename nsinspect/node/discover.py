@@ -13,7 +13,7 @@ from typing import Any
 from nsinspect.errors import AccessDenied, NoSuchProcess
 from nsinspect.model import NS_TYPES, ContainerRef, Namespace, NamespaceId, NodeView, PodRef, PodView, ProcessView
 from nsinspect.node import hidden, procfs
-from nsinspect.node.fanout import fanout, slices
+from nsinspect.node.fanout import fanout, slices, threaded
 from nsinspect.node.procfs import ProcFS
 from nsinspect.node.procfs import _workers_for as workers_for  # the scan's rule for forking, shared
 
@@ -46,7 +46,6 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
     agent's), reused where their namespace did not change; the scan then runs in this process.
     """
     pids = proc.pids()
-    workers = workers_for(len(pids)) if parallel and tables is None else 1
     node_ns = node_namespaces(proc)
     dev = proc.nsfs_dev()
     node_mnt = node_ns["mnt"].ino if "mnt" in node_ns else 0
@@ -56,12 +55,28 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
     fd = proc.fd
 
     def read_slice(share: list[int]) -> tuple[Any, hidden.SlicePass]:
-        """One forked worker's share: its pids' links, then the passes after the scan for them."""
+        """One worker's share: its pids' links, then the passes after the scan for them (with kept tables:
+        all but the mount tables, read once for all below)."""
         chunk = procfs.scan_slice(fd, share, scanned, described=types)
-        starts = {pid: d[0] for pid, d in chunk[4].items() if d is not None} if tables is not None else None
-        return chunk, hidden.slice_pass(fd, share, dict(zip(scanned, chunk[0], strict=True)), types, dev, node_mnt, tables, starts)
+        return chunk, hidden.slice_pass(fd, share, dict(zip(scanned, chunk[0], strict=True)), types, dev, node_mnt,
+                                        mounts=tables is None)
 
-    parts = fanout(read_slice, slices(pids, workers))
+    if tables is None:
+        parts = fanout(read_slice, slices(pids, workers_for(len(pids)) if parallel else 1))
+    else:
+        # Kept tables live in this process (the agent's, which may not fork): its threads share the slices
+        # (the passes are C with the GIL released), then the mount tables are looked at once, for every mount
+        # namespace, each read through its lowest pid, the node's first (as the forked slices merge them).
+        parts = threaded(read_slice, slices(pids, workers_for(len(pids), threads=True)))
+        lowest: dict[int, int] = {}
+        starts: dict[int, int] = {}
+        for chunk, _pass in parts:
+            for ino, (_n, low) in dict(zip(scanned, chunk[0], strict=True))["mnt"].items():
+                lowest[ino] = min(low, lowest.get(ino, low))
+            starts.update((pid, d[0]) for pid, d in chunk[4].items() if d is not None)
+        readers = sorted(((ino, str(low)) for ino, low in lowest.items()), key=lambda r: (r[0] != node_mnt, r[0]))
+        first = parts[0][1]
+        parts[0] = (parts[0][0], (first[0], first[1], hidden.bind_mounts(fd, readers, types, tables, starts), *first[3:]))
     seen, stats = procfs.finish_scan([chunk for chunk, _pass in parts], scanned)
     namespaces: list[Namespace] = []
     for nstype in types:

@@ -521,7 +521,7 @@ SlicePass = tuple[dict[Any, Any], int, dict[Any, Any], dict[Any, Any], list[tupl
 
 def slice_pass(
     procfd: int, pids: list[int], agg: dict[str, dict[int, list[int]]], types: tuple[str, ...], dev: int, node_mnt: int,
-    tables: MountTables | None = None, starts: dict[int, int] | None = None,
+    mounts: bool = True,
 ) -> SlicePass:
     """The passes after the scan for one slice of pids, read where its scan was (``discover.node_view``).
 
@@ -529,11 +529,11 @@ def slice_pass(
     them; ``types``: the types asked for.  Read: the fds of its processes; the nsfs mounts of its mount
     namespaces (one reader each: its lowest pid here; the node's first, then by inode); and the parent
     and owner of each of its namespaces of those types, through its lowest pid here.  A namespace met by
-    two slices is read by both, to the same answer.
+    two slices is read by both, to the same answer.  ``mounts=False``: no mount tables (the caller reads them).
     """
     fds, denied, untyped = fd_holders(procfd, pids, types)
     readers = sorted(((ino, str(low)) for ino, (_n, low) in agg["mnt"].items()), key=lambda r: (r[0] != node_mnt, r[0]))
-    mounts = bind_mounts(procfd, readers, types, tables, starts)
+    found = bind_mounts(procfd, readers, types) if mounts else {}
     keys: list[tuple[str, int]] = []
     asked: list[tuple[str, int, int, bool]] = []
     for t in types:
@@ -543,7 +543,7 @@ def slice_pass(
             asked.append((f"{low}/ns/{t}", dev, ino, hierarchical))
     c = procfs._c
     answers = c.relations(procfd, asked) if c is not None else [_relations_py(procfd, *row) for row in asked]
-    return fds, denied, mounts, dict(zip(keys, answers, strict=True)), untyped
+    return fds, denied, found, dict(zip(keys, answers, strict=True)), untyped
 
 
 def _relations_py(procfd: int, path: str, dev: int, ino: int, hierarchical: bool) -> tuple[tuple[int, int] | None, tuple[int, int] | None] | None:
