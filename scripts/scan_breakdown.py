@@ -17,7 +17,7 @@ and, beside them, the CLI as users run it (wall and CPU of the children, median 
 start-up alone (`--version`), and samework (scripts/c/samework.c: the same reads, the cheapest way).
 Each pass's CPU is split into user and system time (getrusage): system time is the kernel's work.
 
-  sudo python3 scripts/scan_breakdown.py [--groups 1000] [--node-mounts 130,400,700] [--rounds 5]
+  sudo python3 scripts/scan_breakdown.py [--groups 1000] [--node-mounts 130,400,700] [--pods 0] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import benchlib
-from bench_node import NodeMounts, Population, build, count_mounts
+from bench_node import NodeMounts, Pods, Population, build, count_mounts
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -118,6 +118,7 @@ def main() -> int:
     ap.add_argument("--groups", type=int, default=1000)
     ap.add_argument("--per-group", type=int, default=5)
     ap.add_argument("--node-mounts", default="130,400,700", help="node mount table sizes to measure at, comma-separated")
+    ap.add_argument("--pods", type=int, default=0, help="first, the realistic node of scripts/bench_node.py --pods N")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -127,6 +128,16 @@ def main() -> int:
     nsinspect, env = benchlib.command(), benchlib.env(False)
     print(f"machine: {os.cpu_count()} cpus; load average {benchlib.load()}; scan loop in {scan}; "
           f"{args.groups} groups x {args.per_group}; medians of {args.rounds}")
+    pods = Pods(args.pods) if args.pods else None
+    try:
+        breakdown(args, nsinspect, env, pods is not None)
+    finally:
+        if pods is not None:
+            pods.stop()
+    return 0
+
+
+def breakdown(args: argparse.Namespace, nsinspect: list[str], env: dict[str, str], pods: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="nsinspect-breakdown-") as d:
         populate, samework = build(Path(d), "populate"), build(Path(d), "samework")
         for wanted in (int(x) for x in args.node_mounts.split(",")):
@@ -144,7 +155,8 @@ def main() -> int:
                     pop.stop()
             finally:
                 mounts.stop()
-            print(f"\n{node_mounts} node mounts; {counts[2]} mount namespaces, {counts[3]} mounts in all, {counts[0]} processes")
+            print(f"\n{node_mounts} node mounts; {counts[2]} mount namespaces, {counts[3]} mounts in all, {counts[0]} processes"
+                  + (f"; {args.pods} pods" if pods else ""))
             print(f"  {'part':<22} {'wall ms':>8} {'user ms':>8} {'sys ms':>8}")
             for name, (w, u, s) in parts.items():
                 print(f"  {name:<22} {w * 1000:8.1f} {u * 1000:8.1f} {s * 1000:8.1f}")
@@ -155,7 +167,6 @@ def main() -> int:
             print(f"  cold CLI / samework: wall {whole[0] / same[0]:.2f}x, CPU {(whole[1] + whole[2]) / (same[1] + same[2]):.2f}x; "
                   f"kernel share of the CLI's CPU {whole[2] / (whole[1] + whole[2]):.0%}")
             print(json.dumps({"node_mounts": node_mounts, "parts": parts, "cli": whole, "startup": start, "samework": same}))
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
         ("bench_node.py", ["--groups", "20", "--per-group", "2", "--rounds", "1"], ["ratio lsns/nsinspect", "ratio nsinspect/floor"]),
         ("bench_node.py", ["--groups", "0", "--pods", "2", "--rounds", "1", "--agent"],
          ["realistic node: 2 pods", "budget >= 10x", "ratio warm GetNode/cold", "same namespaces as the cold scan: True"]),
+        ("scan_breakdown.py", ["--groups", "10", "--per-group", "2", "--node-mounts", "0", "--rounds", "1"],
+         ["links + describe", "relations", "cold CLI / samework"]),
         ("bench_startup.py", ["--rounds", "1"], ["ratio nsinspect --version", "ratio nsinspect --help", "bare venv"]),
         ("bench_pods.py", ["--pods", "2", "--rounds", "1"], ["pods -A", "pod X", "pod --details / pod X"]),
         ("bench_agent.py", ["--pods", "3", "--clients", "2", "--calls", "50"], ["GetPod", "p99", "errors          0", "RSS peak"]),
