@@ -230,3 +230,27 @@ def test_help_does_not_import_heavy_modules():
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_pids_listed_by_threads_at_once(tmp_path):
+    """The agent lists /proc from several threads at once (GetNode beside GetPod): each gets the whole list.
+    Through the one shared fd (a dup shares its offset) each got part of it, often nothing."""
+    import threading
+
+    for pid in range(1, 600):
+        make_proc(tmp_path, pid, {"net": 4026531840})
+    proc = ProcFS(str(tmp_path))
+    want = list(range(1, 600))
+    got: list[int] = []
+
+    def run() -> None:
+        for _ in range(100):
+            got.append(len(proc.pids()) if proc.pids() == want else -1)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    proc.close()
+    assert got == [len(want)] * 400

@@ -547,8 +547,16 @@ class ProcFS:
 
     # -- single-process reads -------------------------------------------------------------
     def pids(self) -> list[int]:
-        """Every process (thread-group leader) listed in the procfs root, ascending."""
-        out = [pid for pid in map(_pid_name, os.listdir(self.fd)) if pid]
+        """Every process (thread-group leader) listed in the procfs root, ascending.
+
+        Listed through a directory fd of its own: ``os.listdir(self.fd)`` reads through a dup of the shared fd,
+        whose offset two threads (the agent's GetNode and GetPod) would share, and each get part of the list."""
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.fd)
+        try:
+            names = os.listdir(fd)
+        finally:
+            os.close(fd)
+        out = [pid for pid in map(_pid_name, names) if pid]
         out.sort()
         return out
 
