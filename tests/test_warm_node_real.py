@@ -162,3 +162,51 @@ def test_the_churn_catches_a_warm_scan_that_misses_changes():
     require_root()
     report = churn(NSI_DEAF="1")
     assert any(not x["equal"] and x["changed"] for x in report), report
+
+
+SHARED_PIN = r'''
+import json, os, subprocess, sys, tempfile, time
+from nsinspect.node.cached import CachedEngine
+from nsinspect.node.engine import LocalEngine
+from nsinspect.render import data
+
+def ns(pid, t):
+    return os.readlink(f"/proc/{pid}/ns/{t}")
+
+pin = tempfile.mktemp(prefix="nsi-shared-pin-")
+open(pin, "w").close()
+holder = subprocess.Popen(["unshare", "--ipc", "sleep", "1000"])
+while ns(holder.pid, "ipc") == ns(os.getpid(), "ipc"):
+    time.sleep(0.01)
+subprocess.run(["mount", "--bind", f"/proc/{holder.pid}/ns/ipc", pin], check=True)
+ipc = int(ns(holder.pid, "ipc")[5:-1])
+holder.kill(); holder.wait()
+# A private copy of our mount namespace: it holds the pin too, and keeps it when we unmount ours.
+copy = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "1000"])
+while ns(copy.pid, "mnt") == ns(os.getpid(), "mnt") or ns(copy.pid, "mnt") is None:
+    time.sleep(0.01)
+warm = CachedEngine(parallel=False)
+out = []
+for step in ("both hold it", "only the copy holds it"):
+    if step == "only the copy holds it":
+        subprocess.run(["umount", pin], check=True)
+    a, b = data.node(warm.node()), data.node(LocalEngine(parallel=False).node())
+    row = next((r for r in a["namespaces"] if r["type"] == "ipc" and r["ns"] == ipc), None)
+    out.append({"step": step, "equal": a == b, "row": row is not None, "reused": warm.mount_tables.reused})
+copy.kill(); copy.wait()
+warm.close()
+print(json.dumps(out))
+'''
+
+
+def test_a_pin_two_mount_namespaces_share_stays_when_one_unmounts_it():
+    """A bind mount copied into a private mount namespace: when the node's namespace unmounts it, the copy still
+    holds it. The warm answer reuses the copy's kept table, which must be its whole table (the C pass reports a
+    path once per call, for the first namespace that has it)."""
+    require_root()
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "--propagation", "private", sys.executable, "-c", SHARED_PIN],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    steps = json.loads(r.stdout.splitlines()[-1])
+    assert all(s["equal"] and s["row"] for s in steps), steps
+    assert steps[1]["reused"] >= 1, steps  # the copy's table was kept, not read again

@@ -64,20 +64,18 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
     if tables is None:
         parts = fanout(read_slice, slices(pids, workers_for(len(pids)) if parallel else 1))
     else:
-        # Kept tables live in this process (the agent's, which may not fork): its threads share the slices
-        # (the passes are C with the GIL released), then the mount tables are looked at once, for every mount
-        # namespace, each read through its lowest pid, the node's first (as the forked slices merge them).
+        # Kept tables live in this process (the agent's, which may not fork: ``parallel`` is about forking), so
+        # its threads share the slices (the passes are C with the GIL released); the mount tables are looked at
+        # below, once for every mount namespace.
         parts = threaded(read_slice, slices(pids, workers_for(len(pids), threads=True)))
-        lowest: dict[int, int] = {}
-        starts: dict[int, int] = {}
-        for chunk, _pass in parts:
-            for ino, (_n, low) in dict(zip(scanned, chunk[0], strict=True))["mnt"].items():
-                lowest[ino] = min(low, lowest.get(ino, low))
-            starts.update((pid, d[0]) for pid, d in chunk[4].items() if d is not None)
-        readers = sorted(((ino, str(low)) for ino, low in lowest.items()), key=lambda r: (r[0] != node_mnt, r[0]))
+    seen, stats = procfs.finish_scan([chunk for chunk, _pass in parts], scanned)
+    if tables is not None:
+        # Each mount namespace read through its lowest process still there (the merged scan's, which fell back
+        # past those that exited), the node's first: the reader and the order the forked slices merge to.
+        readers = sorted(((ino, str(low)) for ino, (_n, low, _p) in seen["mnt"].items()), key=lambda r: (r[0] != node_mnt, r[0]))
+        starts = {p.id.pid: p.id.start_time for _n, _low, p in seen["mnt"].values() if p is not None}
         first = parts[0][1]
         parts[0] = (parts[0][0], (first[0], first[1], hidden.bind_mounts(fd, readers, types, tables, starts), *first[3:]))
-    seen, stats = procfs.finish_scan([chunk for chunk, _pass in parts], scanned)
     namespaces: list[Namespace] = []
     for nstype in types:
         node_ino = node_ns[nstype].ino if nstype in node_ns else None

@@ -205,12 +205,17 @@ def bind_mounts(
     listed: dict[int, list[tuple[str, int, str]]] = tables.unchanged(procfd, readers, starts) if tables is not None else {}
     todo = [k for k in range(len(readers)) if k not in listed]
     watching = tables.watch(procfd, readers, todo) if tables is not None else {}
-    left: Iterable[int] = todo
+    left: list[int] = todo
     if c is not None and todo:
-        records, back = c.nsfs_mounts(procfd, [readers[k][1] for k in todo], types)
-        for i, ti, ino, point in records:
-            listed.setdefault(todo[i], []).append((types[ti], ino, os.fsdecode(point)))
-        left = [todo[i] for i in back]
+        # The C pass hands each (type, inode, path) back once per call, for its first reader. A table kept for
+        # later must be its namespace's whole one (a pin it shares with another namespace stays when that one
+        # unmounts it): with tables, one call per namespace.
+        left = []
+        for batch in ([[k] for k in todo] if tables is not None else [todo]):
+            records, back = c.nsfs_mounts(procfd, [readers[k][1] for k in batch], types)
+            for i, ti, ino, point in records:
+                listed.setdefault(batch[i], []).append((types[ti], ino, os.fsdecode(point)))
+            left += [batch[i] for i in back]
     unread = set(left)
     for k, (mnt_ino, entry) in enumerate(readers):
         if k in unread:
