@@ -85,7 +85,7 @@ def evaluate(view: PodView, expects: list[tuple[str, str]]) -> CheckView:
         evidence = tuple((m.name, m.role, m.namespaces[t].ino) for m in kept if t in m.namespaces)
         apart = tuple((m.name, m.role, m.namespaces[t].ino) for m in view.members
                       if m.holds(t) and m not in kept)
-        hint = "" if actual == want else sharing.hint(t, want, view.sharing[t])
+        hint = "" if actual == want else sharing.hint(t, want, view.sharing[t], view.runtime)
         results.append(Expectation(t, want, actual, actual == want, evidence, hint, apart, sharing.SANDBOX_APART if apart else ""))
     return CheckView(view, tuple(results))
 

@@ -188,8 +188,11 @@ def declared(ask: Ask, node: Node | None = None) -> dict[str, tuple[str, str]]:
     return out
 
 
-def hint(t: str, want: str, verdict: Verdict) -> str:
-    """What to change to get ``want`` (a failed check's last words)."""
+def hint(t: str, want: str, verdict: Verdict, runtime: str = "") -> str:
+    """What to change to get ``want`` (a failed check's last words), on this ``runtime`` (its CRI name)."""
+    if (t, want) == ("uts", HOST) and owns_uts(runtime):
+        return ("CRI-O has no host UTS mode: every pod gets a UTS namespace of its own, hostNetwork pods too "
+                "(with the node's hostname copied in); expect uts=shared there")
     return HINTS.get((t, want), verdict.reason)
 
 

@@ -9,9 +9,10 @@ uts, mnt and pid namespaces (scripts/c/populate.c), then times, alternately in o
   samework                      C: the reads nsinspect makes, the cheapest way (scripts/c/samework.c: ns links,
                                 fd tables, each namespace's lowest pid, the hierarchy ioctls, and per mount
                                 namespace listmount + statmount of each mount, or its mountinfo)
-and prints medians and ratios against the budgets of issue 13 (nsinspect >= 15x faster than lsns, <= 1.5x
-the floor) and issue 20 (<= 1.3x samework).  The floors' times are printed too, so that figures from
-different machines can be compared.  --node-mounts N first adds N tmpfs mounts to the node's mount
+and prints medians and ratios against the budgets of issue 20: cold nsinspect >= 2x faster than lsns on the
+synthetic node (>= 10x on the realistic one, below), <= 1.3x samework, warm <= 0.1x cold.  The readlink
+floor (issue 13's budget, from before the hidden-namespace passes) is shown for comparison only.  The floors'
+times are printed too, so that figures from different machines can be compared.  --node-mounts N first adds N tmpfs mounts to the node's mount
 namespace (a busy node's overlays, shm and volumes), which every group's new mount namespace copies:
 the cost of the hidden-namespace pass grows as mounts x mount namespaces.  --pods N makes the realistic node
 (issue 20: cold >= 10x lsns): a private containerd (tests/cri_env.py) with N pods of 2-3 containers created
@@ -27,7 +28,8 @@ nsinspect is this checkout, bytecode compiled and the C speed-up built as an ins
 scripts/bench_startup.py.
 
 Run as root (namespaces need it).  Everything it starts is in one session that it kills
-at the end, on error, or on Ctrl-C.  Exit status 1 when --check is given and a budget is missed.
+at the end, on error, or on Ctrl-C; with --pods, the test containerd first makes the node's /run/netns a
+shared mount, as `ip netns` does, and leaves it so (tests/cri_env.py).  Exit status 1 when --check is given and a budget is missed.
 
   sudo python3 scripts/bench_node.py [--groups 1000] [--per-group 5] [--node-mounts 0] [--pods 0] [--rounds 7] [--pure] [--check]
 """
@@ -115,8 +117,9 @@ class Pods:
 
         self.kubelet = Path(tempfile.mkdtemp(prefix="nsinspect-bench-kubelet-"))
         self.tmpfs: list[str] = []
-        self.env = Containerd.create()
+        self.env = self.client = None
         try:
+            self.env = Containerd.create()
             self.client = RuntimeClient.connect(self.env.endpoint)
             for i in range(n):
                 names = ["app", "sidecar", "metrics"][: 2 + i % 2]
@@ -146,12 +149,15 @@ class Pods:
                 (str(pod / "etc-hosts"), "/etc/hosts", False), (str(log), "/dev/termination-log", False)]
 
     def stop(self) -> None:
-        if getattr(self, "client", None) is not None:
-            self.client.close()
-        self.env.destroy()
-        for p in reversed(self.tmpfs):
-            subprocess.run(["umount", "-l", p], check=False)
-        subprocess.run(["rm", "-rf", "--one-file-system", str(self.kubelet)], check=False)
+        try:
+            if self.client is not None:
+                self.client.close()
+            if self.env is not None:
+                self.env.destroy()
+        finally:
+            for p in reversed(self.tmpfs):
+                subprocess.run(["umount", "-l", p], check=False)
+            subprocess.run(["rm", "-rf", "--one-file-system", str(self.kubelet)], check=False)
 
 
 class Agent:
@@ -228,6 +234,10 @@ def main() -> int:
                 times: dict[str, list[float]] = {"lsns -J": [], "nsinspect node -o json": [], "floor": [], "samework": []}
                 last = b""
                 agent = Agent(nsinspect, env) if args.agent else None
+            except BaseException:
+                pop.stop()
+                raise
+            try:
                 if agent is not None:
                     times.update({"agent GetNode (warm)": [], "nsinspect --agent node -o json": []})
                     agent.get_node()  # the agent's first, cold scan
@@ -247,9 +257,12 @@ def main() -> int:
                     warm_keys = {(n.type, n.id.ino) for n in warm_view.namespaces}
                     cold_keys = {(n["type"], n["ns"]) for n in json.loads(last)["namespaces"]}
                     same_namespaces = warm_keys == cold_keys
-                    agent.stop()
             finally:
-                pop.stop()
+                try:
+                    if agent is not None:
+                        agent.stop()
+                finally:
+                    pop.stop()
         finally:
             if pods is not None:
                 pods.stop()
@@ -271,7 +284,7 @@ def main() -> int:
     speedup, vs_floor, vs_same = lsns / ours, ours / fl, ours / same
     # Issue 20's budgets: >= 10x on the realistic node, >= 2x on the synthetic worst case (issue 13's 15x was
     # for the scan alone, before the hidden-namespace passes).
-    want = REALISTIC_BUDGET if args.pods else SYNTHETIC_BUDGET
+    want = REALISTIC_BUDGET if args.pods and not args.groups else SYNTHETIC_BUDGET  # a mixed node: the synthetic one's
     ok_lsns, ok_same = speedup >= want, vs_same <= 1.3
     print(f"ratio lsns/nsinspect   {speedup:6.1f}x   budget >= {want:g}x   {'ok' if ok_lsns else 'MISSED'}")
     # The readlink floor is the scan's own work only (issue 13's <= 1.5x, from before the hidden-namespace

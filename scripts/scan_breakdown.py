@@ -12,6 +12,8 @@ process, serially (one worker, so that each pass is measured alone), with a time
   relations          the parent and owner of every namespace (NS_GET_PARENT / NS_GET_USERNS)
   complete           ours: rows of the namespaces only a mount or fd holds, merging, sorting
   json               ours: the rows as the CLI's JSON
+(listing /proc, the node's namespaces and merging the slices are not timed: "sum of the passes" is less than
+the view's whole time; the ioctls of rows only a mount or fd holds count in "complete")
 
 and, beside them, the CLI as users run it (wall and CPU of the children, median of ROUNDS), its
 start-up alone (`--version`), and samework (scripts/c/samework.c: the same reads, the cheapest way).
@@ -161,7 +163,7 @@ def breakdown(args: argparse.Namespace, nsinspect: list[str], env: dict[str, str
             for name, (w, u, s) in parts.items():
                 print(f"  {name:<22} {w * 1000:8.1f} {u * 1000:8.1f} {s * 1000:8.1f}")
             w = sum(p[0] for p in parts.values())
-            print(f"  {'in-process, serial':<22} {w * 1000:8.1f}")
+            print(f"  {'sum of the passes':<22} {w * 1000:8.1f}")
             for name, (w, u, s) in (("CLI --version", start), ("CLI node -o json", whole), ("samework (C)", same)):
                 print(f"  {name:<22} {w * 1000:8.1f} {u * 1000:8.1f} {s * 1000:8.1f}")
             print(f"  cold CLI / samework: wall {whole[0] / same[0]:.2f}x, CPU {(whole[1] + whole[2]) / (same[1] + same[2]):.2f}x; "

@@ -277,7 +277,7 @@ def shared_netns_dir() -> None:
     pins anything there, and recursively, so that pins already there stay visible; left in place, as ip leaves it."""
     os.makedirs(NETNS_DIR, exist_ok=True)
     target, tags = _propagation(NETNS_DIR)
-    if tags & {"shared", "master"}:
+    if "shared" in tags:  # a slave only would not pass the pins made here on to the agent's copy
         return
     if target != NETNS_DIR:
         subprocess.run(["mount", "--rbind", NETNS_DIR, NETNS_DIR], check=True)

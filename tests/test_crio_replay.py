@@ -5,8 +5,11 @@ Debian ships no CRI-O, so CI cannot run one. The recordings hold each pod's List
 PodSandboxStatus and ContainerStatus answers (verbose, trimmed), ListContainers, and the kernel's truth: every
 member's pid and namespace inodes and the inode of every path CRI-O pinned. The replay serves those answers
 from a fake runtime client, lays the kernel's truth out as a procfs fixture tree and the pins as files under a
-host root, runs the engine over them, and compares with the kernel: every member's namespaces, the roles, and
-each type's state as the kernel's inodes make it, judged ok against what the pod asked for.
+host root, and runs the engine over them. What it checks is what nsinspect makes of CRI-O's answers: each member
+found at the pid CRI-O named (so its namespaces are the recorded ones), a sandbox without a process given the
+namespaces at the paths CRI-O pinned, the roles (an ephemeral container's target, which CRI-O does not echo),
+and each type's state equal to the one the recorded inodes make (recomputed from them, not read back from
+nsinspect), judged ok against what the pod asked for.
 """
 
 from __future__ import annotations
@@ -211,11 +214,18 @@ def test_hostnetwork_uts_on_crio(replay, monkeypatch):
     assert (v.actual, v.expected) == ("shared", "shared") and "CRI-O" in v.reason
     assert view.sharing["net"].actual == "host"
     assert check.ok
+    engine = replay.engine(monkeypatch)
+    try:
+        wrong = engine.check("hostnet", "lab", [("uts", "host")])
+    finally:
+        engine.close()
+    # A failed check's hint says what can be done: not "set hostNetwork" (it is set), but that CRI-O cannot.
+    assert not wrong.ok and "CRI-O has no host UTS mode" in wrong.results[0].hint
 
 
 def test_the_replay_can_fail(replay, monkeypatch):
-    """The comparison sees a wrong answer: the same recording read as containerd's expects uts=host for
-    hostNetwork, and the kernel's inodes say otherwise."""
+    """The replay's answers are not bound to agree: the same recording judged by containerd's rules (uts=host for
+    hostNetwork) is a disagreement, as nsinspect judged every CRI-O node before it knew CRI-O's habit."""
     engine = replay.engine(monkeypatch)
     engine._runtime_name = "containerd 1.7.24"
     try:

@@ -3,9 +3,10 @@
 ``fanout(fn, chunks)`` runs ``fn`` on every chunk: all but the first in forked children, which send
 their results back with marshal (plain containers only), the first here.  A child that fails has its
 chunk redone here, so a result is never lost, only slower.  fork() is only safe while this process has
-a single thread: callers decide how many chunks (``procfs._workers_for``).  ``threaded(fn, chunks)`` does
-the same with threads, for a process that may not fork (the agent): it gains where ``fn`` spends its time
-in C with the GIL released, as the scan's passes do.
+a single thread: callers decide how many chunks (``procfs._workers_for``).  ``threaded(fn, chunks)`` runs the
+chunks in threads instead, for a process that may not fork (the agent): it gains where ``fn`` spends its time
+in C with the GIL released, as the scan's passes do.  A chunk that fails there is not redone: the exception
+of the first chunk that failed is raised once every thread is done.
 """
 
 from __future__ import annotations
@@ -63,15 +64,16 @@ def fanout(fn: Callable[[T], Any], chunks: list[T]) -> list[Any]:
 
 
 def threaded(fn: Callable[[T], Any], chunks: list[T]) -> list[Any]:
-    """``[fn(chunk) for chunk in chunks]``, all but the first chunk run in threads; an exception in any is raised here."""
+    """``[fn(chunk) for chunk in chunks]``, all but the first chunk run in threads; the exception of the first
+    chunk that failed (in chunk order) is raised here, once every thread is done."""
     results: list[Any] = [None] * len(chunks)
-    errors: list[BaseException] = []
+    errors: dict[int, BaseException] = {}
 
     def run(i: int) -> None:
         try:
             results[i] = fn(chunks[i])
         except BaseException as e:  # re-raised in the caller's thread
-            errors.append(e)
+            errors[i] = e
 
     threads = [threading.Thread(target=run, args=(i,), name=f"nsinspect-scan-{i}", daemon=True) for i in range(1, len(chunks))]
     for t in threads:
@@ -83,5 +85,5 @@ def threaded(fn: Callable[[T], Any], chunks: list[T]) -> list[Any]:
         for t in threads:
             t.join()
     if errors:
-        raise errors[0]
+        raise errors[min(errors)]
     return results
