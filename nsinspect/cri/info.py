@@ -56,8 +56,9 @@ def parse(info: Mapping[str, str]) -> VerboseInfo:
     linux = spec.get("linux") if isinstance(spec, dict) else None
     namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
     for ns in namespaces if isinstance(namespaces, list) else []:
-        if isinstance(ns, dict) and ns.get("type") in _SPEC_TYPES:
-            spec_ns[_SPEC_TYPES[ns["type"]]] = str(ns.get("path") or "")
+        kind = ns.get("type") if isinstance(ns, dict) else None
+        if isinstance(kind, str) and kind in _SPEC_TYPES:  # a type that is not a string (a map, say) is not one of them
+            spec_ns[_SPEC_TYPES[kind]] = str(ns.get("path") or "")
 
     options: dict[str, str] = {}
     target_id = ""
