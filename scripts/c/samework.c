@@ -2,11 +2,13 @@
  *
  * For every numeric entry of PROC: readlinkat() of its 8 ns links, and the fd table (getdents64 of
  * <pid>/fd, readlinkat of each fd, keeping those that name a namespace).  Per namespace found (by type and
- * inode), its lowest pid's stat, status and cmdline are read, and the namespace is opened for the two
- * hierarchy ioctls (NS_GET_PARENT, NS_GET_USERNS).  Per mount namespace, through one of its processes:
- * NS_GET_MNTNS_ID, a statx of its root, listmount(2), statmount(2) of each mount (SB_BASIC|MNT_BASIC) and
- * the mount point strings of the nsfs ones; where listmount cannot (a kernel before 6.11, a seccomp profile,
- * a namespace not ours without CAP_SYS_ADMIN) its mountinfo is read instead, as nsinspect does.
+ * inode), its lowest pid is described once (its stat, the owner of its /proc directory and its cmdline,
+ * as nsinspect's describe pass reads them; a pid lowest in several namespaces is read once), and the
+ * namespace is opened for the hierarchy ioctls (NS_GET_USERNS; NS_GET_PARENT for pid and user ones).
+ * Per mount namespace, through one of its processes: NS_GET_MNTNS_ID, a statx of its root, listmount(2),
+ * statmount(2) of each mount (SB_BASIC|MNT_BASIC) and the mount point strings of the nsfs ones; where
+ * listmount cannot (a kernel before 6.11, a seccomp profile, a namespace not ours without CAP_SYS_ADMIN)
+ * its mountinfo is read instead, as nsinspect does.
  * No parsing beyond what finding the next read needs, no output but counts.
  *
  * Usage: samework [PROC]   (prints: processes namespaces mount-namespaces mounts fd-links)
@@ -32,6 +34,7 @@
 #define NS_GET_MNTNS_ID _IOR(0xb7, 0x5, uint64_t)
 #define LSMT_ROOT 0xffffffffffffffffULL
 #define NSFS_MAGIC 0x6e736673ULL
+#define PID_MAX_LIMIT (4 * 1024 * 1024)
 
 struct mnt_id_req { uint32_t size, spare; uint64_t mnt_id, param, mnt_ns_id; };
 struct sm { uint32_t size, spare1; uint64_t mask; uint32_t sb_dev_major, sb_dev_minor; uint64_t sb_magic;
@@ -152,22 +155,31 @@ int main(int argc, char **argv) {
                 unsigned long long ino = n > 0 ? parse(buf, n, &type) : 0;
                 if (ino) { fdlinks++; add(type, ino, pid); }
             }
+            if (got < (long)sizeof dents - 512) break;  /* procfs fills the buffer while fds remain: as nsinspect */
         }
         close(dfd);
     }
     long mntns = 0;
+    static unsigned char described[PID_MAX_LIMIT / 8];
     for (size_t i = 0; i < cap; i++) {
         row *r = &rows[i];
         if (!r->ino) continue;
-        const char *files[] = {"stat", "status", "cmdline"};
-        for (int f = 0; f < 3; f++) {
-            snprintf(path, sizeof path, "%ld/%s", r->pid, files[f]);
+        if (r->pid < PID_MAX_LIMIT && !(described[r->pid / 8] & (1 << (r->pid % 8)))) {
+            /* each lowest pid described once, as nsinspect does: stat, the owner of its /proc dir, cmdline */
+            described[r->pid / 8] |= (unsigned char)(1 << (r->pid % 8));
+            snprintf(path, sizeof path, "%ld/stat", r->pid);
+            slurp(procfd, path);
+            struct stat st;
+            snprintf(path, sizeof path, "%ld", r->pid);
+            fstatat(procfd, path, &st, 0);
+            snprintf(path, sizeof path, "%ld/cmdline", r->pid);
             slurp(procfd, path);
         }
         snprintf(path, sizeof path, "%ld/ns/%s", r->pid, types[r->type]);
         int fd = openat(procfd, path, O_RDONLY | O_CLOEXEC);
         if (fd >= 0) {
-            int p = ioctl(fd, NS_GET_PARENT), o = ioctl(fd, NS_GET_USERNS);
+            int hierarchical = r->type == 4 || r->type == 6;  /* only pid and user namespaces have parents */
+            int p = hierarchical ? ioctl(fd, NS_GET_PARENT) : -1, o = ioctl(fd, NS_GET_USERNS);
             if (p >= 0) close(p);
             if (o >= 0) close(o);
             close(fd);
