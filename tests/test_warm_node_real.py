@@ -1,6 +1,9 @@
-"""The agent's warm `node` (mount tables kept, listed again only when their namespace changed) equals a cold scan
-taken at the same moment, under churn: processes, namespaces, bind mounts and fds appearing and vanishing between
-calls, and mount tables that change while every process stays the same.
+"""The agent's warm `node` (each process read again only when its CPU clock moved, mount tables listed again
+only when their namespace changed) equals a cold scan taken at the same moment, under churn: processes,
+namespaces, bind mounts and fds appearing and vanishing between calls; mount tables that change while every
+process stays the same; long-lived processes that change themselves (setns into a new namespace, open or close
+an fd on one, their fd table shared with an idle process by clone(CLONE_FILES)); and processes whose parent
+exits (a new PPID, with no run of their own).
 
 The churn runs in a pid namespace of its own with its own /proc (`unshare --pid --fork --mount-proc`), so that
 nothing but the test moves between the two scans: every answer must be equal, byte for byte as JSON.
@@ -34,15 +37,53 @@ if os.environ.get("NSI_DEAF"):  # the test's own mutant: mount tables never seen
         def poll(self, *a): return []
     select.poll = Deaf
 
-if os.environ.get("NSI_SLICES"):  # the warm scan cut into slices read by threads, as on a node of 1,500+ processes
-    from nsinspect.node import procfs
+from nsinspect.node import warm as warm_module
 
-    procfs.PARALLEL_MIN_PIDS = 2
+if os.environ.get("NSI_BLIND"):  # the test's own mutant: no process is ever seen to run
+    warm_module.cpu_clock = lambda pid: 0
+if os.environ.get("NSI_ALONE"):  # the test's own mutant: no fd table is ever seen shared
+    warm_module._Kcmp.same_files = lambda self, a, b: False
+if os.environ.get("NSI_UNTRUSTED"):  # nohz_full, or no pidfds: every process read again on every call
+    warm_module.ticks_everywhere = lambda: False
+
+HELPER = """
+import ctypes, os, platform, signal, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(15, b"nsi-idle", 0, 0, 0)  # PR_SET_NAME
+kind, held, child = sys.argv[1], [], 0
+if kind == "share":  # clone(CLONE_FILES) without CLONE_THREAD: a second process with our fd table, idle forever
+    child = libc.syscall(56 if platform.machine() == "x86_64" else 220, 0x400 | signal.SIGCHLD, 0, 0, 0, 0)
+    if child == 0:
+        while True:
+            signal.pause()
+elif kind == "orphan":  # a child alone in its uts namespace (its PPID shows) whose parent exits when poked
+    child = subprocess.Popen(["unshare", "--uts", "sleep", "1000"]).pid
+    while os.readlink(f"/proc/{child}/ns/uts") == os.readlink("/proc/self/ns/uts") or open(f"/proc/{child}/comm").read() != "sleep\\n":
+        pass
+
+def poke(sig, frame):
+    if kind == "orphan":
+        os._exit(0)
+    if sig == signal.SIGUSR1:  # into a new uts namespace (the old one stays the child's, if any)
+        assert libc.unshare(0x04000000) == 0
+    elif held:
+        os.close(held.pop())
+    else:  # an fd on our uts namespace, then leave it: only the fd (and a sharing child) holds it now
+        held.append(os.open("/proc/self/ns/uts", os.O_RDONLY))
+        assert libc.unshare(0x04000000) == 0
+    os.write(1, b"done\\n")
+
+signal.signal(signal.SIGUSR1, poke)
+signal.signal(signal.SIGUSR2, poke)
+os.write(1, f"ready {child}\\n".encode())
+while True:
+    signal.pause()
+"""
 
 rng = random.Random(20)
 pins = tempfile.mkdtemp(prefix="nsi-warm-")
 warm = CachedEngine(parallel=False)
-procs = []  # (Popen, kind)
+procs = []  # (Popen or None, kind, pin, [pids of its that we reap: an fd-sharing child, an orphan])
 report = []
 
 def ns(pid, t):
@@ -53,10 +94,11 @@ def quiet():
     running sleep (its tree's unshare, mount, sh and killed children gone): nothing moves during the scans."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        want = {os.getpid()} | {p.pid for p, _kind, _pin in procs if p is not None}
+        want = {os.getpid()} | {p.pid for p, _kind, _pin, _ours in procs if p is not None and p.poll() is None} \
+            | {q for *_rest, ours in procs for q in ours}
         have = {int(d) for d in os.listdir("/proc") if d.isdigit()}
         try:
-            asleep = all(open(f"/proc/{q}/comm").read().strip() == "sleep" for q in want - {os.getpid()})
+            asleep = all(open(f"/proc/{q}/comm").read().strip() in ("sleep", "nsi-idle") for q in want - {os.getpid()})
         except OSError:
             asleep = False
         if have == want and asleep:
@@ -77,6 +119,14 @@ def spawn(kind):
         cmd = ["sh", "-c", "unshare --uts sleep 1000 & c=$!; "
                "while [ \"$(readlink /proc/$c/ns/uts)\" = \"$(readlink /proc/self/ns/uts)\" ]; do sleep 0.01; done; "
                "exec 3</proc/$c/ns/uts; kill $c; wait $c; exec sleep 1000"]
+    elif kind in ("idle", "share", "orphan"):  # a process that changes itself when poked (HELPER)
+        p = subprocess.Popen([sys.executable, "-c", HELPER, kind], start_new_session=True, stdout=subprocess.PIPE)
+        child = int(p.stdout.readline().split()[1])
+        procs.append((p, kind, pin, [child] if kind == "share" else []))
+        if kind == "orphan":
+            procs[-1][3].append(child)  # ours to reap once its parent exits
+        quiet()
+        return
     else:  # "pin": a bind mount in our own mount namespace of a namespace whose process then exits
         open(pin, "w").close()
         p = subprocess.Popen(["unshare", "--ipc", "sleep", "1000"])
@@ -84,19 +134,47 @@ def spawn(kind):
             time.sleep(0.01)
         subprocess.run(["mount", "--bind", f"/proc/{p.pid}/ns/ipc", pin], check=True)
         p.kill(); p.wait()
-        procs.append((None, "pin", pin))
+        procs.append((None, "pin", pin, []))
         return
     p = subprocess.Popen(cmd, start_new_session=True)
-    procs.append((p, kind, pin))
+    procs.append((p, kind, pin, []))
     quiet()
 
 def vanish(i):
-    p, kind, pin = procs.pop(i)
+    p, kind, pin, ours = procs.pop(i)
     if p is None:
         subprocess.run(["umount", pin], check=True)
         return
-    os.killpg(p.pid, signal.SIGKILL)
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:  # an orphan's parent, gone already: the orphan is its own group's now? no: ours
+        pass
+    for q in ours:
+        try:
+            os.kill(q, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     p.wait()
+    for q in ours:  # reparented to us (we are this pid namespace's init): reap them
+        try:
+            os.waitpid(q, 0)
+        except ChildProcessError:
+            pass
+
+def poke():
+    """A long-lived process changes itself: no process comes or goes (an orphan's parent exits)."""
+    helpers = [(p, kind) for p, kind, _pin, _ours in procs if kind in ("idle", "share", "orphan") and p.poll() is None]
+    if not helpers:
+        return None
+    p, kind = rng.choice(helpers)
+    if kind == "orphan":
+        os.kill(p.pid, signal.SIGUSR1)
+        p.wait()
+        return "orphaned"
+    sig = signal.SIGUSR2 if kind == "share" or rng.random() < 0.5 else signal.SIGUSR1
+    os.kill(p.pid, sig)
+    assert p.stdout.readline() == b"done\n"
+    return f"{kind}:{'fd' if sig == signal.SIGUSR2 else 'setns'}"
 
 def remount(p, pin):
     """The mount table of a process's own mount namespace changes; no process comes or goes."""
@@ -108,25 +186,27 @@ def remount(p, pin):
 
 for rnd in range(12):
     for _ in range(rng.randint(1, 3)):
-        spawn(rng.choice(["ns", "mnt", "fd", "pin"]))
-    if len(procs) > 3 and rng.random() < 0.7:
+        spawn(rng.choice(["ns", "mnt", "fd", "pin", "idle", "share", "orphan"]))
+    if len(procs) > 3 and rng.random() < 0.5:
         vanish(rng.randrange(len(procs)))
-    mnts = [(p, pin) for p, kind, pin in procs if kind == "mnt"]
+    mnts = [(p, pin) for p, kind, pin, _ours in procs if kind == "mnt"]
     changed = remount(*rng.choice(mnts)) if mnts and rnd % 2 else None
+    poked = [poke() for _ in range(rng.randint(1, 3))]
     quiet()
     a = data.node(warm.node())
     cold = LocalEngine(parallel=False)
     b = data.node(cold.node())
     cold.close()
-    t = warm.mount_tables
+    t = warm.warm_node.tables
     report.append({"round": rnd, "equal": a == b, "reused": t.reused, "read": t.read, "rows": len(a["namespaces"]),
-                   "changed": changed is not None})
+                   "changed": changed is not None, "poked": [x for x in poked if x], "kept": warm.warm_node.kept,
+                   "reread": warm.warm_node.reread})
     if a != b:
         A = {(r["type"], r["ns"]): r for r in a["namespaces"]}
         B = {(r["type"], r["ns"]): r for r in b["namespaces"]}
         report[-1]["diff"] = repr(([k for k in a if a[k] != b[k]], [k for k in A if k not in B], [k for k in B if k not in A],
                                   [(k, A[k], B[k]) for k in A if k in B and A[k] != B[k]]))[:3000]
-        if not os.environ.get("NSI_DEAF"):
+        if not any(os.environ.get(m) for m in ("NSI_DEAF", "NSI_BLIND", "NSI_ALONE")):
             break
 for i in range(len(procs) - 1, -1, -1):
     vanish(i)
@@ -144,24 +224,36 @@ def churn(**env: str) -> list[dict]:
     return json.loads(r.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize("sliced", [False, True], ids=["one-slice", "threads"])
-def test_warm_node_equals_a_cold_scan_under_churn(sliced):
-    """Byte for byte, every round; with ``threads`` the warm scan's slices are read by threads (mount tables
-    once, for all) and the cold one in a single slice."""
+@pytest.mark.parametrize("clocks", ["trusted", "untrusted"])
+def test_warm_node_equals_a_cold_scan_under_churn(clocks):
+    """Byte for byte, every round; ``untrusted``: as on a node with nohz_full CPUs, every process is read again."""
     require_root()
-    report = churn(**({"NSI_SLICES": "1"} if sliced else {}))
+    report = churn(**({"NSI_UNTRUSTED": "1"} if clocks == "untrusted" else {}))
     bad = [x for x in report if not x["equal"]]
     assert not bad, bad
     assert len(report) == 12
     assert sum(x["reused"] for x in report) >= 6, report  # warm: kept tables were used
+    assert {p.split(":")[0] for x in report for p in x["poked"]} >= {"idle", "share", "orphaned"}, report
+    if clocks == "trusted":  # warm: most processes were kept, not read again
+        assert sum(x["kept"] for x in report[1:]) > sum(x["reread"] for x in report[1:]), report
+    else:
+        assert not any(x["kept"] for x in report), report
 
 
-def test_the_churn_catches_a_warm_scan_that_misses_changes():
-    """The same churn against a mutant that never sees a mount table change: some answer differs, so the
-    test above would catch a warm scan that reuses a changed table (a remount with no process change)."""
+@pytest.mark.parametrize("mutant", ["NSI_DEAF", "NSI_BLIND", "NSI_ALONE"])
+def test_the_churn_catches_a_warm_scan_that_misses_changes(mutant):
+    """The same churn against mutants: one that never sees a mount table change (a remount with no process
+    change), one that never sees a process run (its setns and fds), one that never sees an fd table shared.
+    Some answer differs for each, so the test above would catch a warm scan that keeps what changed."""
     require_root()
-    report = churn(NSI_DEAF="1")
-    assert any(not x["equal"] and x["changed"] for x in report), report
+    report = churn(**{mutant: "1"})
+    missed = [x for x in report if not x["equal"]]
+    if mutant == "NSI_DEAF":
+        assert any(x["changed"] for x in missed), report
+    elif mutant == "NSI_BLIND":
+        assert any(x["poked"] for x in missed), report
+    else:
+        assert any(any(p.startswith("share") for p in x["poked"]) for x in missed), report
 
 
 SHARED_PIN = r'''
@@ -192,7 +284,7 @@ for step in ("both hold it", "only the copy holds it"):
         subprocess.run(["umount", pin], check=True)
     a, b = data.node(warm.node()), data.node(LocalEngine(parallel=False).node())
     row = next((r for r in a["namespaces"] if r["type"] == "ipc" and r["ns"] == ipc), None)
-    out.append({"step": step, "equal": a == b, "row": row is not None, "reused": warm.mount_tables.reused})
+    out.append({"step": step, "equal": a == b, "row": row is not None, "reused": warm.warm_node.tables.reused})
 copy.kill(); copy.wait()
 warm.close()
 print(json.dumps(out))

@@ -27,7 +27,7 @@ from nsinspect.errors import NotFound, Unavailable
 from nsinspect.model import NS_TYPES, NamespaceId, NodeView, PodView
 from nsinspect.node import discover
 from nsinspect.node.engine import LocalEngine, choose, not_found
-from nsinspect.node.hidden import MountTables
+from nsinspect.node.warm import WarmNode
 
 # A cached answer's namespaces are read again at least this often, even when nothing changed.
 # (Every request checks that each member's process is still the same one.)
@@ -64,13 +64,29 @@ class CachedEngine(LocalEngine):
         self._checked_at = 0.0  # when the runtime last confirmed the snapshot (monotonic)
         self._connect_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
-        # node: every mount namespace's nsfs mounts kept, listed again only when its table changed (hidden.MountTables)
-        self.mount_tables = MountTables()
+        # node: what was read of every process and mount namespace, read again only where it changed (node.warm)
+        self._warm: WarmNode | None = None
         self._scan_lock = threading.Lock()
 
+    @property
+    def warm_node(self) -> WarmNode:
+        if self._warm is None:
+            self._warm = WarmNode(self.proc)
+        return self._warm
+
     def node(self, types: tuple[str, ...] = NS_TYPES, node: str | None = None) -> NodeView:
-        with self._scan_lock:  # one scan at a time keeps the mount tables
+        with self._scan_lock:  # one call at a time keeps the records
             return super().node(types, node)
+
+    def _node_view(self, types: tuple[str, ...]) -> NodeView:
+        return self.warm_node.view(types)
+
+    def close(self) -> None:
+        with self._scan_lock:
+            if self._warm is not None:
+                self._warm.close()
+                self._warm = None
+        super().close()
 
     # -- the runtime ---------------------------------------------------------------------------
     def runtime(self) -> Any:

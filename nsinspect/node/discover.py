@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from nsinspect.errors import AccessDenied, NoSuchProcess
-from nsinspect.model import NS_TYPES, ContainerRef, Namespace, NamespaceId, NodeView, PodRef, PodView, ProcessView
+from nsinspect.model import NS_TYPES, ContainerRef, Namespace, NamespaceId, NodeView, PodRef, PodView, ProcessView, ScanStats
 from nsinspect.node import hidden, procfs
-from nsinspect.node.fanout import fanout, slices, threaded
+from nsinspect.node.fanout import fanout, slices
 from nsinspect.node.procfs import ProcFS
 from nsinspect.node.procfs import _workers_for as workers_for  # the scan's rule for forking, shared
 
@@ -35,15 +35,14 @@ def node_namespaces(proc: ProcFS) -> dict[str, NamespaceId]:
     return {}
 
 
-def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = True,
-              tables: hidden.MountTables | None = None) -> NodeView:
+def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = True) -> NodeView:
     """Every namespace of the given types on this node, as lsns counts them.
 
     NPROCS: the processes whose link names that namespace; PID: the lowest of them, and
     the process shown (PPID, USER, COMMAND) is that one.  Then (``hidden.complete``) the
     namespaces no process is in (bind-mounted, held by an fd, or only a parent or owner),
-    and every namespace's parent and owner.  ``tables``: mount tables kept from earlier scans (the
-    agent's), reused where their namespace did not change; the scan then runs in this process.
+    and every namespace's parent and owner.  The agent keeps what it read and reads again only what
+    changed (``nsinspect.node.warm``), to the same answer.
     """
     pids = proc.pids()
     node_ns = node_namespaces(proc)
@@ -55,33 +54,24 @@ def node_view(proc: ProcFS, types: tuple[str, ...] = NS_TYPES, parallel: bool = 
     fd = proc.fd
 
     def read_slice(share: list[int]) -> tuple[Any, hidden.SlicePass]:
-        """One worker's share: its pids' links, then the passes after the scan for them (with kept tables:
-        all but the mount tables, read once for all below)."""
+        """One worker's share: its pids' links, then the passes after the scan for them."""
         chunk = procfs.scan_slice(fd, share, scanned, described=types)
-        return chunk, hidden.slice_pass(fd, share, dict(zip(scanned, chunk[0], strict=True)), types, dev, node_mnt,
-                                        mounts=tables is None)
+        return chunk, hidden.slice_pass(fd, share, dict(zip(scanned, chunk[0], strict=True)), types, dev, node_mnt)
 
-    if tables is None:
-        parts = fanout(read_slice, slices(pids, workers_for(len(pids)) if parallel else 1))
-    else:
-        # Kept tables live in this process (the agent's, which may not fork: ``parallel`` is about forking), so
-        # its threads share the slices (the passes are C with the GIL released); the mount tables are looked at
-        # below, once for every mount namespace.
-        parts = threaded(read_slice, slices(pids, workers_for(len(pids), threads=True)))
+    parts = fanout(read_slice, slices(pids, workers_for(len(pids)) if parallel else 1))
     seen, stats = procfs.finish_scan([chunk for chunk, _pass in parts], scanned)
-    if tables is not None:
-        # Each mount namespace read through its lowest process still there (the merged scan's, which fell back
-        # past those that exited), the node's first: the reader and the order the forked slices merge to.
-        readers = sorted(((ino, str(low)) for ino, (_n, low, _p) in seen["mnt"].items()), key=lambda r: (r[0] != node_mnt, r[0]))
-        starts = {p.id.pid: p.id.start_time for _n, _low, p in seen["mnt"].values() if p is not None}
-        first = parts[0][1]
-        parts[0] = (parts[0][0], (first[0], first[1], hidden.bind_mounts(fd, readers, types, tables, starts), *first[3:]))
+    return finish_view(fd, seen, stats, types, [p for _chunk, p in parts], node_ns, dev)
+
+
+def finish_view(procfd: int, seen: dict[str, dict[int, tuple[int, int, Any]]], stats: ScanStats, types: tuple[str, ...],
+                passes: list[hidden.SlicePass], node_ns: dict[str, NamespaceId], dev: int) -> NodeView:
+    """The scan's rows (``procfs.finish_scan``) completed with what the passes after it read (``hidden.complete``)."""
     namespaces: list[Namespace] = []
     for nstype in types:
         node_ino = node_ns[nstype].ino if nstype in node_ns else None
         for ino, (nprocs, low, process) in seen[nstype].items():
             namespaces.append(Namespace(NamespaceId(dev, ino), nstype, nprocs, low, process, ino == node_ino))
-    namespaces, fds_denied, untyped = hidden.complete(fd, namespaces, types, [p for _chunk, p in parts], node_ns, dev)
+    namespaces, fds_denied, untyped = hidden.complete(procfd, namespaces, types, passes, node_ns, dev)
     namespaces.sort(key=lambda n: (n.id.ino, n.type))
     return NodeView(namespaces, node_ns, stats._replace(fds_denied=fds_denied, fds_untyped=untyped), types)
 

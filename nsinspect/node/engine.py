@@ -49,7 +49,6 @@ class LocalEngine:
         self._cache = PidCache()
         self._runtime_name = ""
         self._cgroup2: bool | None = None
-        self.mount_tables: Any = None  # hidden.MountTables kept between node scans (the agent's), or None
 
     # -- the runtime ---------------------------------------------------------------------------
     def runtime(self) -> Any:
@@ -120,7 +119,7 @@ class LocalEngine:
     def node(self, types: tuple[str, ...] = NS_TYPES, node: str | None = None) -> NodeView:
         this_node_only(node)
         # Scan first: the scan forks workers, which must happen before gRPC starts its threads.
-        view = discover.node_view(self.proc, types, parallel=self.parallel, tables=self.mount_tables)._replace(node=self.node_name)
+        view = self._node_view(types)._replace(node=self.node_name)
         try:  # a node's namespaces need no runtime (lsns needs none): without one, no row names a pod, and says why
             if self._optional_runtime() is None:
                 return view
@@ -178,13 +177,15 @@ class LocalEngine:
                                                                view.node_namespaces))
         return view
 
+    def _node_view(self, types: tuple[str, ...]) -> NodeView:
+        """Every namespace of the node, read now (the agent's engine keeps what it read: ``CachedEngine``)."""
+        return discover.node_view(self.proc, types, parallel=self.parallel)
+
     def check(self, name: str, namespace: str | None, expects: list[tuple[str, str]]) -> CheckView:
         return evaluate(self.pod(name, namespace), expects)
 
     def close(self) -> None:
         self.drop_runtime()
-        if self.mount_tables is not None:
-            self.mount_tables.close()
         self.proc.close()
 
 

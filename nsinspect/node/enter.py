@@ -137,7 +137,9 @@ def _forked(proc_root: str, jobs: list[tuple[str, int]], timeout: float) -> byte
     try:
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
+            poller = select.poll()  # not select(): an fd above 1023 (the agent keeps thousands open) is fine
+            poller.register(r, select.POLLIN)
+            if left <= 0 or not poller.poll(left * 1000):
                 os.kill(child, 9)
                 raise OSError(errno.ETIMEDOUT, f"no answer in {timeout:.0f} s")
             chunk = os.read(r, 65536)

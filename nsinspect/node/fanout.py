@@ -3,17 +3,13 @@
 ``fanout(fn, chunks)`` runs ``fn`` on every chunk: all but the first in forked children, which send
 their results back with marshal (plain containers only), the first here.  A child that fails has its
 chunk redone here, so a result is never lost, only slower.  fork() is only safe while this process has
-a single thread: callers decide how many chunks (``procfs._workers_for``).  ``threaded(fn, chunks)`` runs the
-chunks in threads instead, for a process that may not fork (the agent): it gains where ``fn`` spends its time
-in C with the GIL released, as the scan's passes do.  A chunk that fails there is not redone: the exception
-of the first chunk that failed is raised once every thread is done.
+a single thread: callers decide how many chunks (``procfs._workers_for``).
 """
 
 from __future__ import annotations
 
 import marshal
 import os
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -60,30 +56,4 @@ def fanout(fn: Callable[[T], Any], chunks: list[T]) -> list[Any]:
             results.append(marshal.loads(data) if status == 0 else fn(chunk))
         except (EOFError, ValueError, TypeError):
             results.append(fn(chunk))
-    return results
-
-
-def threaded(fn: Callable[[T], Any], chunks: list[T]) -> list[Any]:
-    """``[fn(chunk) for chunk in chunks]``, all but the first chunk run in threads; the exception of the first
-    chunk that failed (in chunk order) is raised here, once every thread is done."""
-    results: list[Any] = [None] * len(chunks)
-    errors: dict[int, BaseException] = {}
-
-    def run(i: int) -> None:
-        try:
-            results[i] = fn(chunks[i])
-        except BaseException as e:  # re-raised in the caller's thread
-            errors[i] = e
-
-    threads = [threading.Thread(target=run, args=(i,), name=f"nsinspect-scan-{i}", daemon=True) for i in range(1, len(chunks))]
-    for t in threads:
-        t.start()
-    try:
-        if chunks:
-            run(0)
-    finally:
-        for t in threads:
-            t.join()
-    if errors:
-        raise errors[min(errors)]
     return results

@@ -526,7 +526,6 @@ SlicePass = tuple[dict[Any, Any], int, dict[Any, Any], dict[Any, Any], list[tupl
 
 def slice_pass(
     procfd: int, pids: list[int], agg: dict[str, dict[int, list[int]]], types: tuple[str, ...], dev: int, node_mnt: int,
-    mounts: bool = True,
 ) -> SlicePass:
     """The passes after the scan for one slice of pids, read where its scan was (``discover.node_view``).
 
@@ -534,11 +533,11 @@ def slice_pass(
     them; ``types``: the types asked for.  Read: the fds of its processes; the nsfs mounts of its mount
     namespaces (one reader each: its lowest pid here; the node's first, then by inode); and the parent
     and owner of each of its namespaces of those types, through its lowest pid here.  A namespace met by
-    two slices is read by both, to the same answer.  ``mounts=False``: no mount tables (the caller reads them).
+    two slices is read by both, to the same answer.
     """
     fds, denied, untyped = fd_holders(procfd, pids, types)
     readers = sorted(((ino, str(low)) for ino, (_n, low) in agg["mnt"].items()), key=lambda r: (r[0] != node_mnt, r[0]))
-    found = bind_mounts(procfd, readers, types) if mounts else {}
+    found = bind_mounts(procfd, readers, types)
     keys: list[tuple[str, int]] = []
     asked: list[tuple[str, int, int, bool]] = []
     for t in types:

@@ -476,13 +476,10 @@ def _exited(pidfd: int) -> bool:
     return bool(poller.poll(0))
 
 
-def _workers_for(npids: int, threads: bool = False) -> int:
-    """How many slices to cut the pids into: one per CPU for big scans.  Forked workers (the default) only
-    while this process has a single thread; ``threads``: for threads, in any process."""
-    if npids < PARALLEL_MIN_PIDS:
-        return 1
-    # fork() is only safe while this process has a single thread (the agent has many).
-    if not threads and threading.active_count() > 1:
+def _workers_for(npids: int) -> int:
+    """How many slices to cut the pids into: one per CPU for big scans, while this process has a single thread
+    (fork() is only safe then: the agent has many, and reads one slice, keeping what it read: node.warm)."""
+    if npids < PARALLEL_MIN_PIDS or threading.active_count() > 1:
         return 1
     try:
         cpus = len(os.sched_getaffinity(0))
