@@ -47,3 +47,19 @@ def test_node_and_process_views_round_trip(ctrd, engine):
         view = engine.process(pid)
         assert through_the_wire(convert.to_process, pb.ProcessView, convert.from_process, view) == view
     assert engine.process(web.pid).container.name == "web"
+
+
+def test_the_node_encoder_answers_what_to_node_answers(ctrd, engine):
+    """GetNode's encoder (each row's encoding kept from the last answer) gives the message to_node gives: on a first
+    answer, on the same answer again, and on one where rows changed, came and went."""
+    encoder = convert.NodeEncoder()
+    node = engine.node()
+    first = encoder.encode(node)
+    assert first == convert.to_node(node)
+    assert encoder.encode(node) is first  # the same view: the same message
+    rows = node.namespaces
+    changed = node._replace(namespaces=[rows[0]._replace(nprocs=rows[0].nprocs + 7), *rows[2:], rows[1]._replace(pid=1)])
+    assert encoder.encode(changed) == convert.to_node(changed)
+    assert convert.from_node(pb.NodeView.FromString(encoder.encode(changed).SerializeToString())) == changed
+    empty = node._replace(namespaces=[])
+    assert encoder.encode(empty) == convert.to_node(empty)

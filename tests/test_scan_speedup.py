@@ -243,3 +243,37 @@ def test_fd_links_same_both_ways(tmp_path, monkeypatch, c_scan):
         assert c_scan.fds(fd, pids, NS_TYPES)[1] == [31, 32]  # handed back: a link C does not take
     finally:
         os.close(fd)
+
+
+def test_cpu_clocks_moved_same_both_ways(c_scan):
+    """``_scan.moved`` (the agent's warm node: which processes ran) tells what ``clock_gettime`` tells from Python:
+    a process that sleeps keeps its clock, one that spins moves it, one that is gone answers -1."""
+    from nsinspect.node import warm
+
+    idle = subprocess.Popen(["sleep", "60"])
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    try:
+        import time
+
+        time.sleep(0.3)
+        pids = [idle.pid, busy.pid]
+        before = [warm.cpu_clock(p) for p in pids] + [0]
+        time.sleep(0.2)
+        got = c_scan.moved([*pids, gone.pid], before)
+        assert [k for k, _now in got] == [1, 2]
+        assert got[0][1] > before[1] and got[1][1] == -1
+        monkey = pytest.MonkeyPatch()
+        monkey.setattr(procfs, "_c", None)
+        try:
+            assert [k for k, _now in warm.moved([*pids, gone.pid], before)] == [1, 2]
+        finally:
+            monkey.undo()
+        with pytest.raises(ValueError):
+            c_scan.moved([0], [0])
+    finally:
+        idle.kill()
+        busy.kill()
+        idle.wait()
+        busy.wait()

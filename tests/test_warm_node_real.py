@@ -40,9 +40,11 @@ if os.environ.get("NSI_DEAF"):  # the test's own mutant: mount tables never seen
 from nsinspect.node import warm as warm_module
 
 if os.environ.get("NSI_BLIND"):  # the test's own mutant: no process is ever seen to run
-    warm_module.cpu_clock = lambda pid: 0
+    warm_module.moved = lambda pids, clocks: []
 if os.environ.get("NSI_ALONE"):  # the test's own mutant: no fd table is ever seen shared
     warm_module._Kcmp.same_files = lambda self, a, b: False
+if os.environ.get("NSI_HASTY"):  # the test's own mutant: the last answer again whenever the same pids are there
+    warm_module.WarmNode._same_answer = lambda self, types, pids, *rest: self._last is not None and self._last[1] == pids
 if os.environ.get("NSI_UNTRUSTED"):  # nohz_full, or no pidfds: every process read again on every call
     warm_module.ticks_everywhere = lambda: False
 
@@ -51,6 +53,8 @@ import ctypes, os, platform, signal, subprocess, sys
 libc = ctypes.CDLL(None, use_errno=True)
 libc.prctl(15, b"nsi-idle", 0, 0, 0)  # PR_SET_NAME
 kind, held, child = sys.argv[1], [], 0
+if kind in ("idle", "uid"):  # alone in a uts namespace of its own: its description shows
+    assert libc.unshare(0x04000000) == 0
 if kind == "share":  # clone(CLONE_FILES) without CLONE_THREAD: a second process with our fd table, idle forever
     child = libc.syscall(56 if platform.machine() == "x86_64" else 220, 0x400 | signal.SIGCHLD, 0, 0, 0, 0)
     if child == 0:
@@ -64,7 +68,14 @@ elif kind == "orphan":  # a child alone in its uts namespace (its PPID shows) wh
 def poke(sig, frame):
     if kind == "orphan":
         os._exit(0)
-    if sig == signal.SIGUSR1:  # into a new uts namespace (the old one stays the child's, if any)
+    euid = os.geteuid()
+    if euid != 0:
+        os.seteuid(0)
+    if sig == signal.SIGHUP:  # euid 0 <-> 65534 (USER and UID show it: /proc/PID's owner); no link or fd changes
+        if euid == 0:
+            os.seteuid(65534)
+            libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: a uid change made us not dumpable, and /proc/PID root's
+    elif sig == signal.SIGUSR1:  # into a new uts namespace (the old one stays the child's, if any)
         assert libc.unshare(0x04000000) == 0
     elif held:
         os.close(held.pop())
@@ -75,6 +86,7 @@ def poke(sig, frame):
 
 signal.signal(signal.SIGUSR1, poke)
 signal.signal(signal.SIGUSR2, poke)
+signal.signal(signal.SIGHUP, poke)
 os.write(1, f"ready {child}\\n".encode())
 while True:
     signal.pause()
@@ -98,7 +110,7 @@ def quiet():
             | {q for *_rest, ours in procs for q in ours}
         have = {int(d) for d in os.listdir("/proc") if d.isdigit()}
         try:
-            asleep = all(open(f"/proc/{q}/comm").read().strip() in ("sleep", "nsi-idle") for q in want - {os.getpid()})
+            asleep = all(open(f"/proc/{q}/comm").read().strip().startswith(("sleep", "nsi-idle")) for q in want - {os.getpid()})
         except OSError:
             asleep = False
         if have == want and asleep:
@@ -119,7 +131,7 @@ def spawn(kind):
         cmd = ["sh", "-c", "unshare --uts sleep 1000 & c=$!; "
                "while [ \"$(readlink /proc/$c/ns/uts)\" = \"$(readlink /proc/self/ns/uts)\" ]; do sleep 0.01; done; "
                "exec 3</proc/$c/ns/uts; kill $c; wait $c; exec sleep 1000"]
-    elif kind in ("idle", "share", "orphan"):  # a process that changes itself when poked (HELPER)
+    elif kind in ("idle", "share", "orphan", "uid"):  # a process that changes itself when poked (HELPER); uid: its euid only
         p = subprocess.Popen([sys.executable, "-c", HELPER, kind], start_new_session=True, stdout=subprocess.PIPE)
         child = int(p.stdout.readline().split()[1])
         procs.append((p, kind, pin, [child] if kind == "share" else []))
@@ -161,9 +173,10 @@ def vanish(i):
         except ChildProcessError:
             pass
 
-def poke():
+def poke(seteuid=False):
     """A long-lived process changes itself: no process comes or goes (an orphan's parent exits)."""
-    helpers = [(p, kind) for p, kind, _pin, _ours in procs if kind in ("idle", "share", "orphan") and p.poll() is None]
+    helpers = [(p, kind) for p, kind, _pin, _ours in procs
+               if kind in (("uid",) if seteuid else ("idle", "share", "orphan")) and p.poll() is None]
     if not helpers:
         return None
     p, kind = rng.choice(helpers)
@@ -171,10 +184,10 @@ def poke():
         os.kill(p.pid, signal.SIGUSR1)
         p.wait()
         return "orphaned"
-    sig = signal.SIGUSR2 if kind == "share" or rng.random() < 0.5 else signal.SIGUSR1
+    sig = signal.SIGHUP if seteuid else signal.SIGUSR2 if kind == "share" else rng.choice([signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP])
     os.kill(p.pid, sig)
     assert p.stdout.readline() == b"done\n"
-    return f"{kind}:{'fd' if sig == signal.SIGUSR2 else 'setns'}"
+    return f"{kind}:{ {signal.SIGUSR1: 'setns', signal.SIGUSR2: 'fd', signal.SIGHUP: 'seteuid'}[sig] }"
 
 def remount(p, pin):
     """The mount table of a process's own mount namespace changes; no process comes or goes."""
@@ -185,8 +198,9 @@ def remount(p, pin):
     return target
 
 for rnd in range(12):
-    for _ in range(rng.randint(1, 3)):
-        spawn(rng.choice(["ns", "mnt", "fd", "pin", "idle", "share", "orphan"]))
+    kinds = ["ns", "mnt", "fd", "pin", "idle", "share", "orphan", "uid"]
+    for kind in (kinds if rnd == 0 else [rng.choice(kinds) for _ in range(rng.randint(1, 3))]):  # each kind, then at random
+        spawn(kind)
     if len(procs) > 3 and rng.random() < 0.5:
         vanish(rng.randrange(len(procs)))
     mnts = [(p, pin) for p, kind, pin, _ours in procs if kind == "mnt"]
@@ -194,11 +208,19 @@ for rnd in range(12):
     poked = [poke() for _ in range(rng.randint(1, 3))]
     quiet()
     a = data.node(warm.node())
+    if rnd % 3 == 2:  # a uid change alone (a run, no link or fd changes) between two warm calls: not the last answer again
+        warm.node()
+        poked.append(poke(seteuid=True))
+        quiet()
+        a = data.node(warm.node())
+    again = data.node(warm.node())  # nothing changed: the last answer, again
+    same_answer = warm.warm_node.same_answer
     cold = LocalEngine(parallel=False)
     b = data.node(cold.node())
     cold.close()
     t = warm.warm_node.tables
-    report.append({"round": rnd, "equal": a == b, "reused": t.reused, "read": t.read, "rows": len(a["namespaces"]),
+    report.append({"round": rnd, "equal": a == b and again == b, "same_answer": same_answer, "reused": t.reused, "read": t.read,
+                   "rows": len(a["namespaces"]),
                    "changed": changed is not None, "poked": [x for x in poked if x], "kept": warm.warm_node.kept,
                    "reread": warm.warm_node.reread})
     if a != b:
@@ -206,7 +228,7 @@ for rnd in range(12):
         B = {(r["type"], r["ns"]): r for r in b["namespaces"]}
         report[-1]["diff"] = repr(([k for k in a if a[k] != b[k]], [k for k in A if k not in B], [k for k in B if k not in A],
                                   [(k, A[k], B[k]) for k in A if k in B and A[k] != B[k]]))[:3000]
-        if not any(os.environ.get(m) for m in ("NSI_DEAF", "NSI_BLIND", "NSI_ALONE")):
+        if not any(os.environ.get(m) for m in ("NSI_DEAF", "NSI_BLIND", "NSI_ALONE", "NSI_HASTY")):
             break
 for i in range(len(procs) - 1, -1, -1):
     vanish(i)
@@ -234,16 +256,18 @@ def test_warm_node_equals_a_cold_scan_under_churn(clocks):
     assert len(report) == 12
     assert sum(x["reused"] for x in report) >= 6, report  # warm: kept tables were used
     assert {p.split(":")[0] for x in report for p in x["poked"]} >= {"idle", "share", "orphaned"}, report
-    if clocks == "trusted":  # warm: most processes were kept, not read again
+    if clocks == "trusted":  # warm: most processes were kept, not read again, and the last answer given again
         assert sum(x["kept"] for x in report[1:]) > sum(x["reread"] for x in report[1:]), report
+        assert sum(x["same_answer"] for x in report) >= 6, report
     else:
         assert not any(x["kept"] for x in report), report
 
 
-@pytest.mark.parametrize("mutant", ["NSI_DEAF", "NSI_BLIND", "NSI_ALONE"])
+@pytest.mark.parametrize("mutant", ["NSI_DEAF", "NSI_BLIND", "NSI_ALONE", "NSI_HASTY"])
 def test_the_churn_catches_a_warm_scan_that_misses_changes(mutant):
     """The same churn against mutants: one that never sees a mount table change (a remount with no process
-    change), one that never sees a process run (its setns and fds), one that never sees an fd table shared.
+    change), one that never sees a process run (its setns and fds), one that never sees an fd table shared, one
+    that gives the last answer again whenever the same pids are there (a process with another uid).
     Some answer differs for each, so the test above would catch a warm scan that keeps what changed."""
     require_root()
     report = churn(**{mutant: "1"})
@@ -252,8 +276,10 @@ def test_the_churn_catches_a_warm_scan_that_misses_changes(mutant):
         assert any(x["changed"] for x in missed), report
     elif mutant == "NSI_BLIND":
         assert any(x["poked"] for x in missed), report
-    else:
+    elif mutant == "NSI_ALONE":
         assert any(any(p.startswith("share") for p in x["poked"]) for x in missed), report
+    else:
+        assert any(any(p.endswith("seteuid") for p in x["poked"]) for x in missed), report
 
 
 SHARED_PIN = r'''

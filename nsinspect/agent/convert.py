@@ -93,21 +93,41 @@ def _namespace(target: Any, n: Namespace) -> None:
         target.fds.add(pid=f.pid, fd=f.fd)
 
 
-def _from_namespace(m: Any) -> Namespace:
+def _from_namespace(m: Any, ids: dict[tuple[int, int], NamespaceId] | None = None,
+                    procs: dict[tuple[int, int], Process] | None = None) -> Namespace:
+    """A row from its message; ``ids`` and ``procs``: the NamespaceIds and processes already made for this view (the
+    same parents, owners and lowest processes are named by many rows)."""
+    ids = {} if ids is None else ids
+    process = None
+    if m.HasField("process"):
+        key = (m.process.id.pid, m.process.id.start_time)
+        process = procs.get(key) if procs is not None else None
+        if process is None:
+            process = _from_process(m.process)
+            if procs is not None:
+                procs[key] = process
     return Namespace(
-        NamespaceId(m.id.dev, m.id.ino),
+        _interned(ids, m.id),
         m.type,
         m.nprocs,
         m.pid,
-        _from_process(m.process) if m.HasField("process") else None,
+        process,
         m.node,
-        tuple(PodRef(r.namespace, r.name, r.uid) for r in m.pods),
-        tuple(ContainerRef(c.name, c.id) for c in m.containers),
-        NamespaceId(m.parent.dev, m.parent.ino) if m.HasField("parent") else None,
-        NamespaceId(m.owner.dev, m.owner.ino) if m.HasField("owner") else None,
-        tuple(NsMount(x.path, x.mnt_ns) for x in m.mounts),
-        tuple(NsFd(x.pid, x.fd) for x in m.fds),
+        tuple(PodRef(r.namespace, r.name, r.uid) for r in m.pods) if m.pods else (),
+        tuple(ContainerRef(c.name, c.id) for c in m.containers) if m.containers else (),
+        _interned(ids, m.parent) if m.HasField("parent") else None,
+        _interned(ids, m.owner) if m.HasField("owner") else None,
+        tuple(NsMount(x.path, x.mnt_ns) for x in m.mounts) if m.mounts else (),
+        tuple(NsFd(x.pid, x.fd) for x in m.fds) if m.fds else (),
     )
+
+
+def _interned(ids: dict[tuple[int, int], NamespaceId], m: Any) -> NamespaceId:
+    key = (m.dev, m.ino)
+    got = ids.get(key)
+    if got is None:
+        got = ids[key] = NamespaceId(*key)
+    return got
 
 
 def _ranges(target: Any, ranges: tuple[IdRange, ...]) -> None:
@@ -183,9 +203,53 @@ def to_node(v: NodeView) -> pb.NodeView:
     return out
 
 
+class NodeEncoder:
+    """``to_node`` for a caller that answers the same node again and again (the agent's GetNode): each namespace's
+    encoding is kept from the last answer and reused where its row is equal, as most are on a warm node.  A new
+    answer replaces the kept encodings whole, so they never outgrow one node view.  Safe to share between threads
+    (a race only loses reuse)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[Namespace, bytes] = {}
+        self._last: tuple[NodeView, pb.NodeView] | None = None
+
+    def encode(self, v: NodeView) -> pb.NodeView:
+        last = self._last
+        if last is not None and last[0] == v:  # the same answer (the same rows: compared by identity first)
+            return last[1]
+        kept: dict[Namespace, bytes] = self._rows
+        rows: dict[Namespace, bytes] = {}
+        parts = [to_node(v._replace(namespaces=[])).SerializeToString()]
+        for n in v.namespaces:
+            data = kept.get(n)
+            if data is None:
+                row = pb.Namespace()
+                _namespace(row, n)
+                data = row.SerializeToString()
+            rows[n] = data
+            parts.append(_NAMESPACES_TAG + _varint(len(data)) + data)  # one element of NodeView.namespaces
+        out: pb.NodeView = pb.NodeView.FromString(b"".join(parts))
+        self._rows, self._last = rows, (v, out)
+        return out
+
+
+_NAMESPACES_TAG = bytes([1 << 3 | 2])  # field 1 of NodeView, length-delimited
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def from_node(m: pb.NodeView) -> NodeView:
+    ids: dict[tuple[int, int], NamespaceId] = {}
+    procs: dict[tuple[int, int], Process] = {}
     return NodeView(
-        [_from_namespace(n) for n in m.namespaces],
+        [_from_namespace(n, ids, procs) for n in m.namespaces],
         _ns_dict(m.node_namespaces),
         _from_stats(m.stats),
         tuple(m.types),

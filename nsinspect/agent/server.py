@@ -50,6 +50,7 @@ class Inspector(agent_pb2_grpc.InspectorServicer):  # type: ignore[misc]  # gene
         self._messages: dict[tuple[str, str, str, str, bool], tuple[Any, Any]] = {}
         # The agent's CachedEngine tells, cheaply, whether a GetPod can be answered from them.
         self._cached_pod: Callable[[str, str, str], Any] | None = getattr(engine, "cached_pod", None)
+        self._encoder = convert.NodeEncoder()  # GetNode: each namespace's encoding kept from the last answer
 
     def _answer(self, context: grpc.ServicerContext, what: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -95,7 +96,7 @@ class Inspector(agent_pb2_grpc.InspectorServicer):  # type: ignore[misc]  # gene
             if bad:
                 raise InvalidArgument(f"unknown namespace type {bad[0][:20]!r}; use one of {', '.join(NS_TYPES)}")
             types = tuple(t for t in NS_TYPES if t in request.types) if request.types else NS_TYPES
-            return convert.to_node(self._noted(self.engine.node(types)))
+            return self._encoder.encode(self._noted(self.engine.node(types)))
 
         return self._answer(context, "GetNode", run)
 

@@ -40,6 +40,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_TYPES 8
@@ -952,7 +953,66 @@ static PyObject *relations(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* moved(pids, clocks): the processes whose CPU clock (ns of every thread's run, clock_gettime of the clock id the
+ * kernel makes of a pid: (~pid << 3) | CPUCLOCK_SCHED) is not the one given, as [(index, clock now or -1 when gone)].
+ * The agent's warm node reads again only those (nsinspect/node/warm.py). */
+static PyObject *moved(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *pidlist, *before;
+    if (!PyArg_ParseTuple(args, "O!O!:moved", &PyList_Type, &pidlist, &PyList_Type, &before))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(pidlist);
+    if (PyList_GET_SIZE(before) != n) {
+        PyErr_SetString(PyExc_ValueError, "moved: as many clocks as pids");
+        return NULL;
+    }
+    long *pids = PyMem_RawMalloc(sizeof(long) * (size_t)(n ? n : 1));
+    long long *was = PyMem_RawMalloc(sizeof(long long) * (size_t)(n ? n : 1));
+    long long *now = PyMem_RawMalloc(sizeof(long long) * (size_t)(n ? n : 1));
+    PyObject *out = NULL;
+    if (!pids || !was || !now) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        pids[i] = PyLong_AsLong(PyList_GET_ITEM(pidlist, i));
+        was[i] = PyLong_AsLongLong(PyList_GET_ITEM(before, i));
+        if (PyErr_Occurred())
+            goto done;
+        if (pids[i] <= 0 || pids[i] > PID_MAX_LIMIT) {
+            PyErr_SetString(PyExc_ValueError, "moved: not a pid");
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        struct timespec ts;
+        clockid_t clk = (clockid_t)((~(unsigned)pids[i] << 3) | 2u);
+        now[i] = clock_gettime(clk, &ts) == 0 ? (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec : -1;
+    }
+    Py_END_ALLOW_THREADS
+    if ((out = PyList_New(0)) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (now[i] == was[i] && now[i] >= 0)
+            continue;
+        PyObject *item = Py_BuildValue("(nL)", i, now[i]);
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_CLEAR(out);
+            goto done;
+        }
+        Py_DECREF(item);
+    }
+done:
+    PyMem_RawFree(pids);
+    PyMem_RawFree(was);
+    PyMem_RawFree(now);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"moved", moved, METH_VARARGS, "moved(pids, clocks) -> [(index, CPU clock now or -1)] of the pids whose clock moved"},
     {"links", links, METH_VARARGS, "links(procfd, pids, types) -> (agg, vanished, denied, retry)"},
     {"describe", describe, METH_VARARGS, "describe(procfd, pid) -> (start, ppid, uid, comm, cmdline) or None"},
     {"fds", fds, METH_VARARGS, "fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], pids left to Python)"},

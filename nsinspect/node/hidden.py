@@ -172,6 +172,10 @@ class MountTables:
             return
         self._kept[mnt] = (entry, start, fd, mounts)
 
+    def fds(self) -> set[int]:
+        """The mountinfo fds kept (none is on a namespace)."""
+        return {kept[2] for kept in self._kept.values()}
+
     def _forget(self, mnt: int) -> None:
         os.close(self._kept.pop(mnt)[2])
 

@@ -553,7 +553,10 @@ class ProcFS:
             names = os.listdir(fd)
         finally:
             os.close(fd)
-        out = [pid for pid in map(_pid_name, names) if pid]
+        # _pid_name's rule, inlined (thousands of names): ASCII digits, no leading zero, within PID_MAX_LIMIT.
+        width = len(str(PID_MAX_LIMIT))
+        out = [int(n) for n in names if n.isdigit() and n.isascii() and n[0] != "0" and len(n) <= width]
+        out = [pid for pid in out if pid <= PID_MAX_LIMIT]
         out.sort()
         return out
 

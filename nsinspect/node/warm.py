@@ -29,6 +29,7 @@ there every process is read again on every call.  Not thread-safe: one call at a
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import platform
 import select
@@ -48,6 +49,22 @@ def cpu_clock(pid: int) -> int:
     """The CPU time (ns) of every thread of a process, those gone included: ``clock_gettime`` of the clock
     id the kernel makes of a pid (``(~pid << 3) | CPUCLOCK_SCHED``).  Raises OSError when it is gone."""
     return time.clock_gettime_ns((~pid << 3) | 2)
+
+
+def moved(pids: list[int], clocks: list[int]) -> list[tuple[int, int]]:
+    """The processes whose CPU clock is not the one given: [(index, clock now, or -1 when gone)] (in C: ``_scan.moved``)."""
+    c = procfs._c
+    if c is not None:
+        return c.moved(pids, clocks)  # type: ignore[no-any-return]
+    out = []
+    for k, (pid, was) in enumerate(zip(pids, clocks, strict=True)):
+        try:
+            now = cpu_clock(pid)
+        except OSError:
+            now = -1
+        if now != was or now < 0:
+            out.append((k, now))
+    return out
 
 
 def ticks_everywhere() -> bool:
@@ -127,13 +144,48 @@ class WarmNode:
         self._by_fd: dict[int, int] = {}  # pidfd -> pid
         self._epoll = select.epoll()
         self._relations: dict[tuple[str, int], Any] = {}  # (type, inode) -> (parent, owner) as read
+        # Per NS_TYPES index, kept as the records change: {inode: pids in it} and {inode: [nprocs, lowest pid]}.
+        self._members: list[dict[int, set[int]]] = [{} for _ in NS_TYPES]
+        self._agg: list[dict[int, list[int]]] = [{} for _ in NS_TYPES]
         self._kcmp = _Kcmp()
         self._trust_clocks = ticks_everywhere() and proc.shows_us() and hasattr(os, "pidfd_open")
         self.reread = self.kept = 0  # processes read again / kept, in the last call
+        # The last answer built: (types, pids, view, mounts); whether the last call answered with it again.
+        self._last: tuple[tuple[str, ...], list[int], NodeView, Any] | None = None
+        self.same_answer = False
 
     # -- records ---------------------------------------------------------------------------------
+    def _set_links(self, pid: int, rec: _Record, links: tuple[int | None, ...] | None) -> None:
+        """The record's links, and the per-namespace counts and lowest pids with them."""
+        old = rec.links
+        if old == links:
+            return
+        rec.links = links
+        for i, ino in enumerate(old or ()):
+            if ino is not None:
+                members = self._members[i][ino]
+                members.discard(pid)
+                if not members:
+                    del self._members[i][ino], self._agg[i][ino]
+                    continue
+                kept = self._agg[i][ino]
+                kept[0] -= 1
+                if kept[1] == pid:
+                    kept[1] = min(members)
+        for i, ino in enumerate(links or ()):
+            if ino is not None:
+                members = self._members[i].setdefault(ino, set())
+                members.add(pid)
+                entry = self._agg[i].get(ino)
+                if entry is None:
+                    self._agg[i][ino] = [1, pid]
+                else:
+                    entry[0] += 1
+                    entry[1] = min(entry[1], pid)
+
     def _drop(self, pid: int) -> None:
         rec = self._recs.pop(pid)
+        self._set_links(pid, rec, None)
         if rec.pidfd >= 0:
             self._by_fd.pop(rec.pidfd, None)
             self._epoll.unregister(rec.pidfd)
@@ -178,22 +230,60 @@ class WarmNode:
         if vanished:
             return False
         rec.denied = bool(denied)
-        rec.links = None if denied else tuple(next(iter(seen), None) for seen in agg)
+        self._set_links(pid, rec, None if denied else tuple(next(iter(seen), None) for seen in agg))
         return True
 
     def _read_fds(self, pid: int, rec: _Record) -> None:
+        if pid == os.getpid():
+            rec.fds, rec.fds_denied, rec.untyped = self._own_fds(), False, []
+            return
         found, denied, untyped = hidden.fd_holders(self.proc.fd, [pid], NS_TYPES)
         rec.fds = sorted(((t, ino, num) for (t, ino), held in found.items() for _pid, num in held), key=lambda f: f[2])
         rec.fds_denied, rec.untyped = bool(denied), untyped
 
+    def _own_fds(self) -> list[tuple[str, int, int]]:
+        """Our own fds on namespaces: those of our table that are not the pidfds and mountinfo fds we keep (thousands,
+        none on a namespace, and none closed or reused while we look: only this call closes them)."""
+        mine = set(self._by_fd) | self.tables.fds()
+        fd = os.open(f"{os.getpid()}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.proc.fd)
+        try:
+            out = []
+            for name in os.listdir(fd):
+                num = int(name)
+                if num in mine or num == fd:
+                    continue
+                try:
+                    found = hidden.parse_ns_target(os.readlink(name, dir_fd=fd), NS_TYPES)
+                except OSError:
+                    continue  # closed meanwhile (another thread's)
+                if found is not None:
+                    out.append((found[0], found[1], num))
+            return sorted(out, key=lambda f: f[2])
+        finally:
+            os.close(fd)
+
     # -- the view --------------------------------------------------------------------------------
     def view(self, types: tuple[str, ...] = NS_TYPES) -> NodeView:
-        """Every namespace of the given types on this node: ``discover.node_view``'s answer."""
+        """Every namespace of the given types on this node: ``discover.node_view``'s answer.  The cyclic garbage
+        collector waits meanwhile: a call makes some 100,000 objects, none in a cycle, and the collections they
+        would set off walk every record kept (they took a third of the call)."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._view(types)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _view(self, types: tuple[str, ...]) -> NodeView:
         proc, fd = self.proc, self.proc.fd
         pids = proc.pids()
-        vanished, parents_changed = self._read_changed(pids)
+        vanished, parents_changed, changed = self._read_changed(pids)
         scanned = types if "mnt" in types else (*types, "mnt")
-        agg, witnessed, denied = self._aggregate(pids, scanned)
+        agg, unwitnessed, denied = self._aggregate(pids, scanned)
+        self.same_answer = not changed and self._same_answer(types, pids, scanned, agg, unwitnessed)
+        if self.same_answer and self._last is not None:
+            return self._last[2]
         descs, gone = self._descriptions(pids, scanned, types, agg, parents_changed)
         seen, stats = procfs.finish_scan([(agg, len(pids), vanished, denied, descs, gone)], scanned)
         node_ns = node_namespaces(proc)
@@ -203,15 +293,46 @@ class WarmNode:
         readers = sorted(((ino, str(low)) for ino, (_n, low, _p) in seen["mnt"].items()), key=lambda r: (r[0] != node_mnt, r[0]))
         starts = {p.id.pid: p.id.start_time for _n, _low, p in seen["mnt"].values() if p is not None}
         mounts = hidden.bind_mounts(fd, readers, types, self.tables, starts)
-        relations = self._ask_relations(scanned, types, agg, witnessed, dev)
+        relations = self._ask_relations(scanned, types, agg, unwitnessed, dev)
         fds, fds_denied, untyped = self._fd_pass(pids, types)
-        return finish_view(fd, seen, stats, types, [(fds, fds_denied, mounts, relations, untyped)], node_ns, dev)
+        view = finish_view(fd, seen, stats, types, [(fds, fds_denied, mounts, relations, untyped)], node_ns, dev)
+        self._last = (types, pids, view, mounts)
+        return view
 
-    def _read_changed(self, pids: list[int]) -> tuple[int, set[int]]:
+    def _same_answer(self, types: tuple[str, ...], pids: list[int], scanned: tuple[str, ...], agg: list[dict[int, list[int]]],
+                     unwitnessed: list[set[int]]) -> bool:
+        """Is the last answer this call's, when no process changed what it shows (``_read_changed``)?  It is if the same
+        pids are there, every namespace still has a process that kept still in it (so each is the namespace it was:
+        its parent, owner and ghosts stand), the lowest processes that ran describe as before, and no mount table
+        changed.  Fds on namespaces are held by kept processes only (``_read_changed`` says changed otherwise)."""
+        last = self._last
+        if last is None or last[0] != types or last[1] != pids or any(unwitnessed):
+            return False
+        fd = self.proc.fd
+        for t, seen in zip(scanned, agg, strict=True):
+            if t not in types:
+                continue
+            for _n, low in seen.values():
+                rec = self._recs[low]
+                if rec.fresh and procfs._describe_any(fd, low) != rec.desc:
+                    return False
+        view = last[2]
+        if node_namespaces(self.proc) != view.node_namespaces or procfs.can_trace() != view.stats.as_root:
+            return False
+        node_mnt = view.node_namespaces["mnt"].ino if "mnt" in view.node_namespaces else 0
+        mnt = agg[scanned.index("mnt")]
+        readers = sorted(((ino, str(low)) for ino, (_n, low) in mnt.items()), key=lambda r: (r[0] != node_mnt, r[0]))
+        starts = {low: self._recs[low].start for _n, low in mnt.values()}
+        return bool(hidden.bind_mounts(fd, readers, types, self.tables, starts) == last[3])
+
+    def _read_changed(self, pids: list[int]) -> tuple[int, set[int], bool]:
         """Steps 1-3: read again the processes that ran, exited or are new.  Returns how many vanished meanwhile,
-        and the pids whose children may have a new parent (they exited)."""
+        the pids whose children may have a new parent (they exited), and whether any process came, went, or shows
+        other links or fds than it did (a process read again that holds an fd on a namespace counts as changed: the
+        namespace may be another one under the same inode)."""
         listed = set(pids)
         dropped = [p for p in self._recs if p not in listed]
+        changed = bool(dropped)
         for pid in dropped:
             self._drop(pid)
         for kept in self._recs.values():
@@ -219,17 +340,17 @@ class WarmNode:
         # Exits, then clocks, then exits again (a pid lent to a new process after the first look).
         exited = self._exited()
         clocks: dict[int, int | None] = {}
+        known: list[int] = []
+        was: list[int] = []
         for pid in pids:
             rec = self._recs.get(pid)
             if rec is None or rec.clock is None or pid in exited:
                 clocks[pid] = None
-                continue
-            try:
-                now: int | None = cpu_clock(pid)
-            except OSError:
-                now = None
-            if now != rec.clock:
-                clocks[pid] = now
+            else:
+                known.append(pid)
+                was.append(rec.clock)
+        for k, clock in moved(known, was):
+            clocks[known[k]] = clock if clock >= 0 else None
         exited |= self._exited()
         for pid in exited:
             clocks.setdefault(pid, None)
@@ -247,22 +368,26 @@ class WarmNode:
                     self._drop(pid)
                 rec = self._new(pid)
                 try:
-                    now = cpu_clock(pid) if rec is not None else None
+                    now: int | None = cpu_clock(pid) if rec is not None else None
                 except OSError:
                     now = None
             else:
                 rec, now = old, clocks[pid]
+            links = rec.links if rec is not None and rec is old else None
             if rec is None or not self._read_links(pid, rec):
                 if rec is not None:
                     self._drop(pid)
                 vanished += 1
                 parents_changed.add(pid)
+                changed = True
                 continue
-            rec.fresh, rec.desc = True, None
-            before = rec.fds
+            rec.fresh = True  # its description is read again where it is shown (_descriptions, _same_answer)
+            before = (rec.fds, rec.fds_denied, rec.untyped)
             self._read_fds(pid, rec)
-            if rec.fds != before and pid != ours:
+            if rec.fds != before[0] and pid != ours:
                 fds_changed.append(pid)
+            changed = changed or rec is not old or rec.links != links or (rec.fds, rec.fds_denied, rec.untyped) != before \
+                or bool(rec.fds or rec.untyped)
             # Trusted next time only if it was this process, alive, once everything was read (checked below).
             rec.clock = now if (now is not None and rec.pidfd >= 0 and not rec.denied and not rec.fds_denied) else None
         for pid in self._exited():
@@ -270,41 +395,30 @@ class WarmNode:
         # fd tables that held namespaces, and the idle sharers of a table whose namespaces changed.
         for pid, kept in self._recs.items():
             if not kept.fresh and kept.fds:
+                before = (kept.fds, kept.fds_denied, kept.untyped)
                 self._read_fds(pid, kept)
+                changed = changed or (kept.fds, kept.fds_denied, kept.untyped) != before
         for pid in fds_changed:
-            self._sharers(pid)
+            changed = self._sharers(pid) or changed
         self.reread = sum(r.fresh for r in self._recs.values())
         self.kept = len(self._recs) - self.reread
-        return vanished, parents_changed
+        return vanished, parents_changed, changed
 
     def _aggregate(self, pids: list[int], scanned: tuple[str, ...]) -> tuple[list[dict[int, list[int]]], list[set[int]], list[int]]:
-        """Per type {inode: [nprocs, lowest pid]} (``procfs.scan_slice``'s), the inodes a kept process is in, and
-        the pids whose links may not be read."""
-        index = [NS_TYPES.index(t) for t in scanned]
-        agg: list[dict[int, list[int]]] = [{} for _ in scanned]
-        witnessed: list[set[int]] = [set() for _ in scanned]
-        denied: list[int] = []
-        for pid in pids:
-            rec = self._recs.get(pid)
-            if rec is None:
-                continue
-            links = rec.links
-            if links is None:
-                denied.append(pid)
-                continue
-            kept = not rec.fresh
-            for k, i in enumerate(index):
-                ino = links[i]
-                if ino is None:
-                    continue
-                entry = agg[k].get(ino)
-                if entry is None:
-                    agg[k][ino] = [1, pid]
-                else:
-                    entry[0] += 1
-                if kept:
-                    witnessed[k].add(ino)
-        return agg, witnessed, denied
+        """Per type {inode: [nprocs, lowest pid]} (``procfs.scan_slice``'s, a copy of the one kept), the inodes no kept
+        process is in (every process in it was read again this call), and the pids whose links may not be read."""
+        recs = self._recs
+        agg: list[dict[int, list[int]]] = []
+        unwitnessed: list[set[int]] = []
+        fresh = [rec.links for rec in recs.values() if rec.fresh and rec.links is not None]
+        for t in scanned:
+            i = NS_TYPES.index(t)
+            agg.append({ino: [n, low] for ino, (n, low) in self._agg[i].items()})
+            members = self._members[i]
+            unwitnessed.append({ino for links in fresh if (ino := links[i]) is not None
+                                and all(recs[p].fresh for p in members[ino])})
+        denied = [pid for pid in pids if (rec := recs.get(pid)) is not None and rec.links is None]
+        return agg, unwitnessed, denied
 
     def _fd_pass(self, pids: list[int], types: tuple[str, ...]) -> tuple[dict[tuple[str, int], list[tuple[int, int]]], int,
                                                                           list[tuple[int, int, int]]]:
@@ -324,14 +438,19 @@ class WarmNode:
                     fds.setdefault((t, ino), []).append((pid, num))
         return fds, denied, untyped
 
-    def _sharers(self, pid: int) -> None:
-        """Read again the fd tables of the idle processes that share ``pid``'s (all of them, if kcmp cannot say)."""
+    def _sharers(self, pid: int) -> bool:
+        """Read again the fd tables of the idle processes that share ``pid``'s (all of them, if kcmp cannot say);
+        True when one of them changed."""
+        changed = False
         for other, rec in self._recs.items():
             if rec.fresh or other == pid:
                 continue
             same = self._kcmp.same_files(pid, other)
             if same is None or same:
+                before = (rec.fds, rec.fds_denied, rec.untyped)
                 self._read_fds(other, rec)
+                changed = changed or (rec.fds, rec.fds_denied, rec.untyped) != before
+        return changed
 
     def _descriptions(self, pids: list[int], scanned: tuple[str, ...], types: tuple[str, ...], agg: list[dict[int, list[int]]],
                       parents_changed: set[int]) -> tuple[dict[int, _Desc | None], list[int]]:
@@ -359,7 +478,7 @@ class WarmNode:
         return descs, sorted(gone)
 
     def _ask_relations(self, scanned: tuple[str, ...], types: tuple[str, ...], agg: list[dict[int, list[int]]],
-                       witnessed: list[set[int]], dev: int) -> dict[tuple[str, int], Any]:
+                       unwitnessed: list[set[int]], dev: int) -> dict[tuple[str, int], Any]:
         """Each process-held namespace's (parent, owner): kept where a process that kept still is in it, else read
         (``hidden.slice_pass``'s question, through its lowest process)."""
         answers: dict[tuple[str, int], Any] = {}
@@ -372,7 +491,7 @@ class WarmNode:
             for ino, (_n, low) in agg[k].items():
                 key = (t, ino)
                 kept = self._relations.get(key)
-                if kept is not None and ino in witnessed[k]:
+                if kept is not None and ino not in unwitnessed[k]:
                     answers[key] = kept
                 else:
                     keys.append(key)
