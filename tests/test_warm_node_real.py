@@ -3,7 +3,7 @@ only when their namespace changed) equals a cold scan taken at the same moment, 
 namespaces, bind mounts and fds appearing and vanishing between calls; mount tables that change while every
 process stays the same; long-lived processes that change themselves (setns into a new namespace, open or close
 an fd on one, their fd table shared with an idle process by clone(CLONE_FILES)); and processes whose parent
-exits (a new PPID, with no run of their own).
+exits (a new PPID, with no run of their own); zombies.
 
 The churn runs in a pid namespace of its own with its own /proc (`unshare --pid --fork --mount-proc`), so that
 nothing but the test moves between the two scans: every answer must be equal, byte for byte as JSON.
@@ -131,6 +131,21 @@ def spawn(kind):
         cmd = ["sh", "-c", "unshare --uts sleep 1000 & c=$!; "
                "while [ \"$(readlink /proc/$c/ns/uts)\" = \"$(readlink /proc/self/ns/uts)\" ]; do sleep 0.01; done; "
                "exec 3</proc/$c/ns/uts; kill $c; wait $c; exec sleep 1000"]
+    elif kind == "zombie":  # a child that exited and that its parent never reaps (sleep does not wait)
+        p = subprocess.Popen(["unshare", "--uts", "sh", "-c", "sleep 0 & exec sleep 1000"], start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+                state = open(f"/proc/{kids[0]}/stat").read().rsplit(")", 1)[1].split()[0] if kids else ""
+                if open(f"/proc/{p.pid}/comm").read() == "sleep\n" and state == "Z":
+                    break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        procs.append((p, kind, pin, [int(kids[0])]))
+        quiet()
+        return
     elif kind in ("idle", "share", "orphan", "uid"):  # a process that changes itself when poked (HELPER); uid: its euid only
         p = subprocess.Popen([sys.executable, "-c", HELPER, kind], start_new_session=True, stdout=subprocess.PIPE)
         child = int(p.stdout.readline().split()[1])
@@ -198,7 +213,7 @@ def remount(p, pin):
     return target
 
 for rnd in range(12):
-    kinds = ["ns", "mnt", "fd", "pin", "idle", "share", "orphan", "uid"]
+    kinds = ["ns", "mnt", "fd", "pin", "idle", "share", "orphan", "uid", "zombie"]
     for kind in (kinds if rnd == 0 else [rng.choice(kinds) for _ in range(rng.randint(1, 3))]):  # each kind, then at random
         spawn(kind)
     if len(procs) > 3 and rng.random() < 0.5:

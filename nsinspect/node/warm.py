@@ -117,7 +117,7 @@ class _Kcmp:
 class _Record:
     """What was read of one process, and when (its CPU clock then; None: read it again next time)."""
 
-    __slots__ = ("start", "pidfd", "clock", "links", "denied", "fds", "fds_denied", "untyped", "desc", "ppid", "fresh")
+    __slots__ = ("start", "pidfd", "clock", "links", "denied", "fds", "fds_denied", "untyped", "desc", "ppid", "fresh", "zombie")
 
     def __init__(self, start: int, pidfd: int):
         self.start, self.pidfd = start, pidfd
@@ -130,6 +130,7 @@ class _Record:
         self.desc: _Desc | None = None
         self.ppid = 0
         self.fresh = True  # read in this call
+        self.zombie = False  # read once it had exited: nothing of it changes until it is reaped (its pidfd is closed)
 
 
 class WarmNode:
@@ -218,6 +219,14 @@ class WarmNode:
             self._by_fd[pidfd] = pid
         self._recs[pid] = rec
         return rec
+
+    def _same_zombie(self, pid: int, rec: _Record) -> bool:
+        """Is ``pid`` still this record's process, a zombie (exited, not reaped: its links and fds are gone for good)?"""
+        try:
+            _comm, state, ppid, start = procfs.parse_stat(procfs._read_at(self.proc.fd, f"{pid}/stat"))
+        except (OSError, ValueError, IndexError):
+            return False
+        return state == "Z" and start == rec.start and ppid == rec.ppid
 
     def _read_links(self, pid: int, rec: _Record) -> bool:
         """Its links into the record; False when it vanished."""
@@ -344,6 +353,8 @@ class WarmNode:
         was: list[int] = []
         for pid in pids:
             rec = self._recs.get(pid)
+            if rec is not None and rec.zombie and self._same_zombie(pid, rec):
+                continue
             if rec is None or rec.clock is None or pid in exited:
                 clocks[pid] = None
             else:
@@ -390,8 +401,14 @@ class WarmNode:
                 or bool(rec.fds or rec.untyped)
             # Trusted next time only if it was this process, alive, once everything was read (checked below).
             rec.clock = now if (now is not None and rec.pidfd >= 0 and not rec.denied and not rec.fds_denied) else None
-        for pid in self._exited():
-            self._recs[pid].clock = None
+        for pid in self._exited():  # exited while we read it: read again, unless it was a zombie already then
+            rec = self._recs[pid]
+            rec.clock = None
+            if self._same_zombie(pid, rec):
+                self._by_fd.pop(rec.pidfd)
+                self._epoll.unregister(rec.pidfd)
+                os.close(rec.pidfd)
+                rec.pidfd, rec.zombie = -1, True
         # fd tables that held namespaces, and the idle sharers of a table whose namespaces changed.
         for pid, kept in self._recs.items():
             if not kept.fresh and kept.fds:
