@@ -3,7 +3,8 @@ only when their namespace changed) equals a cold scan taken at the same moment, 
 namespaces, bind mounts and fds appearing and vanishing between calls; mount tables that change while every
 process stays the same; long-lived processes that change themselves (setns into a new namespace, open or close
 an fd on one, their fd table shared with an idle process by clone(CLONE_FILES)); and processes whose parent
-exits (a new PPID, with no run of their own); zombies.
+exits (a new PPID, with no run of their own); zombies; a mount namespace's reader that chroots (its table's paths
+change with no mount event).
 
 The churn runs in a pid namespace of its own with its own /proc (`unshare --pid --fork --mount-proc`), so that
 nothing but the test moves between the two scans: every answer must be equal, byte for byte as JSON.
@@ -45,6 +46,8 @@ if os.environ.get("NSI_ALONE"):  # the test's own mutant: no fd table is ever se
     warm_module._Kcmp.same_files = lambda self, a, b: False
 if os.environ.get("NSI_HASTY"):  # the test's own mutant: the last answer again whenever the same pids are there
     warm_module.WarmNode._same_answer = lambda self, types, pids, *rest: self._last is not None and self._last[1] == pids
+if os.environ.get("NSI_ROOTED"):  # the test's own mutant: a mount table kept though its reader ran (and chrooted)
+    warm_module.WarmNode._ran = lambda self: set()
 if os.environ.get("NSI_UNTRUSTED"):  # nohz_full, or no pidfds: every process read again on every call
     warm_module.ticks_everywhere = lambda: False
 
@@ -60,6 +63,13 @@ if kind == "share":  # clone(CLONE_FILES) without CLONE_THREAD: a second process
     if child == 0:
         while True:
             signal.pause()
+elif kind == "root":  # a mount namespace of its own, a namespace pinned in a directory it chroots into when poked
+    import tempfile
+    top = tempfile.mkdtemp(prefix="nsi-root-")
+    assert libc.unshare(0x00020000 | 0x04000000) == 0  # CLONE_NEWNS | CLONE_NEWUTS
+    assert libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None) == 0  # MS_REC | MS_PRIVATE
+    open(top + "/pin", "w").close()
+    assert libc.mount(b"/proc/self/ns/uts", (top + "/pin").encode(), None, 4096, None) == 0  # MS_BIND
 elif kind == "orphan":  # a child alone in its uts namespace (its PPID shows) whose parent exits when poked
     child = subprocess.Popen(["unshare", "--uts", "sleep", "1000"]).pid
     while os.readlink(f"/proc/{child}/ns/uts") == os.readlink("/proc/self/ns/uts") or open(f"/proc/{child}/comm").read() != "sleep\\n":
@@ -68,6 +78,15 @@ elif kind == "orphan":  # a child alone in its uts namespace (its PPID shows) wh
 def poke(sig, frame):
     if kind == "orphan":
         os._exit(0)
+    if kind == "root":  # a new root (the first time): the pin's path in our table changes, with no mount event
+        if held:
+            os.chroot(".")
+        else:
+            os.chroot(top)
+            os.chdir("/")
+            held.append(top)
+        os.write(1, b"done\\n")
+        return
     euid = os.geteuid()
     if euid != 0:
         os.seteuid(0)
@@ -146,7 +165,7 @@ def spawn(kind):
         procs.append((p, kind, pin, [int(kids[0])]))
         quiet()
         return
-    elif kind in ("idle", "share", "orphan", "uid"):  # a process that changes itself when poked (HELPER); uid: its euid only
+    elif kind in ("idle", "share", "orphan", "uid", "root"):  # a process that changes itself when poked (HELPER)
         p = subprocess.Popen([sys.executable, "-c", HELPER, kind], start_new_session=True, stdout=subprocess.PIPE)
         child = int(p.stdout.readline().split()[1])
         procs.append((p, kind, pin, [child] if kind == "share" else []))
@@ -191,7 +210,7 @@ def vanish(i):
 def poke(seteuid=False):
     """A long-lived process changes itself: no process comes or goes (an orphan's parent exits)."""
     helpers = [(p, kind) for p, kind, _pin, _ours in procs
-               if kind in (("uid",) if seteuid else ("idle", "share", "orphan")) and p.poll() is None]
+               if kind in (("uid",) if seteuid else ("idle", "share", "orphan", "root")) and p.poll() is None]
     if not helpers:
         return None
     p, kind = rng.choice(helpers)
@@ -199,6 +218,10 @@ def poke(seteuid=False):
         os.kill(p.pid, signal.SIGUSR1)
         p.wait()
         return "orphaned"
+    if kind == "root":
+        os.kill(p.pid, signal.SIGUSR1)
+        assert p.stdout.readline() == b"done\n"
+        return "root:chroot"
     sig = signal.SIGHUP if seteuid else signal.SIGUSR2 if kind == "share" else rng.choice([signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP])
     os.kill(p.pid, sig)
     assert p.stdout.readline() == b"done\n"
@@ -213,7 +236,7 @@ def remount(p, pin):
     return target
 
 for rnd in range(12):
-    kinds = ["ns", "mnt", "fd", "pin", "idle", "share", "orphan", "uid", "zombie"]
+    kinds = ["ns", "mnt", "fd", "pin", "idle", "share", "orphan", "uid", "zombie", "root"]
     for kind in (kinds if rnd == 0 else [rng.choice(kinds) for _ in range(rng.randint(1, 3))]):  # each kind, then at random
         spawn(kind)
     if len(procs) > 3 and rng.random() < 0.5:
@@ -243,7 +266,7 @@ for rnd in range(12):
         B = {(r["type"], r["ns"]): r for r in b["namespaces"]}
         report[-1]["diff"] = repr(([k for k in a if a[k] != b[k]], [k for k in A if k not in B], [k for k in B if k not in A],
                                   [(k, A[k], B[k]) for k in A if k in B and A[k] != B[k]]))[:3000]
-        if not any(os.environ.get(m) for m in ("NSI_DEAF", "NSI_BLIND", "NSI_ALONE", "NSI_HASTY")):
+        if not any(os.environ.get(m) for m in ("NSI_DEAF", "NSI_BLIND", "NSI_ALONE", "NSI_HASTY", "NSI_ROOTED")):
             break
 for i in range(len(procs) - 1, -1, -1):
     vanish(i)
@@ -269,20 +292,21 @@ def test_warm_node_equals_a_cold_scan_under_churn(clocks):
     bad = [x for x in report if not x["equal"]]
     assert not bad, bad
     assert len(report) == 12
-    assert sum(x["reused"] for x in report) >= 6, report  # warm: kept tables were used
-    assert {p.split(":")[0] for x in report for p in x["poked"]} >= {"idle", "share", "orphaned"}, report
+    assert {p.split(":")[0] for x in report for p in x["poked"]} >= {"idle", "share", "orphaned", "uid", "root"}, report
     if clocks == "trusted":  # warm: most processes were kept, not read again, and the last answer given again
         assert sum(x["kept"] for x in report[1:]) > sum(x["reread"] for x in report[1:]), report
         assert sum(x["same_answer"] for x in report) >= 6, report
-    else:
-        assert not any(x["kept"] for x in report), report
+        assert sum(x["reused"] for x in report) >= 6, report  # kept mount tables were used
+    else:  # nothing is kept: every process, and so every mount table's reader, is read again
+        assert not any(x["kept"] or x["reused"] for x in report), report
 
 
-@pytest.mark.parametrize("mutant", ["NSI_DEAF", "NSI_BLIND", "NSI_ALONE", "NSI_HASTY"])
+@pytest.mark.parametrize("mutant", ["NSI_DEAF", "NSI_BLIND", "NSI_ALONE", "NSI_HASTY", "NSI_ROOTED"])
 def test_the_churn_catches_a_warm_scan_that_misses_changes(mutant):
     """The same churn against mutants: one that never sees a mount table change (a remount with no process
     change), one that never sees a process run (its setns and fds), one that never sees an fd table shared, one
-    that gives the last answer again whenever the same pids are there (a process with another uid).
+    that gives the last answer again whenever the same pids are there (a process with another uid), one that keeps a
+    mount table whose reader chrooted.
     Some answer differs for each, so the test above would catch a warm scan that keeps what changed."""
     require_root()
     report = churn(**{mutant: "1"})
@@ -291,6 +315,8 @@ def test_the_churn_catches_a_warm_scan_that_misses_changes(mutant):
         assert any(x["changed"] for x in missed), report
     elif mutant == "NSI_BLIND":
         assert any(x["poked"] for x in missed), report
+    elif mutant == "NSI_ROOTED":
+        assert any("root:chroot" in x["poked"] for x in missed), report
     elif mutant == "NSI_ALONE":
         assert any(any(p.startswith("share") for p in x["poked"]) for x in missed), report
     else:

@@ -125,9 +125,10 @@ class MountTables:
         self.reused = self.read = 0  # of the last scan
 
     def unchanged(self, procfd: int, readers: list[tuple[int, str]], known: dict[int, int] | None = None,
-                  ) -> dict[int, list[tuple[str, int, str]]]:
+                  ran: set[int] | frozenset[int] = frozenset()) -> dict[int, list[tuple[str, int, str]]]:
         """The kept tables still good for these readers: {index in readers: mounts}.  Forgets the others.
-        ``known``: start times the scan just read, by pid (the rest are read here)."""
+        ``known``: start times the scan just read, by pid (the rest are read here); ``ran``: pids that may have
+        changed their root since (chroot, pivot_root: the paths of a table are relative to its reader's root)."""
         import select
 
         known = known or {}
@@ -139,7 +140,7 @@ class MountTables:
         by_fd: dict[int, int] = {}
         for mnt, (entry, start, fd, _mounts) in list(self._kept.items()):
             k, want = wanted[mnt]
-            if want != entry or starts[k] is None or starts[k] != start:
+            if want != entry or starts[k] is None or starts[k] != start or int(entry) in ran:
                 self._forget(mnt)
                 continue
             poller.register(fd, select.POLLPRI)
@@ -193,7 +194,7 @@ def _start_time(procfd: int, entry: str) -> int | None:
 
 def bind_mounts(
     procfd: int, readers: list[tuple[int, str]], types: tuple[str, ...], tables: MountTables | None = None,
-    starts: dict[int, int] | None = None,
+    starts: dict[int, int] | None = None, ran: set[int] | frozenset[int] = frozenset(),
 ) -> dict[tuple[str, int], dict[str, tuple[int, str]]]:
     """nsfs mounts seen in the given mount namespaces: {(type, inode): {path: (mount ns inode, reader)}}.
 
@@ -202,11 +203,12 @@ def bind_mounts(
     namespace is listed with listmount/statmount (no mountinfo text for the kernel to format); where
     it cannot tell (an older kernel, a reader whose root is not its namespace's), mountinfo is read.
     ``tables``: tables kept from earlier scans, reused where their namespace did not change (``starts``:
-    the readers' start times, where the scan has them).
+    the readers' start times, where the scan has them; ``ran``: readers whose tables are listed again, as their
+    root may have moved).
     """
     found: dict[tuple[str, int], dict[str, tuple[int, str]]] = {}
     c = procfs._c
-    listed: dict[int, list[tuple[str, int, str]]] = tables.unchanged(procfd, readers, starts) if tables is not None else {}
+    listed: dict[int, list[tuple[str, int, str]]] = tables.unchanged(procfd, readers, starts, ran) if tables is not None else {}
     todo = [k for k in range(len(readers)) if k not in listed]
     watching = tables.watch(procfd, readers, todo) if tables is not None else {}
     left: list[int] = todo

@@ -301,7 +301,7 @@ class WarmNode:
         # Each mount namespace read through its lowest process (the node's first), as the cold scan's slices merge.
         readers = sorted(((ino, str(low)) for ino, (_n, low, _p) in seen["mnt"].items()), key=lambda r: (r[0] != node_mnt, r[0]))
         starts = {p.id.pid: p.id.start_time for _n, _low, p in seen["mnt"].values() if p is not None}
-        mounts = hidden.bind_mounts(fd, readers, types, self.tables, starts)
+        mounts = hidden.bind_mounts(fd, readers, types, self.tables, starts, self._ran())
         relations = self._ask_relations(scanned, types, agg, unwitnessed, dev)
         fds, fds_denied, untyped = self._fd_pass(pids, types)
         view = finish_view(fd, seen, stats, types, [(fds, fds_denied, mounts, relations, untyped)], node_ns, dev)
@@ -332,7 +332,11 @@ class WarmNode:
         mnt = agg[scanned.index("mnt")]
         readers = sorted(((ino, str(low)) for ino, (_n, low) in mnt.items()), key=lambda r: (r[0] != node_mnt, r[0]))
         starts = {low: self._recs[low].start for _n, low in mnt.values()}
-        return bool(hidden.bind_mounts(fd, readers, types, self.tables, starts) == last[3])
+        return bool(hidden.bind_mounts(fd, readers, types, self.tables, starts, self._ran()) == last[3])
+
+    def _ran(self) -> set[int]:
+        """The processes read again this call: a reader among them may have a new root (its table is listed again)."""
+        return {pid for pid, rec in self._recs.items() if rec.fresh}
 
     def _read_changed(self, pids: list[int]) -> tuple[int, set[int], bool]:
         """Steps 1-3: read again the processes that ran, exited or are new.  Returns how many vanished meanwhile,
