@@ -11,6 +11,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from nsinspect import gcpause
 from nsinspect.agent.v1 import agent_pb2 as pb
 from nsinspect.model import (
     NS_TYPES,
@@ -214,6 +215,10 @@ class NodeEncoder:
         self._last: tuple[NodeView, pb.NodeView] | None = None
 
     def encode(self, v: NodeView) -> pb.NodeView:
+        with gcpause.paused():
+            return self._encode(v)
+
+    def _encode(self, v: NodeView) -> pb.NodeView:
         last = self._last
         if last is not None and last[0] == v:  # the same answer (the same rows: compared by identity first)
             return last[1]
@@ -246,6 +251,11 @@ def _varint(n: int) -> bytes:
 
 
 def from_node(m: pb.NodeView) -> NodeView:
+    with gcpause.paused():  # thousands of rows, no cycle among them
+        return _from_node(m)
+
+
+def _from_node(m: pb.NodeView) -> NodeView:
     ids: dict[tuple[int, int], NamespaceId] = {}
     procs: dict[tuple[int, int], Process] = {}
     return NodeView(

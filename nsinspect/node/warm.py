@@ -29,13 +29,13 @@ there every process is read again on every call.  Not thread-safe: one call at a
 from __future__ import annotations
 
 import ctypes
-import gc
 import os
 import platform
 import select
 import time
 from typing import Any
 
+from nsinspect import gcpause
 from nsinspect.model import NS_TYPES, NodeView
 from nsinspect.node import hidden, procfs
 from nsinspect.node.discover import finish_view, node_namespaces
@@ -273,16 +273,10 @@ class WarmNode:
 
     # -- the view --------------------------------------------------------------------------------
     def view(self, types: tuple[str, ...] = NS_TYPES) -> NodeView:
-        """Every namespace of the given types on this node: ``discover.node_view``'s answer.  The cyclic garbage
-        collector waits meanwhile: a call makes some 100,000 objects, none in a cycle, and the collections they
-        would set off walk every record kept (they took a third of the call)."""
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        """Every namespace of the given types on this node: ``discover.node_view``'s answer (the cyclic garbage
+        collector paused: ``nsinspect.gcpause``)."""
+        with gcpause.paused():
             return self._view(types)
-        finally:
-            if collecting:
-                gc.enable()
 
     def _view(self, types: tuple[str, ...]) -> NodeView:
         proc, fd = self.proc, self.proc.fd
