@@ -97,16 +97,19 @@ def _namespace(target: Any, n: Namespace) -> None:
 def _from_namespace(m: Any, ids: dict[tuple[int, int], NamespaceId] | None = None,
                     procs: dict[tuple[int, int], Process] | None = None) -> Namespace:
     """A row from its message; ``ids`` and ``procs``: the NamespaceIds and processes already made for this view (the
-    same parents, owners and lowest processes are named by many rows)."""
+    same parents, owners and lowest processes are named by many rows).  Each field is read once: an attribute of a
+    message costs a lookup in C, and a node has thousands of rows."""
     ids = {} if ids is None else ids
+    procs = {} if procs is None else procs
     process = None
     if m.HasField("process"):
-        key = (m.process.id.pid, m.process.id.start_time)
-        process = procs.get(key) if procs is not None else None
+        p = m.process
+        pid = p.id
+        key = (pid.pid, pid.start_time)
+        process = procs.get(key)
         if process is None:
-            process = _from_process(m.process)
-            if procs is not None:
-                procs[key] = process
+            process = procs[key] = _from_process(p)
+    pods, containers, mounts, fds = m.pods, m.containers, m.mounts, m.fds
     return Namespace(
         _interned(ids, m.id),
         m.type,
@@ -114,12 +117,12 @@ def _from_namespace(m: Any, ids: dict[tuple[int, int], NamespaceId] | None = Non
         m.pid,
         process,
         m.node,
-        tuple(PodRef(r.namespace, r.name, r.uid) for r in m.pods) if m.pods else (),
-        tuple(ContainerRef(c.name, c.id) for c in m.containers) if m.containers else (),
+        tuple(PodRef(r.namespace, r.name, r.uid) for r in pods) if pods else (),
+        tuple(ContainerRef(c.name, c.id) for c in containers) if containers else (),
         _interned(ids, m.parent) if m.HasField("parent") else None,
         _interned(ids, m.owner) if m.HasField("owner") else None,
-        tuple(NsMount(x.path, x.mnt_ns) for x in m.mounts) if m.mounts else (),
-        tuple(NsFd(x.pid, x.fd) for x in m.fds) if m.fds else (),
+        tuple(NsMount(x.path, x.mnt_ns) for x in mounts) if mounts else (),
+        tuple(NsFd(x.pid, x.fd) for x in fds) if fds else (),
     )
 
 
