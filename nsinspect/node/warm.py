@@ -8,7 +8,8 @@ any process may read it, no privilege asked).  So a process whose CPU clock show
 when it was read last has done nothing, and what was read of it stands.  Each call:
 
 1. lists the pids, and polls a pidfd kept for every process (one ``epoll_wait``): one that exited (a
-   zombie, or a pid lent to someone new) is read again, with its start time;
+   zombie, or a pid lent to someone new) is read again, with its start time; a zombie once, then its stat
+   line is checked on each call (nothing else of it changes until it is reaped);
 2. reads the CPU clock of every other process; one whose clock moved is read again (links, fds), the
    others are kept;
 3. reads again the fd tables of the processes that held an fd on a namespace last time, and when a
