@@ -134,11 +134,11 @@ def _forked(proc_root: str, jobs: list[tuple[str, int]], timeout: float) -> byte
     child, r = spawn(lambda: collect(proc_root, jobs, setns))
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout
+    poller = select.poll()  # not select(): an fd above 1023 (the agent keeps thousands open) is fine
+    poller.register(r, select.POLLIN)
     try:
         while True:
             left = deadline - time.monotonic()
-            poller = select.poll()  # not select(): an fd above 1023 (the agent keeps thousands open) is fine
-            poller.register(r, select.POLLIN)
             if left <= 0 or not poller.poll(left * 1000):
                 os.kill(child, 9)
                 raise OSError(errno.ETIMEDOUT, f"no answer in {timeout:.0f} s")

@@ -542,7 +542,7 @@ def slice_pass(
     two slices is read by both, to the same answer.
     """
     fds, denied, untyped = fd_holders(procfd, pids, types)
-    readers = sorted(((ino, str(low)) for ino, (_n, low) in agg["mnt"].items()), key=lambda r: (r[0] != node_mnt, r[0]))
+    readers = mount_readers(((ino, low) for ino, (_n, low) in agg["mnt"].items()), node_mnt)
     found = bind_mounts(procfd, readers, types)
     keys: list[tuple[str, int]] = []
     asked: list[tuple[str, int, int, bool]] = []
@@ -551,9 +551,20 @@ def slice_pass(
         for ino, (_n, low) in agg[t].items():
             keys.append((t, ino))
             asked.append((f"{low}/ns/{t}", dev, ino, hierarchical))
+    return fds, denied, found, dict(zip(keys, relations(procfd, asked), strict=True)), untyped
+
+
+def mount_readers(lows: Iterable[tuple[int, int]], node_mnt: int) -> list[tuple[int, str]]:
+    """(mount namespace inode, procfs entry of its reader) from (inode, lowest pid): the node's first, then by inode
+    (the order every scan reads and merges mount tables in)."""
+    return sorted(((ino, str(low)) for ino, low in lows), key=lambda r: (r[0] != node_mnt, r[0]))
+
+
+def relations(procfd: int, asked: list[tuple[str, int, int, bool]]) -> list[Any]:
+    """For each (path under the procfs root, dev, inode, hierarchical): (parent, owner) as (dev, inode) pairs, or
+    None when the path no longer names that namespace; in C where it is built."""
     c = procfs._c
-    answers = c.relations(procfd, asked) if c is not None else [_relations_py(procfd, *row) for row in asked]
-    return fds, denied, found, dict(zip(keys, answers, strict=True)), untyped
+    return c.relations(procfd, asked) if c is not None else [_relations_py(procfd, *row) for row in asked]
 
 
 def _relations_py(procfd: int, path: str, dev: int, ino: int, hierarchical: bool) -> tuple[tuple[int, int] | None, tuple[int, int] | None] | None:

@@ -30,6 +30,7 @@ there every process is read again on every call.  Not thread-safe: one call at a
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 import select
@@ -110,7 +111,7 @@ class _Kcmp:
         r = self._call(_KCMP, ctypes.c_long(a), ctypes.c_long(b), _KCMP_FILES, 0, 0)
         if r >= 0:
             return bool(r == 0)
-        if ctypes.get_errno() in (38, 1):  # ENOSYS (no CONFIG_KCMP), EPERM (seccomp): it never will
+        if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):  # no CONFIG_KCMP, or a seccomp filter: it never will
             self._call = None
         return None
 
@@ -243,13 +244,16 @@ class WarmNode:
         self._set_links(pid, rec, None if denied else tuple(next(iter(seen), None) for seen in agg))
         return True
 
-    def _read_fds(self, pid: int, rec: _Record) -> None:
+    def _read_fds(self, pid: int, rec: _Record) -> bool:
+        """Its fds on namespaces into the record; True when they are not what it held before."""
+        before = (rec.fds, rec.fds_denied, rec.untyped)
         if pid == os.getpid():
             rec.fds, rec.fds_denied, rec.untyped = self._own_fds(), False, []
-            return
-        found, denied, untyped = hidden.fd_holders(self.proc.fd, [pid], NS_TYPES)
-        rec.fds = sorted(((t, ino, num) for (t, ino), held in found.items() for _pid, num in held), key=lambda f: f[2])
-        rec.fds_denied, rec.untyped = bool(denied), untyped
+        else:
+            found, denied, untyped = hidden.fd_holders(self.proc.fd, [pid], NS_TYPES)
+            rec.fds = sorted(((t, ino, num) for (t, ino), held in found.items() for _pid, num in held), key=lambda f: f[2])
+            rec.fds_denied, rec.untyped = bool(denied), untyped
+        return (rec.fds, rec.fds_denied, rec.untyped) != before
 
     def _own_fds(self) -> list[tuple[str, int, int]]:
         """Our own fds on namespaces: those of our table that are not the pidfds and mountinfo fds we keep (thousands,
@@ -294,7 +298,7 @@ class WarmNode:
         dev = proc.nsfs_dev()
         node_mnt = node_ns["mnt"].ino if "mnt" in node_ns else 0
         # Each mount namespace read through its lowest process (the node's first), as the cold scan's slices merge.
-        readers = sorted(((ino, str(low)) for ino, (_n, low, _p) in seen["mnt"].items()), key=lambda r: (r[0] != node_mnt, r[0]))
+        readers = hidden.mount_readers(((ino, low) for ino, (_n, low, _p) in seen["mnt"].items()), node_mnt)
         starts = {p.id.pid: p.id.start_time for _n, _low, p in seen["mnt"].values() if p is not None}
         mounts = hidden.bind_mounts(fd, readers, types, self.tables, starts, self._ran())
         relations = self._ask_relations(scanned, types, agg, unwitnessed, dev)
@@ -325,7 +329,7 @@ class WarmNode:
             return False
         node_mnt = view.node_namespaces["mnt"].ino if "mnt" in view.node_namespaces else 0
         mnt = agg[scanned.index("mnt")]
-        readers = sorted(((ino, str(low)) for ino, (_n, low) in mnt.items()), key=lambda r: (r[0] != node_mnt, r[0]))
+        readers = hidden.mount_readers(((ino, low) for ino, (_n, low) in mnt.items()), node_mnt)
         starts = {low: self._recs[low].start for _n, low in mnt.values()}
         return bool(hidden.bind_mounts(fd, readers, types, self.tables, starts, self._ran()) == last[3])
 
@@ -392,12 +396,10 @@ class WarmNode:
                 changed = True
                 continue
             rec.fresh = True  # its description is read again where it is shown (_descriptions, _same_answer)
-            before = (rec.fds, rec.fds_denied, rec.untyped)
-            self._read_fds(pid, rec)
-            if rec.fds != before[0] and pid != ours:
+            fds_moved = self._read_fds(pid, rec)
+            if fds_moved and pid != ours:
                 fds_changed.append(pid)
-            changed = changed or rec is not old or rec.links != links or (rec.fds, rec.fds_denied, rec.untyped) != before \
-                or bool(rec.fds or rec.untyped)
+            changed = changed or fds_moved or rec is not old or rec.links != links or bool(rec.fds or rec.untyped)
             # Trusted next time only if it was this process, alive, once everything was read (checked below).
             rec.clock = now if (now is not None and rec.pidfd >= 0 and not rec.denied and not rec.fds_denied) else None
         for pid in self._exited():  # exited while we read it: read again, unless it was a zombie already then
@@ -411,9 +413,7 @@ class WarmNode:
         # fd tables that held namespaces, and the idle sharers of a table whose namespaces changed.
         for pid, kept in self._recs.items():
             if not kept.fresh and kept.fds:
-                before = (kept.fds, kept.fds_denied, kept.untyped)
-                self._read_fds(pid, kept)
-                changed = changed or (kept.fds, kept.fds_denied, kept.untyped) != before
+                changed = self._read_fds(pid, kept) or changed
         for pid in fds_changed:
             changed = self._sharers(pid) or changed
         self.reread = sum(r.fresh for r in self._recs.values())
@@ -463,9 +463,7 @@ class WarmNode:
                 continue
             same = self._kcmp.same_files(pid, other)
             if same is None or same:
-                before = (rec.fds, rec.fds_denied, rec.untyped)
-                self._read_fds(other, rec)
-                changed = changed or (rec.fds, rec.fds_denied, rec.untyped) != before
+                changed = self._read_fds(other, rec) or changed
         return changed
 
     def _descriptions(self, pids: list[int], scanned: tuple[str, ...], types: tuple[str, ...], agg: list[dict[int, list[int]]],
@@ -512,9 +510,7 @@ class WarmNode:
                 else:
                     keys.append(key)
                     asked.append((f"{low}/ns/{t}", dev, ino, hierarchical))
-        c = procfs._c
-        fresh = c.relations(self.proc.fd, asked) if c is not None else [hidden._relations_py(self.proc.fd, *row) for row in asked]
-        answers.update(zip(keys, fresh, strict=True))
+        answers.update(zip(keys, hidden.relations(self.proc.fd, asked), strict=True))
         self._relations = {key: a for key, a in answers.items() if a is not None}
         return answers
 
