@@ -358,7 +358,8 @@ def _as_json_shape(raw: str) -> str:
 
 # -- agent messages: converted and back ---------------------------------------------------------------------
 def convert(data: bytes) -> None:
-    """Any bytes a client receives as an answer: parsed, converted to the model and back to the same model."""
+    """Any bytes a client receives as an answer (a node view's rows or columns): parsed, converted to the model and back
+    to the same model, through rows and through columns."""
     from google.protobuf.message import DecodeError
 
     from nsinspect.agent import convert as cv
@@ -378,6 +379,9 @@ def convert(data: bytes) -> None:
         _one_sentence(str(e))
         return
     assert to(back(model)) == model, "a round trip through the agent's messages changed the answer"
+    if which == 1:  # a node view: in columns too (GetNode's answer to a client that asks for them)
+        assert to(pb.NodeView.FromString(cv.to_node(model, columns=True).SerializeToString())) == model, \
+            "a round trip through the node view's columns changed the answer"
 
 
 # -- the port-forward stream ----------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ def test_node_and_process_views_round_trip(ctrd, engine):
     node = engine.node()
     assert any(n.pods for n in node.namespaces) and node.runtime
     assert through_the_wire(convert.to_node, pb.NodeView, convert.from_node, node) == node
+    in_columns = pb.NodeView.FromString(convert.to_node(node, columns=True).SerializeToString())
+    assert not in_columns.namespaces and convert.from_node(in_columns) == node
     web = next(m for m in engine.pod("namespace-demo", "lab").members if m.name == "web")
     for pid in (os.getpid(), web.pid):
         view = engine.process(pid)
@@ -63,3 +65,8 @@ def test_the_node_encoder_answers_what_to_node_answers(ctrd, engine):
     assert convert.from_node(pb.NodeView.FromString(encoder.encode(changed).SerializeToString())) == changed
     empty = node._replace(namespaces=[])
     assert encoder.encode(empty) == convert.to_node(empty)
+    # In columns: the same answer is the same message; another answer is to_node's in columns.
+    for view in (node, changed, empty):
+        got = encoder.encode(view, columns=True)
+        assert got == convert.to_node(view, columns=True) and encoder.encode(view, columns=True) is got
+        assert convert.from_node(pb.NodeView.FromString(got.SerializeToString())) == view

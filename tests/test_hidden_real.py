@@ -428,14 +428,15 @@ def test_every_row_and_column_lsns_prints(netns, held_by_fds, nested):
 
 
 def test_views_with_hidden_rows_through_the_wire(held_by_fds, netns):
-    """The agent's proto carries parents, owners, mounts and fds: the round trip gives the same view,
+    """The agent's proto carries parents, owners, mounts and fds, in rows and in columns: the round trip gives the same view,
     and the fast JSON is the generic JSON."""
     with ProcFS() as proc:
         view = discover.node_view(proc, parallel=False)
     assert any(r.mounts for r in view.namespaces) and any(r.fds for r in view.namespaces)
     assert any(r.parent is not None for r in view.namespaces) and any(r.owner is not None for r in view.namespaces)
-    back = convert.from_node(pb.NodeView.FromString(convert.to_node(view).SerializeToString()))
-    assert back == view
+    for columns in (False, True):
+        back = convert.from_node(pb.NodeView.FromString(convert.to_node(view, columns=columns).SerializeToString()))
+        assert back == view, f"columns={columns}"
     assert node_json(view) == dump_json(to_data(view))
 
 

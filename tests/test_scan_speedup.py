@@ -87,6 +87,19 @@ def odd_tree(tmp_path):
     return root
 
 
+def test_pids_listed_the_same_both_ways(odd_tree, monkeypatch, c_scan):
+    """ProcFS.pids() in C and in Python: only what a kernel names a process (no leading zero, no sign, at most
+    PID_MAX_LIMIT, digits only), ascending."""
+    for name in ("0", "007", "+5", "-3", "4194304", "4194305", "12345678", "9x", "\u0661\u0662", "self", "thread-self"):
+        (odd_tree / name).mkdir(exist_ok=True)
+    proc = ProcFS(str(odd_tree))
+    pure, fast = both_ways(monkeypatch, c_scan, proc.pids)
+    assert pure == fast == [1, 2, *range(10, 27), 4194304]
+    live = ProcFS()
+    pure, fast = both_ways(monkeypatch, c_scan, live.pids)
+    assert os.getpid() in fast and fast == sorted(fast) and set(pure) & set(fast)
+
+
 def test_odd_tree_same_both_ways(odd_tree, monkeypatch, c_scan):
     proc = ProcFS(str(odd_tree))
     pure, fast = both_ways(monkeypatch, c_scan, lambda: proc.scan(parallel=False))
@@ -241,6 +254,15 @@ def test_fd_links_same_both_ways(tmp_path, monkeypatch, c_scan):
         assert held["net", 4026532900] == [(30, 0), (31, 3), (32, 9)]
         assert ("net", 99999999999999999999) not in held  # issue 21: no kernel gives it
         assert c_scan.fds(fd, pids, NS_TYPES)[1] == [31, 32]  # handed back: a link C does not take
+        # fds the caller says are not on a namespace (the agent's own pidfds) are not read, in C and in Python (pids
+        # 31 and 32 are handed back to Python: it skips them too).
+        for skip in ({0, 7, 9}, {9}, set(range(1, 200))):
+            pure, fast = both_ways(monkeypatch, c_scan, lambda s=skip: hidden.fd_holders(fd, pids, NS_TYPES, s))
+            assert pure == fast, skip
+            assert not {num for held_by in fast[0].values() for _pid, num in held_by} & skip, skip
+        held = hidden.fd_holders(fd, pids, NS_TYPES, {7, 9})[0]
+        assert held["net", 4026532900] == [(30, 0), (31, 3)] and ("ipc", 4026532901) not in held
+        assert ("time", 4026532904) in held and ("uts", 4026532903) in held  # fds 1 and 6: in the bitmap's range, not set
     finally:
         os.close(fd)
 

@@ -88,7 +88,7 @@ class AgentEngine:
     # -- the engine's questions -------------------------------------------------------------
     def node(self, types: tuple[str, ...] = NS_TYPES, node: str | None = None) -> NodeView:
         this_node_only(node)
-        req = pb.GetNodeRequest(types=[] if tuple(types) == NS_TYPES else list(types))
+        req = pb.GetNodeRequest(types=[] if tuple(types) == NS_TYPES else list(types), columns=True)
         return convert.from_node(self._call("GetNode", req, NODE_TIMEOUT))
 
     def process(self, pid: int, node: str | None = None) -> ProcessView:

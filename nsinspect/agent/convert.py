@@ -13,6 +13,7 @@ from typing import Any
 
 from nsinspect import gcpause
 from nsinspect.agent.v1 import agent_pb2 as pb
+from nsinspect.errors import Unavailable
 from nsinspect.model import (
     NS_TYPES,
     ContainerRef,
@@ -197,29 +198,168 @@ def _from_evidence(cls: Any, m: Any) -> Any:
 # -- views --------------------------------------------------------------------------------------
 
 
-def to_node(v: NodeView) -> pb.NodeView:
+def to_node(v: NodeView, columns: bool = False) -> pb.NodeView:
+    """The message of a node view: its rows as ``namespaces``, or with ``columns`` as one ``NodeColumns``."""
     out = pb.NodeView(types=v.types, node=v.node, runtime=v.runtime, runtime_error=v.runtime_error)
     _ns_map(out.node_namespaces, v.node_namespaces)
     _stats(out.stats, v.stats)
+    if columns:
+        out.columns.CopyFrom(to_columns(v.namespaces))
+        return out
     add = out.namespaces.add
     for n in v.namespaces:
         _namespace(add(), n)
     return out
 
 
+def to_columns(rows: list[Namespace]) -> pb.NodeColumns:
+    """Rows as columns (``NodeColumns``): a column is made in one pass and set in one call."""
+    ids = [n.id for n in rows]
+    names = list(dict.fromkeys(n.type for n in rows))
+    index = {t: i for i, t in enumerate(names)}
+    procs: dict[Process, int] = {}
+    add = procs.setdefault
+    out = pb.NodeColumns(
+        dev=[i.dev for i in ids], ino=[i.ino for i in ids], type=[index[n.type] for n in rows], type_names=names,
+        nprocs=[n.nprocs for n in rows], pid=[n.pid for n in rows], node=[n.node for n in rows],
+        process=[-1 if (p := n.process) is None else add(p, len(procs)) for n in rows],
+    )
+    table = list(procs)
+    pids = [p.id for p in table]
+    out.proc_pid.extend([i.pid for i in pids])
+    out.proc_start_time.extend([i.start_time for i in pids])
+    out.proc_ppid.extend([p.ppid for p in table])
+    out.proc_uid.extend([0 if p.uid is None else p.uid for p in table])
+    out.proc_uid_unknown.extend([k for k, p in enumerate(table) if p.uid is None])
+    out.proc_user.extend([p.user for p in table])
+    out.proc_comm.extend([p.comm for p in table])
+    out.proc_cmdline.extend([p.cmdline for p in table])
+    for row, n in enumerate(rows):
+        if n.parent is not None:
+            out.parent_row.append(row)
+            out.parent_dev.append(n.parent.dev)
+            out.parent_ino.append(n.parent.ino)
+        if n.owner is not None:
+            out.owner_row.append(row)
+            out.owner_dev.append(n.owner.dev)
+            out.owner_ino.append(n.owner.ino)
+        if n.pods or n.containers or n.mounts or n.fds:
+            for r in n.pods:
+                out.pod_row.append(row)
+                out.pod_namespace.append(r.namespace)
+                out.pod_name.append(r.name)
+                out.pod_uid.append(r.uid)
+            for c in n.containers:
+                out.container_row.append(row)
+                out.container_name.append(c.name)
+                out.container_id.append(c.id)
+            for mount in n.mounts:
+                out.mount_row.append(row)
+                out.mount_path.append(mount.path)
+                out.mount_mnt_ns.append(mount.mnt_ns)
+            for f in n.fds:
+                out.fd_row.append(row)
+                out.fd_pid.append(f.pid)
+                out.fd_fd.append(f.fd)
+    return out
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _same_length(n: int, *columns: list[Any]) -> None:
+    if any(len(c) != n for c in columns):
+        raise _Malformed("columns of different lengths")
+
+
+def _sparse(rows: int, index: Any, *columns: Any) -> dict[int, list[tuple[Any, ...]]]:
+    """A sparse group of columns: {row: [its entries' values, in order]}."""
+    at = list(index)
+    values = [list(c) for c in columns]
+    _same_length(len(at), *values)
+    if at and max(at) >= rows:
+        raise _Malformed("an entry names a row that is not there")
+    out: dict[int, list[tuple[Any, ...]]] = {}
+    for row, *entry in zip(at, *values, strict=True):
+        out.setdefault(row, []).append(tuple(entry))
+    return out
+
+
+def from_columns(c: pb.NodeColumns) -> list[Namespace]:
+    """The rows of ``NodeColumns``.  Each column is read in one call, then rows are made from the lists."""
+    dev, ino, nprocs, pid, node, at = list(c.dev), list(c.ino), list(c.nprocs), list(c.pid), list(c.node), list(c.process)
+    n = len(ino)
+    kinds = list(c.type)
+    _same_length(n, dev, nprocs, pid, node, at, kinds)
+    names = list(c.type_names)
+    if kinds and max(kinds) >= len(names):
+        raise _Malformed("a row's type is not in type_names")
+    types = [names[k] for k in kinds]
+    uids = list(c.proc_uid)
+    for k in c.proc_uid_unknown:
+        if k >= len(uids):
+            raise _Malformed("an unknown uid of a process that is not there")
+        uids[k] = None
+    pids, starts, ppids = list(c.proc_pid), list(c.proc_start_time), list(c.proc_ppid)
+    users, comms, cmdlines = list(c.proc_user), list(c.proc_comm), list(c.proc_cmdline)
+    _same_length(len(pids), starts, ppids, uids, users, comms, cmdlines)
+    table: list[Process | None] = list(map(Process, map(ProcessId, pids, starts), ppids, uids, users, comms, cmdlines))
+    if at and (min(at) < -1 or max(at) >= len(table)):
+        raise _Malformed("a row's process is not in the process table")
+    table.append(None)  # index -1
+    row_ids = list(map(NamespaceId, dev, ino))
+    known = dict(zip(zip(dev, ino, strict=True), row_ids, strict=True))  # a parent or owner that is a row: the same NamespaceId
+
+    def related(group: dict[int, list[tuple[Any, ...]]]) -> list[NamespaceId | None]:
+        out: list[NamespaceId | None] = [None] * n
+        for row, entries in group.items():
+            if len(entries) > 1:
+                raise _Malformed("a row with two parents or owners")
+            key = entries[0]
+            got = known.get(key)
+            out[row] = NamespaceId(*key) if got is None else got
+        return out
+
+    def tuples(group: dict[int, list[tuple[Any, ...]]], make: Any) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = [()] * n
+        for row, entries in group.items():
+            out[row] = tuple(make(*e) for e in entries)
+        return out
+
+    return list(map(
+        Namespace, row_ids, types, nprocs, pid, [table[k] for k in at], node,
+        tuples(_sparse(n, c.pod_row, c.pod_namespace, c.pod_name, c.pod_uid), PodRef),
+        tuples(_sparse(n, c.container_row, c.container_name, c.container_id), ContainerRef),
+        related(_sparse(n, c.parent_row, c.parent_dev, c.parent_ino)),
+        related(_sparse(n, c.owner_row, c.owner_dev, c.owner_ino)),
+        tuples(_sparse(n, c.mount_row, c.mount_path, c.mount_mnt_ns), NsMount),
+        tuples(_sparse(n, c.fd_row, c.fd_pid, c.fd_fd), NsFd),
+    ))
+
+
 class NodeEncoder:
-    """``to_node`` for a caller that answers the same node again and again (the agent's GetNode): each namespace's
-    encoding is kept from the last answer and reused where its row is equal, as most are on a warm node.  A new
-    answer replaces the kept encodings whole, so they never outgrow one node view.  Safe to share between threads
-    (a race only loses reuse)."""
+    """``to_node`` for a caller that answers the same node again and again (the agent's GetNode).  The same answer
+    (the same view, compared by identity first) is the same message.  In rows, each namespace's encoding is kept
+    from the last answer and reused where its row is equal, as most are on a warm node; in columns, the message is
+    made whole (a column is one pass).  A new answer replaces what is kept whole, so it never outgrows one node view.
+    Safe to share between threads (a race only loses reuse)."""
 
     def __init__(self) -> None:
         self._rows: dict[Namespace, bytes] = {}
         self._last: tuple[NodeView, pb.NodeView] | None = None
+        self._last_columns: tuple[NodeView, pb.NodeView] | None = None
 
-    def encode(self, v: NodeView) -> pb.NodeView:
+    def encode(self, v: NodeView, columns: bool = False) -> pb.NodeView:
         with gcpause.paused():
-            return self._encode(v)
+            if not columns:
+                return self._encode(v)
+            last = self._last_columns
+            if last is not None and last[0] == v:
+                return last[1]
+            out = to_node(v, columns=True)
+            self._last_columns = (v, out)
+            return out
 
     def _encode(self, v: NodeView) -> pb.NodeView:
         last = self._last
@@ -259,10 +399,21 @@ def from_node(m: pb.NodeView) -> NodeView:
 
 
 def _from_node(m: pb.NodeView) -> NodeView:
-    ids: dict[tuple[int, int], NamespaceId] = {}
-    procs: dict[tuple[int, int], Process] = {}
+    if m.HasField("columns"):
+        if m.namespaces:
+            raise Unavailable("the nsinspect agent answered a node view with both rows and columns; "
+                              "check that client and agent are nsinspect")
+        try:
+            rows = from_columns(m.columns)
+        except _Malformed as e:
+            raise Unavailable(f"the nsinspect agent answered a node view whose columns do not add up ({e}); "
+                              "check that client and agent are nsinspect") from None
+    else:
+        ids: dict[tuple[int, int], NamespaceId] = {}
+        procs: dict[tuple[int, int], Process] = {}
+        rows = [_from_namespace(n, ids, procs) for n in m.namespaces]
     return NodeView(
-        [_from_namespace(n, ids, procs) for n in m.namespaces],
+        rows,
         _ns_dict(m.node_namespaces),
         _from_stats(m.stats),
         tuple(m.types),

@@ -96,7 +96,7 @@ class Inspector(agent_pb2_grpc.InspectorServicer):  # type: ignore[misc]  # gene
             if bad:
                 raise InvalidArgument(f"unknown namespace type {bad[0][:20]!r}; use one of {', '.join(NS_TYPES)}")
             types = tuple(t for t in NS_TYPES if t in request.types) if request.types else NS_TYPES
-            return self._encoder.encode(self._noted(self.engine.node(types)))
+            return self._encoder.encode(self._noted(self.engine.node(types)), columns=request.columns)
 
         return self._answer(context, "GetNode", run)
 

@@ -736,7 +736,8 @@ static int looks_like(const char *buf, ssize_t n, char types[][MAX_TYPE_LEN + 1]
 
 /* The open fds of one process that are namespaces, into out.  Returns 1 when its fd table is not ours
  * to read, 2 when a link is not one this parser takes (Python reads the process again), else 0. */
-static int pid_fds(int procfd, long pid, char types[][MAX_TYPE_LEN + 1], const size_t *tlens, int ntypes, buffer *out) {
+static int pid_fds(int procfd, long pid, char types[][MAX_TYPE_LEN + 1], const size_t *tlens, int ntypes, buffer *out,
+                   const unsigned char *skip, size_t nskip) {
     char path[32], target[128];
     snprintf(path, sizeof path, "%ld/fd", pid);
     int dfd = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -763,6 +764,8 @@ static int pid_fds(int procfd, long pid, char types[][MAX_TYPE_LEN + 1], const s
             if (d->d_name[0] < '0' || d->d_name[0] > '9' || *end != '\0' || fd > INT32_MAX)
                 continue;
             int fdnum = (int)fd;
+            if ((size_t)fdnum / 8 < nskip && (skip[fdnum / 8] >> (fdnum % 8)) & 1)
+                continue;  /* one the caller knows is not on a namespace */
             if (buf_put(&names, &fdnum, sizeof fdnum) < 0) {
                 PyMem_RawFree(names.data);
                 close(dfd);
@@ -806,18 +809,36 @@ static int pid_fds(int procfd, long pid, char types[][MAX_TYPE_LEN + 1], const s
 static PyObject *fds(PyObject *self, PyObject *args) {
     (void)self;
     pid_args a;
-    if (parse_pid_args(args, "iO!O:fds", &a) < 0)
+    /* An optional 4th argument: a bitmap (bytes, bit fd % 8 of byte fd / 8) of fds not to read. */
+    Py_buffer skip = {0};
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+    PyObject *head = PyTuple_GetSlice(args, 0, nargs > 3 ? 3 : nargs);
+    if (head == NULL)
         return NULL;
+    int rc0 = parse_pid_args(head, "iO!O:fds", &a);
+    Py_DECREF(head);
+    if (rc0 < 0)
+        return NULL;
+    if (nargs > 4 || (nargs == 4 && PyObject_GetBuffer(PyTuple_GET_ITEM(args, 3), &skip, PyBUF_SIMPLE) < 0)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "fds: at most 4 arguments");
+        PyMem_RawFree(a.pids);
+        return NULL;
+    }
     buffer out = {NULL, 0, 0};
     unsigned char *retry = PyMem_RawCalloc((size_t)(a.npids ? a.npids : 1), 1);
     if (retry == NULL) {
         PyMem_RawFree(a.pids);
+        if (skip.obj)
+            PyBuffer_Release(&skip);
         return PyErr_NoMemory();
     }
+    const unsigned char *bits = skip.obj ? skip.buf : NULL;
+    size_t nbits = skip.obj ? (size_t)skip.len : 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < a.npids; i++) {
         size_t before = out.len;
-        int rc = pid_fds(a.procfd, a.pids[i], a.names, a.lens, a.ntypes, &out);
+        int rc = pid_fds(a.procfd, a.pids[i], a.names, a.lens, a.ntypes, &out, bits, nbits);
         /* 2: a link this parser does not take; 1: a table we may not list (another user's, read
          * through its fdinfo in Python): both are read again there. */
         if (rc != 0) {
@@ -826,6 +847,8 @@ static PyObject *fds(PyObject *self, PyObject *args) {
         }
     }
     Py_END_ALLOW_THREADS
+    if (skip.obj)
+        PyBuffer_Release(&skip);
     PyMem_RawFree(a.pids);
     PyObject *again = PyList_New(0);
     for (Py_ssize_t i = 0; again != NULL && i < a.npids; i++)
@@ -1011,11 +1034,86 @@ done:
     return out;
 }
 
+static int cmp_long(const void *a, const void *b) {
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
+/* pids(procfd): every process listed in the procfs root, ascending, by ProcFS.pids()'s rule for a name (ASCII
+ * digits, no leading zero, at most PID_MAX_LIMIT).  Listed through a directory fd of its own (its own offset). */
+static PyObject *pids(PyObject *self, PyObject *args) {
+    (void)self;
+    int procfd;
+    if (!PyArg_ParseTuple(args, "i:pids", &procfd))
+        return NULL;
+    buffer found = {NULL, 0, 0};
+    int err = 0, nomem = 0;
+    Py_BEGIN_ALLOW_THREADS
+    int dfd = openat(procfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        err = errno;
+    } else {
+        char dents[32768];
+        for (;;) {
+            long got = syscall(SYS_getdents64, dfd, dents, sizeof dents);
+            if (got < 0) {
+                err = errno;
+                break;
+            }
+            if (got == 0)
+                break;
+            for (long off = 0; off < got && !nomem;) {
+                struct dirent64 *d = (struct dirent64 *)(dents + off);
+                off += d->d_reclen;
+                const char *name = d->d_name;
+                if (name[0] < '1' || name[0] > '9')
+                    continue;
+                long pid = 0;
+                int k = 0, ok = 1;
+                for (; name[k] && ok; k++) {
+                    ok = name[k] >= '0' && name[k] <= '9' && k < 7;
+                    pid = pid * 10 + (name[k] - '0');
+                }
+                if (!ok || pid > PID_MAX_LIMIT)
+                    continue;
+                nomem = buf_put(&found, &pid, sizeof pid) < 0;
+            }
+            if (nomem)
+                break;
+        }
+        close(dfd);
+        if (!err && !nomem && found.len)
+            qsort(found.data, found.len / sizeof(long), sizeof(long), cmp_long);
+    }
+    Py_END_ALLOW_THREADS
+    if (err || nomem) {
+        PyMem_RawFree(found.data);
+        if (nomem)
+            return PyErr_NoMemory();
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_ssize_t n = (Py_ssize_t)(found.len / sizeof(long));
+    PyObject *list = PyList_New(n);
+    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
+        long pid;
+        memcpy(&pid, found.data + (size_t)i * sizeof pid, sizeof pid);
+        PyObject *v = PyLong_FromLong(pid);
+        if (v == NULL)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, i, v);
+    }
+    PyMem_RawFree(found.data);
+    return list;
+}
+
 static PyMethodDef methods[] = {
+    {"pids", pids, METH_VARARGS, "pids(procfd) -> every pid listed in the procfs root, ascending"},
     {"moved", moved, METH_VARARGS, "moved(pids, clocks) -> [(index, CPU clock now or -1)] of the pids whose clock moved"},
     {"links", links, METH_VARARGS, "links(procfd, pids, types) -> (agg, vanished, denied, retry)"},
     {"describe", describe, METH_VARARGS, "describe(procfd, pid) -> (start, ppid, uid, comm, cmdline) or None"},
-    {"fds", fds, METH_VARARGS, "fds(procfd, pids, types) -> ([(type index, inode, pid, fd)], pids left to Python)"},
+    {"fds", fds, METH_VARARGS, "fds(procfd, pids, types[, skip bitmap]) -> ([(type index, inode, pid, fd)], pids left to Python)"},
     {"relations", relations, METH_VARARGS, "relations(procfd, [(path, dev, ino, hierarchical)]) -> per row (parent, owner) or None"},
     {"nsfs_mounts", nsfs_mounts, METH_VARARGS, "nsfs_mounts(procfd, entries, types) -> ([(entry index, type index, inode, mount point)], entries left to Python)"},
     {NULL, NULL, 0, NULL},

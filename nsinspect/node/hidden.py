@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from nsinspect.limits import decimal
@@ -247,27 +247,34 @@ def bind_mounts(
 FdPass = tuple[dict[tuple[str, int], list[tuple[int, int]]], int, list[tuple[int, int, int]]]
 
 
-def fd_holders(procfd: int, pids: list[int], types: tuple[str, ...]) -> FdPass:
+def fd_holders(procfd: int, pids: list[int], types: tuple[str, ...], skip: Collection[int] = ()) -> FdPass:
     """Open fds on namespaces, the number of processes whose fd tables could not be read, and the
-    namespace fds of unknown type (read through fdinfo: ``_fdinfo_holders``)."""
+    namespace fds of unknown type (read through fdinfo: ``_fdinfo_holders``).  ``skip``: fd numbers not to read,
+    in every table (the agent's own pidfds and mountinfo fds, thousands, none on a namespace)."""
     c = procfs._c
     if c is None:
-        return _fd_holders_py(procfd, pids, types)
+        return _fd_holders_py(procfd, pids, types, skip)
     found: dict[tuple[str, int], list[tuple[int, int]]] = {}
-    held, retry = c.fds(procfd, pids, types)
+    if skip:
+        bits = bytearray((max(skip) >> 3) + 1)
+        for num in skip:
+            bits[num >> 3] |= 1 << (num & 7)
+        held, retry = c.fds(procfd, pids, types, bytes(bits))
+    else:
+        held, retry = c.fds(procfd, pids, types)
     for ti, ino, pid, num in held:
         found.setdefault((types[ti], ino), []).append((pid, num))
     denied = 0
     untyped: list[tuple[int, int, int]] = []
     if retry:  # read in Python (a link C does not parse, a table C may not list), then put back in the order of ``pids``
-        more, denied, untyped = _fd_holders_py(procfd, retry, types)
+        more, denied, untyped = _fd_holders_py(procfd, retry, types, skip)
         order = {pid: k for k, pid in enumerate(pids)}
         for key, held_by in more.items():
             found[key] = sorted(found.get(key, []) + held_by, key=lambda h: order[h[0]])
     return found, denied, untyped
 
 
-def _fd_holders_py(procfd: int, pids: list[int], types: tuple[str, ...]) -> FdPass:
+def _fd_holders_py(procfd: int, pids: list[int], types: tuple[str, ...], skip: Collection[int] = ()) -> FdPass:
     found: dict[tuple[str, int], list[tuple[int, int]]] = {}
     untyped: list[tuple[int, int, int]] = []
     wanted = frozenset(types)
@@ -287,14 +294,17 @@ def _fd_holders_py(procfd: int, pids: list[int], types: tuple[str, ...]) -> FdPa
         try:
             names = listdir(dfd)
             for name in names:
+                num = decimal(name, _FD_MAX)
+                if num is None or num in skip:
+                    continue
                 try:
                     target = readlink(name, dir_fd=dfd)
                 except OSError as e:
                     if e.errno in (errno.EACCES, errno.EPERM):
                         raise
                     continue  # closed meanwhile
-                ns, num = parse_ns_target(target, wanted), decimal(name, _FD_MAX)
-                if ns is not None and num is not None:
+                ns = parse_ns_target(target, wanted)
+                if ns is not None:
                     found.setdefault(ns, []).append((pid, num))
         except OSError as e:
             denied += e.errno in (errno.EACCES, errno.EPERM)

@@ -548,6 +548,8 @@ class ProcFS:
 
         Listed through a directory fd of its own: ``os.listdir(self.fd)`` reads through a dup of the shared fd,
         whose offset two threads (the agent's GetNode and GetPod) would share, and each get part of the list."""
+        if _c is not None:
+            return list(_c.pids(self.fd))  # the same rule, in C (the agent lists the node on every warm call)
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.fd)
         try:
             names = os.listdir(fd)

@@ -245,36 +245,15 @@ class WarmNode:
         return True
 
     def _read_fds(self, pid: int, rec: _Record) -> bool:
-        """Its fds on namespaces into the record; True when they are not what it held before."""
+        """Its fds on namespaces into the record; True when they are not what it held before.  In our own table, the
+        pidfds and mountinfo fds we keep are not read (thousands, none on a namespace, and none closed or reused while
+        we look: only this call closes them)."""
         before = (rec.fds, rec.fds_denied, rec.untyped)
-        if pid == os.getpid():
-            rec.fds, rec.fds_denied, rec.untyped = self._own_fds(), False, []
-        else:
-            found, denied, untyped = hidden.fd_holders(self.proc.fd, [pid], NS_TYPES)
-            rec.fds = sorted(((t, ino, num) for (t, ino), held in found.items() for _pid, num in held), key=lambda f: f[2])
-            rec.fds_denied, rec.untyped = bool(denied), untyped
+        skip = set(self._by_fd) | self.tables.fds() if pid == os.getpid() else ()
+        found, denied, untyped = hidden.fd_holders(self.proc.fd, [pid], NS_TYPES, skip)
+        rec.fds = sorted(((t, ino, num) for (t, ino), held in found.items() for _pid, num in held), key=lambda f: f[2])
+        rec.fds_denied, rec.untyped = bool(denied), untyped
         return (rec.fds, rec.fds_denied, rec.untyped) != before
-
-    def _own_fds(self) -> list[tuple[str, int, int]]:
-        """Our own fds on namespaces: those of our table that are not the pidfds and mountinfo fds we keep (thousands,
-        none on a namespace, and none closed or reused while we look: only this call closes them)."""
-        mine = set(self._by_fd) | self.tables.fds()
-        fd = os.open(f"{os.getpid()}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.proc.fd)
-        try:
-            out = []
-            for name in os.listdir(fd):
-                num = int(name)
-                if num in mine or num == fd:
-                    continue
-                try:
-                    found = hidden.parse_ns_target(os.readlink(name, dir_fd=fd), NS_TYPES)
-                except OSError:
-                    continue  # closed meanwhile (another thread's)
-                if found is not None:
-                    out.append((found[0], found[1], num))
-            return sorted(out, key=lambda f: f[2])
-        finally:
-            os.close(fd)
 
     # -- the view --------------------------------------------------------------------------------
     def view(self, types: tuple[str, ...] = NS_TYPES) -> NodeView:

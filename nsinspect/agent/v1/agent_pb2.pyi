@@ -7,10 +7,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GetNodeRequest(_message.Message):
-    __slots__ = ("types",)
+    __slots__ = ("types", "columns")
     TYPES_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     types: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, types: _Optional[_Iterable[str]] = ...) -> None: ...
+    columns: bool
+    def __init__(self, types: _Optional[_Iterable[str]] = ..., columns: _Optional[bool] = ...) -> None: ...
 
 class GetProcessRequest(_message.Message):
     __slots__ = ("pid",)
@@ -161,7 +163,7 @@ class Namespace(_message.Message):
     def __init__(self, id: _Optional[_Union[NamespaceId, _Mapping]] = ..., type: _Optional[str] = ..., nprocs: _Optional[int] = ..., pid: _Optional[int] = ..., process: _Optional[_Union[Process, _Mapping]] = ..., node: _Optional[bool] = ..., pods: _Optional[_Iterable[_Union[PodRef, _Mapping]]] = ..., containers: _Optional[_Iterable[_Union[ContainerRef, _Mapping]]] = ..., parent: _Optional[_Union[NamespaceId, _Mapping]] = ..., owner: _Optional[_Union[NamespaceId, _Mapping]] = ..., mounts: _Optional[_Iterable[_Union[NsMount, _Mapping]]] = ..., fds: _Optional[_Iterable[_Union[NsFd, _Mapping]]] = ...) -> None: ...
 
 class NodeView(_message.Message):
-    __slots__ = ("namespaces", "node_namespaces", "stats", "types", "node", "runtime", "runtime_error")
+    __slots__ = ("namespaces", "node_namespaces", "stats", "types", "node", "runtime", "runtime_error", "columns")
     class NodeNamespacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +178,7 @@ class NodeView(_message.Message):
     NODE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_ERROR_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     namespaces: _containers.RepeatedCompositeFieldContainer[Namespace]
     node_namespaces: _containers.MessageMap[str, NamespaceId]
     stats: ScanStats
@@ -183,7 +186,82 @@ class NodeView(_message.Message):
     node: str
     runtime: str
     runtime_error: str
-    def __init__(self, namespaces: _Optional[_Iterable[_Union[Namespace, _Mapping]]] = ..., node_namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., stats: _Optional[_Union[ScanStats, _Mapping]] = ..., types: _Optional[_Iterable[str]] = ..., node: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_error: _Optional[str] = ...) -> None: ...
+    columns: NodeColumns
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[Namespace, _Mapping]]] = ..., node_namespaces: _Optional[_Mapping[str, NamespaceId]] = ..., stats: _Optional[_Union[ScanStats, _Mapping]] = ..., types: _Optional[_Iterable[str]] = ..., node: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_error: _Optional[str] = ..., columns: _Optional[_Union[NodeColumns, _Mapping]] = ...) -> None: ...
+
+class NodeColumns(_message.Message):
+    __slots__ = ("dev", "ino", "type", "nprocs", "pid", "process", "node", "type_names", "proc_pid", "proc_start_time", "proc_ppid", "proc_uid", "proc_uid_unknown", "proc_user", "proc_comm", "proc_cmdline", "parent_row", "parent_dev", "parent_ino", "owner_row", "owner_dev", "owner_ino", "pod_row", "pod_namespace", "pod_name", "pod_uid", "container_row", "container_name", "container_id", "mount_row", "mount_path", "mount_mnt_ns", "fd_row", "fd_pid", "fd_fd")
+    DEV_FIELD_NUMBER: _ClassVar[int]
+    INO_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    NPROCS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    PROC_PID_FIELD_NUMBER: _ClassVar[int]
+    PROC_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    PROC_PPID_FIELD_NUMBER: _ClassVar[int]
+    PROC_UID_FIELD_NUMBER: _ClassVar[int]
+    PROC_UID_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    PROC_USER_FIELD_NUMBER: _ClassVar[int]
+    PROC_COMM_FIELD_NUMBER: _ClassVar[int]
+    PROC_CMDLINE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ROW_FIELD_NUMBER: _ClassVar[int]
+    PARENT_DEV_FIELD_NUMBER: _ClassVar[int]
+    PARENT_INO_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ROW_FIELD_NUMBER: _ClassVar[int]
+    OWNER_DEV_FIELD_NUMBER: _ClassVar[int]
+    OWNER_INO_FIELD_NUMBER: _ClassVar[int]
+    POD_ROW_FIELD_NUMBER: _ClassVar[int]
+    POD_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    POD_NAME_FIELD_NUMBER: _ClassVar[int]
+    POD_UID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ROW_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_ROW_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_PATH_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_MNT_NS_FIELD_NUMBER: _ClassVar[int]
+    FD_ROW_FIELD_NUMBER: _ClassVar[int]
+    FD_PID_FIELD_NUMBER: _ClassVar[int]
+    FD_FD_FIELD_NUMBER: _ClassVar[int]
+    dev: _containers.RepeatedScalarFieldContainer[int]
+    ino: _containers.RepeatedScalarFieldContainer[int]
+    type: _containers.RepeatedScalarFieldContainer[int]
+    nprocs: _containers.RepeatedScalarFieldContainer[int]
+    pid: _containers.RepeatedScalarFieldContainer[int]
+    process: _containers.RepeatedScalarFieldContainer[int]
+    node: _containers.RepeatedScalarFieldContainer[bool]
+    type_names: _containers.RepeatedScalarFieldContainer[str]
+    proc_pid: _containers.RepeatedScalarFieldContainer[int]
+    proc_start_time: _containers.RepeatedScalarFieldContainer[int]
+    proc_ppid: _containers.RepeatedScalarFieldContainer[int]
+    proc_uid: _containers.RepeatedScalarFieldContainer[int]
+    proc_uid_unknown: _containers.RepeatedScalarFieldContainer[int]
+    proc_user: _containers.RepeatedScalarFieldContainer[str]
+    proc_comm: _containers.RepeatedScalarFieldContainer[str]
+    proc_cmdline: _containers.RepeatedScalarFieldContainer[str]
+    parent_row: _containers.RepeatedScalarFieldContainer[int]
+    parent_dev: _containers.RepeatedScalarFieldContainer[int]
+    parent_ino: _containers.RepeatedScalarFieldContainer[int]
+    owner_row: _containers.RepeatedScalarFieldContainer[int]
+    owner_dev: _containers.RepeatedScalarFieldContainer[int]
+    owner_ino: _containers.RepeatedScalarFieldContainer[int]
+    pod_row: _containers.RepeatedScalarFieldContainer[int]
+    pod_namespace: _containers.RepeatedScalarFieldContainer[str]
+    pod_name: _containers.RepeatedScalarFieldContainer[str]
+    pod_uid: _containers.RepeatedScalarFieldContainer[str]
+    container_row: _containers.RepeatedScalarFieldContainer[int]
+    container_name: _containers.RepeatedScalarFieldContainer[str]
+    container_id: _containers.RepeatedScalarFieldContainer[str]
+    mount_row: _containers.RepeatedScalarFieldContainer[int]
+    mount_path: _containers.RepeatedScalarFieldContainer[str]
+    mount_mnt_ns: _containers.RepeatedScalarFieldContainer[int]
+    fd_row: _containers.RepeatedScalarFieldContainer[int]
+    fd_pid: _containers.RepeatedScalarFieldContainer[int]
+    fd_fd: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, dev: _Optional[_Iterable[int]] = ..., ino: _Optional[_Iterable[int]] = ..., type: _Optional[_Iterable[int]] = ..., nprocs: _Optional[_Iterable[int]] = ..., pid: _Optional[_Iterable[int]] = ..., process: _Optional[_Iterable[int]] = ..., node: _Optional[_Iterable[bool]] = ..., type_names: _Optional[_Iterable[str]] = ..., proc_pid: _Optional[_Iterable[int]] = ..., proc_start_time: _Optional[_Iterable[int]] = ..., proc_ppid: _Optional[_Iterable[int]] = ..., proc_uid: _Optional[_Iterable[int]] = ..., proc_uid_unknown: _Optional[_Iterable[int]] = ..., proc_user: _Optional[_Iterable[str]] = ..., proc_comm: _Optional[_Iterable[str]] = ..., proc_cmdline: _Optional[_Iterable[str]] = ..., parent_row: _Optional[_Iterable[int]] = ..., parent_dev: _Optional[_Iterable[int]] = ..., parent_ino: _Optional[_Iterable[int]] = ..., owner_row: _Optional[_Iterable[int]] = ..., owner_dev: _Optional[_Iterable[int]] = ..., owner_ino: _Optional[_Iterable[int]] = ..., pod_row: _Optional[_Iterable[int]] = ..., pod_namespace: _Optional[_Iterable[str]] = ..., pod_name: _Optional[_Iterable[str]] = ..., pod_uid: _Optional[_Iterable[str]] = ..., container_row: _Optional[_Iterable[int]] = ..., container_name: _Optional[_Iterable[str]] = ..., container_id: _Optional[_Iterable[str]] = ..., mount_row: _Optional[_Iterable[int]] = ..., mount_path: _Optional[_Iterable[str]] = ..., mount_mnt_ns: _Optional[_Iterable[int]] = ..., fd_row: _Optional[_Iterable[int]] = ..., fd_pid: _Optional[_Iterable[int]] = ..., fd_fd: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ProcessView(_message.Message):
     __slots__ = ("process", "namespaces", "node_namespaces", "pod", "container", "node", "runtime_error")
