@@ -20,7 +20,7 @@ over CRI as kubelet does, each with what kubelet gives a pod: a service-account 
 read-only into every container, an emptyDir, /etc/hosts and a termination log per container (so the node
 holds their overlays, shm, token tmpfs and netns pins, and every container's mount namespace its volumes);
 with --groups 0 that node alone, else the synthetic population beside it.  --agent also starts
-`nsinspect agent` (no runtime) and times its warm GetNode (the call itself, answer parsed, and the same
+`nsinspect agent` (no runtime) and times its warm GetNode (the call through the CLI's client, answer in the model, and the same
 through the CLI: `nsinspect --agent ADDR node -o json`) against the cold CLI scan (issue 20: warm <= 0.1x),
 checking that the warm answer holds the same namespaces.
 nsinspect is this checkout, bytecode compiled and the C speed-up built as an install does
@@ -174,19 +174,18 @@ class Agent:
         sys.path.insert(0, str(HERE.parent))
         import grpc
 
-        from nsinspect.agent.v1 import agent_pb2, agent_pb2_grpc
+        from nsinspect.agent.client import AgentEngine
 
-        self.channel = grpc.insecure_channel(self.address, options=[("grpc.max_receive_message_length", 256 << 20)])
-        grpc.channel_ready_future(self.channel).result(timeout=60)
-        self.stub, self.pb = agent_pb2_grpc.InspectorStub(self.channel), agent_pb2
+        channel = grpc.insecure_channel(self.address)
+        grpc.channel_ready_future(channel).result(timeout=60)
+        channel.close()
+        self.client = AgentEngine(self.address, timeout=600)  # what `nsinspect --agent ADDR node` asks with
 
     def get_node(self):
-        from nsinspect.agent import convert
-
-        return convert.from_node(self.stub.GetNode(self.pb.GetNodeRequest(), timeout=600))
+        return self.client.node()
 
     def stop(self) -> None:
-        self.channel.close()
+        self.client.close()
         self.proc.terminate()
         self.proc.wait(30)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Mapping
+from itertools import repeat
 from typing import Any
 
 from nsinspect import gcpause
@@ -273,21 +274,46 @@ def _same_length(n: int, *columns: list[Any]) -> None:
         raise _Malformed("columns of different lengths")
 
 
-def _sparse(rows: int, index: Any, *columns: Any) -> dict[int, list[tuple[Any, ...]]]:
-    """A sparse group of columns: {row: [its entries' values, in order]}."""
+def _records(cls: Any, *columns: list[Any]) -> list[Any]:
+    """``[cls(*values) for values in zip(*columns)]`` for a NamedTuple ``cls``, made in C: ``tuple.__new__(cls, t)``
+    is what ``cls._make(t)`` does, without a Python call per record."""
+    return list(map(tuple.__new__, repeat(cls), zip(*columns, strict=True)))
+
+
+def _sparse(rows: int, index: Any, *columns: Any) -> tuple[list[int], list[list[Any]]]:
+    """A sparse group of columns: the rows they name and their values, checked."""
     at = list(index)
     values = [list(c) for c in columns]
     _same_length(len(at), *values)
     if at and max(at) >= rows:
         raise _Malformed("an entry names a row that is not there")
-    out: dict[int, list[tuple[Any, ...]]] = {}
-    for row, *entry in zip(at, *values, strict=True):
-        out.setdefault(row, []).append(tuple(entry))
+    return at, values
+
+
+def _per_row(rows: int, at: list[int], entries: list[Any]) -> list[tuple[Any, ...]]:
+    """Each row's entries (in their order) as a tuple; () for a row that has none."""
+    out: list[Any] = [()] * rows
+    for row, entry in zip(at, entries, strict=True):
+        got = out[row]
+        out[row] = (entry,) if not got else (*got, entry)
+    return out
+
+
+def _related(rows: int, group: tuple[list[int], list[list[Any]]], known: dict[tuple[int, int], NamespaceId]) -> list[Any]:
+    """Each row's parent (or owner), the row's own NamespaceId where it is one; None for a row without."""
+    at, (devs, inos) = group
+    if len(set(at)) != len(at):
+        raise _Malformed("a row with two parents or owners")
+    out: list[Any] = [None] * rows
+    get = known.get
+    for row, key in zip(at, zip(devs, inos, strict=True), strict=True):
+        got = get(key)
+        out[row] = tuple.__new__(NamespaceId, key) if got is None else got
     return out
 
 
 def from_columns(c: pb.NodeColumns) -> list[Namespace]:
-    """The rows of ``NodeColumns``.  Each column is read in one call, then rows are made from the lists."""
+    """The rows of ``NodeColumns``.  Each column is read in one call, then records are made from the lists."""
     dev, ino, nprocs, pid, node, at = list(c.dev), list(c.ino), list(c.nprocs), list(c.pid), list(c.node), list(c.process)
     n = len(ino)
     kinds = list(c.type)
@@ -296,7 +322,7 @@ def from_columns(c: pb.NodeColumns) -> list[Namespace]:
     if kinds and max(kinds) >= len(names):
         raise _Malformed("a row's type is not in type_names")
     types = [names[k] for k in kinds]
-    uids = list(c.proc_uid)
+    uids: list[int | None] = list(c.proc_uid)
     for k in c.proc_uid_unknown:
         if k >= len(uids):
             raise _Malformed("an unknown uid of a process that is not there")
@@ -304,38 +330,25 @@ def from_columns(c: pb.NodeColumns) -> list[Namespace]:
     pids, starts, ppids = list(c.proc_pid), list(c.proc_start_time), list(c.proc_ppid)
     users, comms, cmdlines = list(c.proc_user), list(c.proc_comm), list(c.proc_cmdline)
     _same_length(len(pids), starts, ppids, uids, users, comms, cmdlines)
-    table: list[Process | None] = list(map(Process, map(ProcessId, pids, starts), ppids, uids, users, comms, cmdlines))
+    table: list[Process | None] = _records(Process, _records(ProcessId, pids, starts), ppids, uids, users, comms, cmdlines)
     if at and (min(at) < -1 or max(at) >= len(table)):
         raise _Malformed("a row's process is not in the process table")
     table.append(None)  # index -1
-    row_ids = list(map(NamespaceId, dev, ino))
+    row_ids = _records(NamespaceId, dev, ino)
     known = dict(zip(zip(dev, ino, strict=True), row_ids, strict=True))  # a parent or owner that is a row: the same NamespaceId
-
-    def related(group: dict[int, list[tuple[Any, ...]]]) -> list[NamespaceId | None]:
-        out: list[NamespaceId | None] = [None] * n
-        for row, entries in group.items():
-            if len(entries) > 1:
-                raise _Malformed("a row with two parents or owners")
-            key = entries[0]
-            got = known.get(key)
-            out[row] = NamespaceId(*key) if got is None else got
-        return out
-
-    def tuples(group: dict[int, list[tuple[Any, ...]]], make: Any) -> list[tuple[Any, ...]]:
-        out: list[tuple[Any, ...]] = [()] * n
-        for row, entries in group.items():
-            out[row] = tuple(make(*e) for e in entries)
-        return out
-
-    return list(map(
+    pods_at, (namespaces, pod_names, pod_uids) = _sparse(n, c.pod_row, c.pod_namespace, c.pod_name, c.pod_uid)
+    containers_at, (container_names, container_ids) = _sparse(n, c.container_row, c.container_name, c.container_id)
+    mounts_at, (paths, mnt_ns) = _sparse(n, c.mount_row, c.mount_path, c.mount_mnt_ns)
+    fds_at, (fd_pids, fd_fds) = _sparse(n, c.fd_row, c.fd_pid, c.fd_fd)
+    return _records(
         Namespace, row_ids, types, nprocs, pid, [table[k] for k in at], node,
-        tuples(_sparse(n, c.pod_row, c.pod_namespace, c.pod_name, c.pod_uid), PodRef),
-        tuples(_sparse(n, c.container_row, c.container_name, c.container_id), ContainerRef),
-        related(_sparse(n, c.parent_row, c.parent_dev, c.parent_ino)),
-        related(_sparse(n, c.owner_row, c.owner_dev, c.owner_ino)),
-        tuples(_sparse(n, c.mount_row, c.mount_path, c.mount_mnt_ns), NsMount),
-        tuples(_sparse(n, c.fd_row, c.fd_pid, c.fd_fd), NsFd),
-    ))
+        _per_row(n, pods_at, _records(PodRef, namespaces, pod_names, pod_uids)),
+        _per_row(n, containers_at, _records(ContainerRef, container_names, container_ids)),
+        _related(n, _sparse(n, c.parent_row, c.parent_dev, c.parent_ino), known),
+        _related(n, _sparse(n, c.owner_row, c.owner_dev, c.owner_ino), known),
+        _per_row(n, mounts_at, _records(NsMount, paths, mnt_ns)),
+        _per_row(n, fds_at, _records(NsFd, fd_pids, fd_fds)),
+    )
 
 
 class NodeEncoder:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -122,6 +123,8 @@ class MountTables:
         self.limit = limit or max(0, (soft if soft != resource.RLIM_INFINITY else 1 << 20) // 2 - 64)
         # mount ns inode -> (reader entry, its start time, mountinfo fd, its nsfs mounts)
         self._kept: dict[int, tuple[str, int, int, list[tuple[str, int, str]]]] = {}
+        self._poller = select.poll()  # every kept fd, for POLLPRI
+        self._by_fd: dict[int, int] = {}  # kept fd -> mount ns inode
         self.reused = self.read = 0  # of the last scan
 
     def unchanged(self, procfd: int, readers: list[tuple[int, str]], known: dict[int, int] | None = None,
@@ -129,25 +132,18 @@ class MountTables:
         """The kept tables still good for these readers: {index in readers: mounts}.  Forgets the others.
         ``known``: start times the scan just read, by pid (the rest are read here); ``ran``: pids that may have
         changed their root since (chroot, pivot_root: the paths of a table are relative to its reader's root)."""
-        import select
-
         known = known or {}
         starts = {k: known.get(int(entry)) or _start_time(procfd, entry) for k, (_mnt, entry) in enumerate(readers)}
         wanted = {mnt: (k, entry) for k, (mnt, entry) in enumerate(readers)}
         for mnt in [m for m in self._kept if m not in wanted]:
             self._forget(mnt)
-        poller = select.poll()
-        by_fd: dict[int, int] = {}
-        for mnt, (entry, start, fd, _mounts) in list(self._kept.items()):
+        for mnt, (entry, start, _fd, _mounts) in list(self._kept.items()):
             k, want = wanted[mnt]
             if want != entry or starts[k] is None or starts[k] != start or int(entry) in ran:
                 self._forget(mnt)
-                continue
-            poller.register(fd, select.POLLPRI)
-            by_fd[fd] = mnt
-        for fd, ev in poller.poll(0):
+        for fd, ev in self._poller.poll(0):
             if ev & (select.POLLPRI | select.POLLERR | select.POLLNVAL):
-                self._forget(by_fd[fd])
+                self._forget(self._by_fd[fd])
         out = {wanted[mnt][0]: kept[3] for mnt, kept in self._kept.items()}
         self.reused, self.read = len(out), len(readers) - len(out)
         self._starts = starts
@@ -172,13 +168,18 @@ class MountTables:
             os.close(fd)
             return
         self._kept[mnt] = (entry, start, fd, mounts)
+        self._poller.register(fd, select.POLLPRI)
+        self._by_fd[fd] = mnt
 
     def fds(self) -> set[int]:
         """The mountinfo fds kept (none is on a namespace)."""
-        return {kept[2] for kept in self._kept.values()}
+        return set(self._by_fd)
 
     def _forget(self, mnt: int) -> None:
-        os.close(self._kept.pop(mnt)[2])
+        fd = self._kept.pop(mnt)[2]
+        self._poller.unregister(fd)
+        del self._by_fd[fd]
+        os.close(fd)
 
     def close(self) -> None:
         for mnt in list(self._kept):

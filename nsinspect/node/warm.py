@@ -117,13 +117,12 @@ class _Kcmp:
 
 
 class _Record:
-    """What was read of one process, and when (its CPU clock then; None: read it again next time)."""
+    """What was read of one process (its CPU clock then, if it can be trusted: ``WarmNode._clocks``)."""
 
-    __slots__ = ("start", "pidfd", "clock", "links", "denied", "fds", "fds_denied", "untyped", "desc", "ppid", "fresh", "zombie")
+    __slots__ = ("start", "pidfd", "links", "denied", "fds", "fds_denied", "untyped", "desc", "ppid", "fresh", "zombie")
 
     def __init__(self, start: int, pidfd: int):
         self.start, self.pidfd = start, pidfd
-        self.clock: int | None = None
         self.links: tuple[int | None, ...] | None = None  # per NS_TYPES; None: vanished or denied
         self.denied = False  # its links may not be read
         self.fds: list[tuple[str, int, int]] = []  # (type, inode, fd) of its fds on namespaces, as read
@@ -144,6 +143,14 @@ class WarmNode:
         self.tables = hidden.MountTables()  # half the open-files limit, less 64
         self._pidfds_max = max(0, soft // 2 - 64 - 64)  # the other half, less what gRPC and requests need
         self._recs: dict[int, _Record] = {}
+        # Which records are which, kept as they change (so a call walks the processes that ran, not every record):
+        # trusted CPU clocks {pid: clock}; records read again on every call (no clock to trust, not zombies);
+        # zombies; records holding fds on namespaces; records read in this call.
+        self._clocks: dict[int, int] = {}
+        self._unsure: set[int] = set()
+        self._zombies: set[int] = set()
+        self._holding: set[int] = set()
+        self._fresh: set[int] = set()
         self._by_fd: dict[int, int] = {}  # pidfd -> pid
         self._epoll = select.epoll()
         self._relations: dict[tuple[str, int], Any] = {}  # (type, inode) -> (parent, owner) as read
@@ -189,6 +196,9 @@ class WarmNode:
     def _drop(self, pid: int) -> None:
         rec = self._recs.pop(pid)
         self._set_links(pid, rec, None)
+        self._clocks.pop(pid, None)
+        for kind in (self._unsure, self._zombies, self._holding, self._fresh):
+            kind.discard(pid)
         if rec.pidfd >= 0:
             self._by_fd.pop(rec.pidfd, None)
             self._epoll.unregister(rec.pidfd)
@@ -216,11 +226,22 @@ class WarmNode:
             return None
         rec = _Record(start, pidfd)
         rec.ppid = ppid
+        self._unsure.add(pid)
         if pidfd >= 0:
             self._epoll.register(pidfd, select.EPOLLIN)
             self._by_fd[pidfd] = pid
         self._recs[pid] = rec
         return rec
+
+    def _set_clock(self, pid: int, rec: _Record, clock: int | None) -> None:
+        """The clock to compare with next call (None: read it again then)."""
+        if clock is None:
+            self._clocks.pop(pid, None)
+            if not rec.zombie:
+                self._unsure.add(pid)
+        else:
+            self._clocks[pid] = clock
+            self._unsure.discard(pid)
 
     def _same_zombie(self, pid: int, rec: _Record) -> bool:
         """Is ``pid`` still this record's process, a zombie (exited, not reaped: its links and fds are gone for good)?"""
@@ -253,6 +274,10 @@ class WarmNode:
         found, denied, untyped = hidden.fd_holders(self.proc.fd, [pid], NS_TYPES, skip)
         rec.fds = sorted(((t, ino, num) for (t, ino), held in found.items() for _pid, num in held), key=lambda f: f[2])
         rec.fds_denied, rec.untyped = bool(denied), untyped
+        if rec.fds:
+            self._holding.add(pid)
+        else:
+            self._holding.discard(pid)
         return (rec.fds, rec.fds_denied, rec.untyped) != before
 
     # -- the view --------------------------------------------------------------------------------
@@ -267,10 +292,11 @@ class WarmNode:
         pids = proc.pids()
         vanished, parents_changed, changed = self._read_changed(pids)
         scanned = types if "mnt" in types else (*types, "mnt")
-        agg, unwitnessed, denied = self._aggregate(pids, scanned)
-        self.same_answer = not changed and self._same_answer(types, pids, scanned, agg, unwitnessed)
+        unwitnessed, denied = self._unwitnessed(scanned)
+        self.same_answer = not changed and self._same_answer(types, pids, unwitnessed)
         if self.same_answer and self._last is not None:
             return self._last[2]
+        agg = self._aggregate(scanned)
         descs, gone = self._descriptions(pids, scanned, types, agg, parents_changed)
         seen, stats = procfs.finish_scan([(agg, len(pids), vanished, denied, descs, gone)], scanned)
         node_ns = node_namespaces(proc)
@@ -286,8 +312,7 @@ class WarmNode:
         self._last = (types, pids, view, mounts)
         return view
 
-    def _same_answer(self, types: tuple[str, ...], pids: list[int], scanned: tuple[str, ...], agg: list[dict[int, list[int]]],
-                     unwitnessed: list[set[int]]) -> bool:
+    def _same_answer(self, types: tuple[str, ...], pids: list[int], unwitnessed: list[set[int]]) -> bool:
         """Is the last answer this call's, when no process changed what it shows (``_read_changed``)?  It is if the same
         pids are there, every namespace still has a process that kept still in it (so each is the namespace it was:
         its parent, owner and ghosts stand), the lowest processes that ran describe as before, and no mount table
@@ -295,58 +320,54 @@ class WarmNode:
         last = self._last
         if last is None or last[0] != types or last[1] != pids or any(unwitnessed):
             return False
-        fd = self.proc.fd
-        for t, seen in zip(scanned, agg, strict=True):
-            if t not in types:
-                continue
-            for _n, low in seen.values():
-                rec = self._recs[low]
-                if rec.fresh and procfs._describe_any(fd, low) != rec.desc:
-                    return False
+        fd, recs = self.proc.fd, self._recs
+        shown = [(i, self._agg[i]) for i, t in enumerate(NS_TYPES) if t in types]
+        for pid in sorted(self._fresh):  # the lowest processes that ran
+            links = recs[pid].links
+            if links is not None and any((ino := links[i]) is not None and seen[ino][1] == pid for i, seen in shown) \
+                    and procfs._describe_any(fd, pid) != recs[pid].desc:
+                return False
         view = last[2]
         if node_namespaces(self.proc) != view.node_namespaces or procfs.can_trace() != view.stats.as_root:
             return False
         node_mnt = view.node_namespaces["mnt"].ino if "mnt" in view.node_namespaces else 0
-        mnt = agg[scanned.index("mnt")]
+        mnt = self._agg[NS_TYPES.index("mnt")]
         readers = hidden.mount_readers(((ino, low) for ino, (_n, low) in mnt.items()), node_mnt)
-        starts = {low: self._recs[low].start for _n, low in mnt.values()}
+        starts = {low: recs[low].start for _n, low in mnt.values()}
         return bool(hidden.bind_mounts(fd, readers, types, self.tables, starts, self._ran()) == last[3])
 
     def _ran(self) -> set[int]:
         """The processes read again this call: a reader among them may have a new root (its table is listed again)."""
-        return {pid for pid, rec in self._recs.items() if rec.fresh}
+        return set(self._fresh)
 
     def _read_changed(self, pids: list[int]) -> tuple[int, set[int], bool]:
         """Steps 1-3: read again the processes that ran, exited or are new.  Returns how many vanished meanwhile,
         the pids whose children may have a new parent (they exited), and whether any process came, went, or shows
         other links or fds than it did (a process read again that holds an fd on a namespace counts as changed: the
         namespace may be another one under the same inode)."""
+        recs = self._recs
         listed = set(pids)
-        dropped = [p for p in self._recs if p not in listed]
+        dropped = sorted(recs.keys() - listed)
         changed = bool(dropped)
         for pid in dropped:
             self._drop(pid)
-        for kept in self._recs.values():
-            kept.fresh = False
-        # Exits, then clocks, then exits again (a pid lent to a new process after the first look).
+        for pid in self._fresh:  # the last call's
+            recs[pid].fresh = False
+        self._fresh = set()
+        # Exits, then clocks, then exits again (a pid lent to a new process after the first look).  Read again: new
+        # pids, records without a clock to trust, zombies no longer the same, processes whose clock moved, exits.
         exited = self._exited()
-        clocks: dict[int, int | None] = {}
-        known: list[int] = []
-        was: list[int] = []
-        for pid in pids:
-            rec = self._recs.get(pid)
-            if rec is not None and rec.zombie and self._same_zombie(pid, rec):
-                continue
-            if rec is None or rec.clock is None or pid in exited:
+        clocks: dict[int, int | None] = dict.fromkeys(listed - recs.keys())
+        clocks.update(dict.fromkeys(self._unsure))
+        for pid in self._zombies:
+            if not self._same_zombie(pid, recs[pid]):
                 clocks[pid] = None
-            else:
-                known.append(pid)
-                was.append(rec.clock)
+        known, was = list(self._clocks), list(self._clocks.values())
         for k, clock in moved(known, was):
             clocks[known[k]] = clock if clock >= 0 else None
         exited |= self._exited()
         for pid in exited:
-            clocks.setdefault(pid, None)
+            clocks[pid] = None
         ours = os.getpid()
         if ours in listed:
             clocks.setdefault(ours, None)  # our own fd table holds what this call opens
@@ -375,45 +396,50 @@ class WarmNode:
                 changed = True
                 continue
             rec.fresh = True  # its description is read again where it is shown (_descriptions, _same_answer)
+            self._fresh.add(pid)
             fds_moved = self._read_fds(pid, rec)
             if fds_moved and pid != ours:
                 fds_changed.append(pid)
             changed = changed or fds_moved or rec is not old or rec.links != links or bool(rec.fds or rec.untyped)
             # Trusted next time only if it was this process, alive, once everything was read (checked below).
-            rec.clock = now if (now is not None and rec.pidfd >= 0 and not rec.denied and not rec.fds_denied) else None
+            self._set_clock(pid, rec, now if (now is not None and rec.pidfd >= 0 and not rec.denied and not rec.fds_denied) else None)
         for pid in self._exited():  # exited while we read it: read again, unless it was a zombie already then
             rec = self._recs[pid]
-            rec.clock = None
             if self._same_zombie(pid, rec):
                 self._by_fd.pop(rec.pidfd)
                 self._epoll.unregister(rec.pidfd)
                 os.close(rec.pidfd)
                 rec.pidfd, rec.zombie = -1, True
+                self._zombies.add(pid)
+                self._unsure.discard(pid)
+            self._set_clock(pid, rec, None)
         # fd tables that held namespaces, and the idle sharers of a table whose namespaces changed.
-        for pid, kept in self._recs.items():
-            if not kept.fresh and kept.fds:
-                changed = self._read_fds(pid, kept) or changed
+        for pid in sorted(self._holding - self._fresh):
+            changed = self._read_fds(pid, self._recs[pid]) or changed
         for pid in fds_changed:
             changed = self._sharers(pid) or changed
-        self.reread = sum(r.fresh for r in self._recs.values())
+        self.reread = len(self._fresh)
         self.kept = len(self._recs) - self.reread
         return vanished, parents_changed, changed
 
-    def _aggregate(self, pids: list[int], scanned: tuple[str, ...]) -> tuple[list[dict[int, list[int]]], list[set[int]], list[int]]:
-        """Per type {inode: [nprocs, lowest pid]} (``procfs.scan_slice``'s, a copy of the one kept), the inodes no kept
-        process is in (every process in it was read again this call), and the pids whose links may not be read."""
+    def _unwitnessed(self, scanned: tuple[str, ...]) -> tuple[list[set[int]], list[int]]:
+        """Per type, the inodes no kept process is in (every process in it was read again this call), and the pids
+        whose links may not be read."""
         recs = self._recs
-        agg: list[dict[int, list[int]]] = []
         unwitnessed: list[set[int]] = []
-        fresh = [rec.links for rec in recs.values() if rec.fresh and rec.links is not None]
+        fresh = [links for pid in self._fresh if (links := recs[pid].links) is not None]
         for t in scanned:
             i = NS_TYPES.index(t)
-            agg.append({ino: [n, low] for ino, (n, low) in self._agg[i].items()})
             members = self._members[i]
             unwitnessed.append({ino for links in fresh if (ino := links[i]) is not None
                                 and all(recs[p].fresh for p in members[ino])})
-        denied = [pid for pid in pids if (rec := recs.get(pid)) is not None and rec.links is None]
-        return agg, unwitnessed, denied
+        denied = sorted(pid for pid in (*self._unsure, *self._zombies) if recs[pid].links is None)
+        return unwitnessed, denied
+
+    def _aggregate(self, scanned: tuple[str, ...]) -> list[dict[int, list[int]]]:
+        """Per type {inode: [nprocs, lowest pid]} (``procfs.scan_slice``'s): a copy of the one kept, for the view to
+        build on."""
+        return [{ino: [n, low] for ino, (n, low) in self._agg[NS_TYPES.index(t)].items()} for t in scanned]
 
     def _fd_pass(self, pids: list[int], types: tuple[str, ...]) -> tuple[dict[tuple[str, int], list[tuple[int, int]]], int,
                                                                           list[tuple[int, int, int]]]:
