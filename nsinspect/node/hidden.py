@@ -513,10 +513,12 @@ class _Hierarchy:
 
     def settle(self, n: Namespace, parent: NamespaceId | None, owner: NamespaceId | None) -> bool:
         """Take a row's relations as read in C; False when one of them is a ghost to follow (``visit`` does)."""
-        for rel, rtype in ((parent, n.type), (owner, "user")):
-            if rel is not None and rel not in self.known and rel not in self.relations and rtype in self.types:
-                return False
-        self.relations[n.id] = (parent, owner)
+        known, relations = self.known, self.relations
+        if parent is not None and parent not in known and parent not in relations and n.type in self.types:
+            return False
+        if owner is not None and owner not in known and owner not in relations and "user" in self.types:
+            return False
+        relations[n.id] = (parent, owner)
         return True
 
     def visit(self, fd: int, nstype: str, ns: NamespaceId, depth: int = 0) -> None:
@@ -648,9 +650,10 @@ def complete(
         return got
 
     tree = _Hierarchy({n.id for n in rows.values()}, types)
+    settle = tree.settle
     for key, n in rows.items():
         answer = read.get(key)
-        if answer is not None and tree.settle(n, interned(answer[0]), interned(answer[1])):
+        if answer is not None and settle(n, interned(answer[0]), interned(answer[1])):
             continue
         fd = _open_row(procfd, n, fds.get(key, ()), mounts.get(key, {}))
         if fd is not None:
@@ -663,13 +666,19 @@ def complete(
     unknown = _type_by_inode(untyped, rows, fds)
     out = []
     none: tuple[None, None] = (None, None)
+    relation = tree.relations.get
     for key, n in rows.items():
-        parent, owner = tree.relations.get(n.id, none)
         at, held = mounts.get(key), fds.get(key)
-        out.append(Namespace(n.id, n.type, n.nprocs, n.pid, n.process, n.node, n.pods, n.containers, parent, owner,
-                             tuple(NsMount(procfs.clean(path), mnt) for path, (mnt, _entry) in at.items()) if at else (),
-                             tuple(NsFd(*f) for f in held) if held else ()))
+        # The row with its parent, owner, mounts and fds (_TAIL, the fields after the first eight), made in C as
+        # Namespace._make does: thousands of rows.
+        out.append(tuple.__new__(Namespace, (*n[:8], *relation(n.id, none),
+                                             tuple(NsMount(procfs.clean(path), mnt) for path, (mnt, _entry) in at.items()) if at else (),
+                                             tuple(NsFd(*f) for f in held) if held else ())))
     return out, fds_denied, unknown
+
+
+_TAIL = ("parent", "owner", "mounts", "fds")
+assert Namespace._fields[8:] == _TAIL, "complete() builds rows by position"
 
 
 def _type_by_inode(untyped: list[tuple[int, int, int]], rows: dict[tuple[str, int], Namespace],

@@ -819,19 +819,29 @@ class ProcFS:
         return finish_scan(fanout(lambda share: scan_slice(fd, share, types), slices(pids, workers)), types)
 
 
-def finish_scan(chunks: list[_Chunk], types: tuple[str, ...]) -> tuple[dict[str, dict[int, tuple[int, int, Process | None]]], ScanStats]:
-    """The slices' aggregates, in pid order, merged: per type {inode: (nprocs, lowest pid, its process)}."""
+def finish_scan(chunks: list[_Chunk], types: tuple[str, ...], made: dict[tuple[int, _Desc], Process] | None = None,
+                ) -> tuple[dict[str, dict[int, tuple[int, int, Process | None]]], ScanStats]:
+    """The slices' aggregates, in pid order, merged: per type {inode: (nprocs, lowest pid, its process)}.  ``made``:
+    the processes an earlier call made, by (pid, description), reused where they describe the same (the agent's
+    warm node); on return it holds this call's only."""
     result = chunks[0]
     for theirs in chunks[1:]:
         result = _merge(result, theirs)
     agg, processes, vanished, denied, descs, _gone = result
     procs: dict[int, Process | None] = {}
+    earlier = dict(made or {})
     out: dict[str, dict[int, tuple[int, int, Process | None]]] = {}
     for t, seen in zip(types, agg, strict=True):
         rows = out[t] = {}
         for ino, (count, low) in seen.items():
             if low not in procs:
                 d = descs.get(low)
-                procs[low] = _to_process(low, d) if d is not None else None
+                procs[low] = None if d is None else earlier.get((low, d)) or _to_process(low, d)
             rows[ino] = (count, low, procs[low])
+    if made is not None:
+        made.clear()
+        for pid, p in procs.items():
+            d = descs.get(pid)
+            if p is not None and d is not None:
+                made[pid, d] = p
     return out, ScanStats(processes, vanished, tuple(sorted(denied)), can_trace())

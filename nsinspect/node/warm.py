@@ -154,6 +154,7 @@ class WarmNode:
         self._by_fd: dict[int, int] = {}  # pidfd -> pid
         self._epoll = select.epoll()
         self._relations: dict[tuple[str, int], Any] = {}  # (type, inode) -> (parent, owner) as read
+        self._made: dict[tuple[int, Any], Any] = {}  # the lowest processes of the last view, by (pid, description)
         # Per NS_TYPES index, kept as the records change: {inode: pids in it} and {inode: [nprocs, lowest pid]}.
         self._members: list[dict[int, set[int]]] = [{} for _ in NS_TYPES]
         self._agg: list[dict[int, list[int]]] = [{} for _ in NS_TYPES]
@@ -298,7 +299,7 @@ class WarmNode:
             return self._last[2]
         agg = self._aggregate(scanned)
         descs, gone = self._descriptions(pids, scanned, types, agg, parents_changed)
-        seen, stats = procfs.finish_scan([(agg, len(pids), vanished, denied, descs, gone)], scanned)
+        seen, stats = procfs.finish_scan([(agg, len(pids), vanished, denied, descs, gone)], scanned, self._made)
         node_ns = node_namespaces(proc)
         dev = proc.nsfs_dev()
         node_mnt = node_ns["mnt"].ino if "mnt" in node_ns else 0
