@@ -250,26 +250,17 @@ def to_columns(rows: list[Namespace]) -> pb.NodeColumns:
         at.extend([row for row, _ns in some])
         dev_of.extend([ns.dev for _row, ns in some])
         ino_of.extend([ns.ino for _row, ns in some])
-    for row, n in enumerate(rows):
-        if not (pods[row] or containers[row] or mounts[row] or fds[row]):
-            continue
-        for r in n.pods:
-            out.pod_row.append(row)
-            out.pod_namespace.append(r.namespace)
-            out.pod_name.append(r.name)
-            out.pod_uid.append(r.uid)
-        for c in n.containers:
-            out.container_row.append(row)
-            out.container_name.append(c.name)
-            out.container_id.append(c.id)
-        for mount in n.mounts:
-            out.mount_row.append(row)
-            out.mount_path.append(mount.path)
-            out.mount_mnt_ns.append(mount.mnt_ns)
-        for f in n.fds:
-            out.fd_row.append(row)
-            out.fd_pid.append(f.pid)
-            out.fd_fd.append(f.fd)
+    # The sparse groups: each entry is a record whose fields are its group's value columns, in order.
+    groups = ((pods, out.pod_row, (out.pod_namespace, out.pod_name, out.pod_uid)),
+              (containers, out.container_row, (out.container_name, out.container_id)),
+              (mounts, out.mount_row, (out.mount_path, out.mount_mnt_ns)),
+              (fds, out.fd_row, (out.fd_pid, out.fd_fd)))
+    for column, at, values in groups:
+        for row, entries in enumerate(column):
+            for entry in entries:
+                at.append(row)
+                for value_column, value in zip(values, entry, strict=True):
+                    value_column.append(value)
     return out
 
 
