@@ -104,12 +104,13 @@ def poke(sig, frame):
         assert libc.unshare(0x04000000) == 0
     os.write(1, b"done\\n")
 
-signal.signal(signal.SIGUSR1, poke)
-signal.signal(signal.SIGUSR2, poke)
-signal.signal(signal.SIGHUP, poke)
+# Taken synchronously, not by a handler: a handler's signal that lands between the interpreter's last look and
+# pause(2) is held until the next one, and the test would wait for its "done" forever.
+POKES = {signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP}
+signal.pthread_sigmask(signal.SIG_BLOCK, POKES)
 os.write(1, f"ready {child}\\n".encode())
 while True:
-    signal.pause()
+    poke(signal.sigwait(POKES), None)
 """
 
 rng = random.Random(20)
@@ -120,6 +121,13 @@ report = []
 
 def ns(pid, t):
     return os.readlink(f"/proc/{pid}/ns/{t}")
+
+def line(p):
+    """The helper's next line; a helper that does not answer fails the test in a minute instead of hanging it."""
+    import select
+    if not select.select([p.stdout], [], [], 60)[0]:
+        raise AssertionError(f"helper {p.args[-1]} (pid {p.pid}) gave no answer in 60 s")
+    return p.stdout.readline()
 
 def quiet():
     """Every process of this pid namespace is us or a tracked one, and each tracked one is a single process
@@ -168,7 +176,7 @@ def spawn(kind):
         return
     elif kind in ("idle", "share", "orphan", "uid", "root"):  # a process that changes itself when poked (HELPER)
         p = subprocess.Popen([sys.executable, "-c", HELPER, kind], start_new_session=True, stdout=subprocess.PIPE)
-        child = int(p.stdout.readline().split()[1])
+        child = int(line(p).split()[1])
         procs.append((p, kind, pin, [child] if kind == "share" else []))
         if kind == "orphan":
             procs[-1][3].append(child)  # ours to reap once its parent exits
@@ -221,11 +229,11 @@ def poke(seteuid=False):
         return "orphaned"
     if kind == "root":
         os.kill(p.pid, signal.SIGUSR1)
-        assert p.stdout.readline() == b"done\n"
+        assert line(p) == b"done\n"
         return "root:chroot"
     sig = signal.SIGHUP if seteuid else signal.SIGUSR2 if kind == "share" else rng.choice([signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP])
     os.kill(p.pid, sig)
-    assert p.stdout.readline() == b"done\n"
+    assert line(p) == b"done\n"
     return f"{kind}:{ {signal.SIGUSR1: 'setns', signal.SIGUSR2: 'fd', signal.SIGHUP: 'seteuid'}[sig] }"
 
 def remount(p, pin):
