@@ -427,13 +427,15 @@ def test_every_row_and_column_lsns_prints(netns, held_by_fds, nested):
     assert made <= {k for k, r in ours.items() if r["nprocs"] == 0} and not made & before.keys()
 
 
-def test_views_with_hidden_rows_through_the_wire(held_by_fds, netns):
+def test_views_with_hidden_rows_through_the_wire(held_by_fds, netns, nested):
     """The agent's proto carries parents, owners, mounts and fds, in rows and in columns: the round trip gives the same view,
     and the fast JSON is the generic JSON."""
     with ProcFS() as proc:
         view = discover.node_view(proc, parallel=False)
-    assert any(r.mounts for r in view.namespaces) and any(r.fds for r in view.namespaces)
-    assert any(r.parent is not None for r in view.namespaces) and any(r.owner is not None for r in view.namespaces)
+    rows = {r.id.ino: r for r in view.namespaces}
+    assert rows[netns[1]].mounts and all(rows[ino].fds for ino in held_by_fds[1].values())
+    assert rows[nested["P2"]].parent is not None and rows[nested["U2"]].parent is not None  # this test's own nesting
+    assert rows[nested["P2"]].owner is not None
     for columns in (False, True):
         back = convert.from_node(pb.NodeView.FromString(convert.to_node(view, columns=columns).SerializeToString()))
         assert back == view, f"columns={columns}"
