@@ -25,14 +25,12 @@ pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parent.parent
 
 CHURN = r'''
-import json, os, random, signal, subprocess, sys, tempfile, time
+import json, os, random, select, signal, subprocess, sys, tempfile, time
 from nsinspect.node.cached import CachedEngine
 from nsinspect.node.engine import LocalEngine
 from nsinspect.render import data
 
-if os.environ.get("NSI_DEAF"):  # the test's own mutant: mount tables never seen to change
-    import select
-
+if os.environ.get("NSI_DEAF"):  # the test's own mutant: mount tables never seen to change (select.select stays)
     class Deaf:
         def register(self, *a): pass
         def unregister(self, *a): pass
@@ -76,7 +74,7 @@ elif kind == "orphan":  # a child alone in its uts namespace (its PPID shows) wh
     while os.readlink(f"/proc/{child}/ns/uts") == os.readlink("/proc/self/ns/uts") or open(f"/proc/{child}/comm").read() != "sleep\\n":
         pass
 
-def poke(sig, frame):
+def poke(sig):
     if kind == "orphan":
         os._exit(0)
     if kind == "root":  # a new root (the first time): the pin's path in our table changes, with no mount event
@@ -110,7 +108,7 @@ POKES = {signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP}
 signal.pthread_sigmask(signal.SIG_BLOCK, POKES)
 os.write(1, f"ready {child}\\n".encode())
 while True:
-    poke(signal.sigwait(POKES), None)
+    poke(signal.sigwait(POKES))
 """
 
 rng = random.Random(20)
@@ -124,7 +122,6 @@ def ns(pid, t):
 
 def line(p):
     """The helper's next line; a helper that does not answer fails the test in a minute instead of hanging it."""
-    import select
     if not select.select([p.stdout], [], [], 60)[0]:
         raise AssertionError(f"helper {p.args[-1]} (pid {p.pid}) gave no answer in 60 s")
     return p.stdout.readline()
